@@ -1,0 +1,161 @@
+// Command bench measures brouter's latencies: network-virtual start/stop as
+// the binary Xen or systemd runs, and port attach/detach through shared/vnet.
+// It runs everything inside a network namespace of its own and removes it.
+//
+//	go run ./e2e/bench [-bin ./bin] [-n 30]
+//
+// It prints p50/p90 per operation. Absolute numbers on a shared machine are
+// noisy; compare rows measured in one run.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/vnet"
+)
+
+func main() {
+	bin := flag.String("bin", "./bin", "directory with the built binaries")
+	n := flag.Int("n", 30, "repetitions per operation")
+	inner := flag.Bool("inner", false, "internal: already inside the benchmark namespace")
+	flag.Parse()
+	if err := run(*bin, *n, *inner); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, n int, inner bool) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	if !inner {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("needs root (it creates a network namespace)")
+		}
+		ns := fmt.Sprintf("brbench-%d", os.Getpid())
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
+		}
+		defer exec.Command("ip", "netns", "del", ns).Run()
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("ip", "netns", "exec", ns, self, "-inner", "-bin", bin, "-n", fmt.Sprint(n))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	}
+	dir, err := os.MkdirTemp("", "brbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "brouter.toml")
+	os.Setenv(config.EnvConfig, cfgPath)
+	os.Setenv(config.EnvRunDir, filepath.Join(dir, "run"))
+	os.Setenv(config.EnvStateDir, filepath.Join(dir, "lib"))
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("lo up: %v: %s", err, out)
+	}
+
+	fmt.Printf("%-38s %10s %10s %6s\n", "operation", "p50", "p90", "runs")
+	nv := filepath.Join(bin, "network-virtual")
+	for _, fwk := range []string{"nftables", "iptables"} {
+		doc := fmt.Sprintf("[network.bench]\nbridge = \"brbench0\"\naddress = \"10.77.0.1/24\"\nfirewall = %q\n", fwk)
+		if err := os.WriteFile(cfgPath, []byte(doc), 0o644); err != nil {
+			return err
+		}
+		var start, stop []time.Duration
+		for i := 0; i < n; i++ {
+			d, err := timeCmd(nv, "start", "net=bench")
+			if err != nil {
+				return err
+			}
+			start = append(start, d)
+			if d, err = timeCmd(nv, "stop", "net=bench"); err != nil {
+				return err
+			}
+			stop = append(stop, d)
+		}
+		report("network-virtual start ("+fwk+")", start)
+		report("network-virtual stop ("+fwk+")", stop)
+		var again []time.Duration
+		if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			d, err := timeCmd(nv, "start", "net=bench")
+			if err != nil {
+				return err
+			}
+			again = append(again, d)
+		}
+		report("network-virtual start, running ("+fwk+")", again)
+		if _, err := timeCmd(nv, "stop", "net=bench"); err != nil {
+			return err
+		}
+	}
+	return benchPorts(n)
+}
+
+// benchPorts times Attach/Detach through the library, the path every hook takes.
+func benchPorts(n int) error {
+	cfg, err := config.Load("")
+	if err != nil {
+		return err
+	}
+	net, err := cfg.Select("bench", nil)
+	if err != nil {
+		return err
+	}
+	m := vnet.New(cfg)
+	if err := m.Start(net); err != nil {
+		return err
+	}
+	defer m.Stop(net)
+	if out, err := exec.Command("ip", "link", "add", "bport0", "type", "veth", "peer", "name", "bpeer0").CombinedOutput(); err != nil {
+		return fmt.Errorf("veth: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "link", "del", "bport0").Run()
+	var att, det []time.Duration
+	for i := 0; i < n*3; i++ {
+		t0 := time.Now()
+		if err := m.Attach(net, vnet.PortSpec{Name: "bport0"}); err != nil {
+			return err
+		}
+		att = append(att, time.Since(t0))
+		t0 = time.Now()
+		if err := m.Detach(net, "bport0"); err != nil {
+			return err
+		}
+		det = append(det, time.Since(t0))
+	}
+	report("vnet.Attach (library)", att)
+	report("vnet.Detach (library)", det)
+	return nil
+}
+
+func timeCmd(name string, args ...string) (time.Duration, error) {
+	t0 := time.Now()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, fmt.Errorf("%s %v: %v: %s", name, args, err, out)
+	}
+	return d, nil
+}
+
+func report(what string, ds []time.Duration) {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1)+0.5)] }
+	fmt.Printf("%-38s %10s %10s %6d\n", what, p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), len(ds))
+}

@@ -1,0 +1,250 @@
+// Command network-virtual creates and removes a brouter virtual network.
+//
+// It speaks Xen's network-script convention (xend runs it once at start with
+// the operation as the first argument without '=', plus VAR=VAL arguments from
+// xend-config.sxp), and is what systemd's brouter-network@NAME unit runs on
+// hosts where xl never calls network scripts:
+//
+//	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+//
+// Exit status: 0 success (status: running), 1 failure, 2 usage, 3 status: not running.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/vnet"
+)
+
+const usage = `usage: network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+
+Variables (Xen network-script style; they override the host config):
+  net=NAME          use [network.NAME] from the host config
+  bridge=NAME       bridge name (default xenbr<vifnum>)
+  vifnum=N          bridge number for the default name (default 0)
+  bridgeip=CIDR     the bridge's address, e.g. 10.98.98.1/24 (default 10.6.7.1/24)
+  brnet=CIDR        the network, e.g. 10.98.98.0/24 (must contain bridgeip)
+  netdev=IFNAME     uplink: forward and masquerade only through this interface
+  antispoof=yes|no  drop forwarded packets whose source is outside the network
+
+Host config: --config FILE, else $BROUTER_CONFIG, else /etc/brouter/brouter.toml (optional).
+Exit status: 0 ok (status: running), 1 failure, 2 usage, 3 not running.
+`
+
+const (
+	exitFail       = 1
+	exitUsage      = 2
+	exitNotRunning = 3
+)
+
+type invocation struct {
+	op         string
+	configPath string
+	json       bool
+	net        string
+	over       config.NetworkSpec
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	inv, err := parseArgs(args)
+	if err != nil {
+		if errors.Is(err, errHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "network-virtual: %v (see network-virtual --help)\n", err)
+		return exitUsage
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "network-virtual: %s: %s\n", inv.op, oneLine(err.Error()))
+		return exitFail
+	}
+	cfg, err := config.Load(inv.configPath)
+	if err != nil {
+		return fail(err)
+	}
+	n, err := cfg.Select(inv.net, &inv.over)
+	if err != nil {
+		return fail(err)
+	}
+	m := vnet.New(cfg)
+	switch inv.op {
+	case "start":
+		if err := m.Start(n); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "network %s: started on bridge %s (%s)\n", n.Name, n.Bridge, n.Mode)
+	case "stop":
+		if err := m.Stop(n); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "network %s: stopped\n", n.Name)
+	case "restart":
+		if err := m.Stop(n); err != nil {
+			return fail(err)
+		}
+		if err := m.Start(n); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "network %s: restarted on bridge %s (%s)\n", n.Name, n.Bridge, n.Mode)
+	case "status":
+		st, err := m.Status(n)
+		if err != nil {
+			return fail(err)
+		}
+		if inv.json {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(st)
+		} else {
+			printStatus(stdout, st)
+		}
+		if !st.Running {
+			return exitNotRunning
+		}
+	}
+	return 0
+}
+
+var errHelp = errors.New("help")
+
+// parseArgs follows xend: the operation is the first argument without '=';
+// VAR=VAL arguments may come before or after it.
+func parseArgs(args []string) (*invocation, error) {
+	inv := &invocation{}
+	var vifnum, bridge *string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-h" || a == "--help" || a == "help":
+			return nil, errHelp
+		case a == "--json":
+			inv.json = true
+		case a == "--config" || a == "-c":
+			if i+1 >= len(args) {
+				return nil, usageError{"--config needs a file name"}
+			}
+			i++
+			inv.configPath = args[i]
+		case strings.HasPrefix(a, "--config="):
+			inv.configPath = strings.TrimPrefix(a, "--config=")
+		case strings.HasPrefix(a, "-"):
+			return nil, usageError{fmt.Sprintf("unknown option %q", a)}
+		case strings.Contains(a, "="):
+			k, v, _ := strings.Cut(a, "=")
+			v = unquote(v)
+			switch k {
+			case "net":
+				inv.net = v
+			case "bridge":
+				bridge = &v
+			case "vifnum":
+				if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 9999 {
+					return nil, usageError{fmt.Sprintf("vifnum=%q: want a number 0..9999", v)}
+				}
+				vifnum = &v
+			case "bridgeip":
+				inv.over.Address = &v
+			case "brnet":
+				inv.over.Subnet = &v
+			case "netdev":
+				inv.over.Uplink = &v
+			case "antispoof":
+				b, ok := map[string]bool{"yes": true, "no": false, "true": true, "false": false, "1": true, "0": false}[v]
+				if !ok {
+					return nil, usageError{fmt.Sprintf("antispoof=%q: want yes or no", v)}
+				}
+				inv.over.Antispoof = &b
+			default:
+				return nil, usageError{fmt.Sprintf("unknown variable %q (known: net, bridge, vifnum, bridgeip, brnet, netdev, antispoof)", k)}
+			}
+		case inv.op == "":
+			switch a {
+			case "start", "stop", "restart", "status":
+				inv.op = a
+			default:
+				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart or status", a)}
+			}
+		default:
+			return nil, usageError{fmt.Sprintf("unexpected argument %q after %s", a, inv.op)}
+		}
+	}
+	if inv.op == "" {
+		return nil, usageError{"no operation given: want start, stop, restart or status"}
+	}
+	if bridge == nil && vifnum != nil {
+		b := "xenbr" + *vifnum
+		bridge = &b
+	}
+	inv.over.Bridge = bridge
+	return inv, nil
+}
+
+// unquote strips one pair of quotes a caller may have passed literally
+// (bridgeip="10.0.0.1/24" reaching us without a shell in between).
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func printStatus(w io.Writer, st *vnet.Status) {
+	state := "not running"
+	if st.Running {
+		state = "running"
+	}
+	fmt.Fprintf(w, "network %s: %s\n", st.Network, state)
+	fmt.Fprintf(w, "  bridge:   %s", st.Bridge)
+	if st.CreatedBridge {
+		fmt.Fprint(w, " (created by brouter)")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  mode:     %s\n", st.Mode)
+	if st.Address != "" {
+		fmt.Fprintf(w, "  address:  %s\n", st.Address)
+	}
+	if st.Address6 != "" {
+		fmt.Fprintf(w, "  address6: %s\n", st.Address6)
+	}
+	if st.Backend != "" {
+		fmt.Fprintf(w, "  firewall: %s, %d rules\n", st.Backend, len(st.Firewall))
+	}
+	if !st.Running {
+		return
+	}
+	fmt.Fprintf(w, "  ports:    %d\n", len(st.Ports))
+	for _, p := range st.Ports {
+		fmt.Fprintf(w, "    %-15s %s mtu %d %s\n", p.Name, p.MAC, p.MTU, p.State)
+	}
+	fmt.Fprintln(w, "  routes:")
+	for _, r := range st.Routes {
+		fmt.Fprintf(w, "    %s\n", r)
+	}
+	if len(st.Firewall) > 0 {
+		fmt.Fprintln(w, "  rules:")
+		for _, r := range st.Firewall {
+			fmt.Fprintf(w, "    %s\n", r)
+		}
+	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", p)
+	}
+}

@@ -1,0 +1,412 @@
+// Package link manipulates links, addresses and routes over netlink.
+//
+// It is a mechanism: every function does one thing to the kernel and reports
+// what it found or changed; vnet decides when to call them. Functions act on
+// the network namespace of the calling thread.
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is returned (wrapped) when a link does not exist.
+var ErrNotFound = errors.New("no such link")
+
+// Get returns the link called name, or an error wrapping ErrNotFound.
+func Get(name string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("link: %s: %w", name, ErrNotFound)
+		}
+		return nil, fmt.Errorf("link: %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// Exists reports whether a link called name exists.
+func Exists(name string) (bool, error) {
+	_, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// BridgeSpec says how a bridge should look.
+type BridgeSpec struct {
+	Name         string
+	MTU          int
+	STP          bool
+	ForwardDelay int // seconds
+}
+
+// EnsureBridge creates the bridge if it is absent and brings its settings and
+// state to spec, then sets it up. created says whether it made the bridge. A
+// link with that name that is not a bridge is an error.
+func EnsureBridge(spec BridgeSpec) (l netlink.Link, created bool, err error) {
+	l, err = Get(spec.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
+		br.Name = spec.Name
+		br.MTU = spec.MTU
+		if err := netlink.LinkAdd(br); err != nil {
+			return nil, false, fmt.Errorf("link: create bridge %s: %w", spec.Name, err)
+		}
+		created = true
+		if l, err = Get(spec.Name); err != nil {
+			return nil, true, err
+		}
+	case err != nil:
+		return nil, false, err
+	case l.Type() != "bridge":
+		return nil, false, fmt.Errorf("link: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", spec.Name, l.Type())
+	}
+	if err := setSTP(l.Attrs().Index, spec.STP, spec.ForwardDelay); err != nil {
+		return l, created, fmt.Errorf("link: bridge %s: %w", spec.Name, err)
+	}
+	if spec.MTU > 0 && l.Attrs().MTU != spec.MTU {
+		if err := netlink.LinkSetMTU(l, spec.MTU); err != nil {
+			return l, created, fmt.Errorf("link: set MTU %d on %s: %w", spec.MTU, spec.Name, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return l, created, fmt.Errorf("link: set %s up: %w", spec.Name, err)
+		}
+	}
+	return l, created, nil
+}
+
+// setSTP sets the bridge's STP state and forward delay through rtnetlink
+// (IFLA_BR_*), so it works in any namespace without sysfs. The kernel refuses
+// a forward delay under 2 s while STP is on, so the order of the two changes
+// depends on the direction.
+func setSTP(index int, stp bool, fwdDelay int) error {
+	stpAttr := func(d *nl.RtAttr) {
+		v := uint32(0)
+		if stp {
+			v = 1
+		}
+		d.AddRtAttr(nl.IFLA_BR_STP_STATE, nl.Uint32Attr(v))
+	}
+	fdAttr := func(d *nl.RtAttr) {
+		d.AddRtAttr(nl.IFLA_BR_FORWARD_DELAY, nl.Uint32Attr(uint32(fwdDelay*100))) // clock_t, USER_HZ=100
+	}
+	steps := []func(*nl.RtAttr){stpAttr, fdAttr}
+	if stp {
+		steps = []func(*nl.RtAttr){fdAttr, stpAttr}
+	}
+	for _, step := range steps {
+		req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		msg.Index = int32(index)
+		req.AddData(msg)
+		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+		info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+		step(info.AddRtAttr(nl.IFLA_INFO_DATA, nil))
+		req.AddData(info)
+		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+			return fmt.Errorf("set stp=%v forward_delay=%ds: %w", stp, fwdDelay, err)
+		}
+	}
+	return nil
+}
+
+// Delete removes the link; a missing link is not an error.
+func Delete(name string) error {
+	l, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("link: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// EnsureAddr adds addr (address with prefix length) to the link unless it is
+// already there. added says whether it changed anything.
+func EnsureAddr(l netlink.Link, addr netip.Prefix) (added bool, err error) {
+	have, err := HasAddr(l, addr)
+	if err != nil || have {
+		return false, err
+	}
+	a := &netlink.Addr{IPNet: ipnet(addr)}
+	if addr.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD // the gateway must answer at once, not after DAD
+	}
+	if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		return false, fmt.Errorf("link: add address %s to %s: %w", addr, l.Attrs().Name, err)
+	}
+	return true, nil
+}
+
+// HasAddr reports whether the link carries addr with that prefix length.
+func HasAddr(l netlink.Link, addr netip.Prefix) (bool, error) {
+	addrs, err := netlink.AddrList(l, family(addr.Addr()))
+	if err != nil {
+		return false, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && p == addr {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// DelAddr removes addr from the link; an address that is not there is not an error.
+func DelAddr(l netlink.Link, addr netip.Prefix) error {
+	err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipnet(addr)})
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("link: remove address %s from %s: %w", addr, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Addrs returns the link's global addresses as prefixes.
+func Addrs(l netlink.Link) ([]netip.Prefix, error) {
+	addrs, err := netlink.AddrList(l, unix.AF_UNSPEC)
+	if err != nil {
+		return nil, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Conflict finds a route in the main table, on a link other than skipIndex
+// (0: none), whose destination overlaps subnet. Default routes do not count.
+// It returns a sentence naming the interface and the route, or "".
+func Conflict(subnet netip.Prefix, skipIndex int) (string, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
+	routes, err := netlink.RouteListFiltered(family(subnet.Addr()), filter, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("link: list routes: %w", err)
+	}
+	for _, r := range routes {
+		dst, ok := prefixOf(r.Dst)
+		if !ok || dst.Bits() == 0 || !dst.Overlaps(subnet) {
+			continue
+		}
+		idx := r.LinkIndex
+		if idx == 0 && len(r.MultiPath) > 0 {
+			idx = r.MultiPath[0].LinkIndex
+		}
+		if idx != 0 && idx == skipIndex {
+			continue
+		}
+		dev := "no interface (" + routeType(r.Type) + " route)"
+		if idx != 0 {
+			if l, err := netlink.LinkByIndex(idx); err == nil {
+				dev = "interface " + l.Attrs().Name
+			} else {
+				dev = fmt.Sprintf("interface index %d", idx)
+			}
+		}
+		return fmt.Sprintf("%s overlaps route %s on %s", subnet, dst.Masked(), dev), nil
+	}
+	return "", nil
+}
+
+func routeType(t int) string {
+	switch t {
+	case unix.RTN_BLACKHOLE:
+		return "blackhole"
+	case unix.RTN_UNREACHABLE:
+		return "unreachable"
+	case unix.RTN_PROHIBIT:
+		return "prohibit"
+	}
+	return "unicast"
+}
+
+// Routes returns the main-table routes through the link, as `ip route` would print them.
+func Routes(l netlink.Link) ([]string, error) {
+	var out []string
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		rs, err := netlink.RouteList(l, fam)
+		if err != nil {
+			return nil, fmt.Errorf("link: list routes of %s: %w", l.Attrs().Name, err)
+		}
+		for _, r := range rs {
+			dst, ok := prefixOf(r.Dst)
+			if ok && dst.Addr().IsLinkLocalUnicast() || r.Table != unix.RT_TABLE_MAIN {
+				continue
+			}
+			s := "default"
+			if ok {
+				s = dst.String()
+			}
+			if r.Gw != nil {
+				s += " via " + r.Gw.String()
+			}
+			if r.Src != nil {
+				s += " src " + r.Src.String()
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Port describes a link enslaved to a bridge.
+type Port struct {
+	Name  string `json:"name"`
+	MAC   string `json:"mac"`
+	MTU   int    `json:"mtu"`
+	State string `json:"state"`
+}
+
+// Ports lists the links whose master is the bridge, by name.
+func Ports(br netlink.Link) ([]Port, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("link: list links: %w", err)
+	}
+	var out []Port
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex != br.Attrs().Index {
+			continue
+		}
+		out = append(out, Port{Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU, State: strings.ToLower(a.OperState.String())})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// AttachSpec says how a port joins a bridge.
+type AttachSpec struct {
+	Name   string
+	Bridge string
+	MTU    int              // 0: the bridge's
+	MAC    net.HardwareAddr // nil: leave as is
+}
+
+// Attach puts the port on the bridge with the MTU and MAC asked for, and sets it up.
+// Applying the same spec twice changes nothing.
+func Attach(spec AttachSpec) error {
+	port, err := Get(spec.Name)
+	if err != nil {
+		return err
+	}
+	br, err := Get(spec.Bridge)
+	if err != nil {
+		return err
+	}
+	if br.Type() != "bridge" {
+		return fmt.Errorf("link: %s is a %s link, not a bridge", spec.Bridge, br.Type())
+	}
+	a := port.Attrs()
+	mtu := spec.MTU
+	if mtu == 0 {
+		mtu = br.Attrs().MTU
+	}
+	if spec.MAC != nil && a.HardwareAddr.String() != spec.MAC.String() {
+		if err := netlink.LinkSetHardwareAddr(port, spec.MAC); err != nil {
+			return fmt.Errorf("link: set MAC %s on %s: %w", spec.MAC, spec.Name, err)
+		}
+	}
+	if a.MTU != mtu {
+		if err := netlink.LinkSetMTU(port, mtu); err != nil {
+			return fmt.Errorf("link: set MTU %d on %s: %w", mtu, spec.Name, err)
+		}
+	}
+	if a.MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMasterByIndex(port, br.Attrs().Index); err != nil {
+			return fmt.Errorf("link: attach %s to bridge %s: %w", spec.Name, spec.Bridge, err)
+		}
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(port); err != nil {
+			return fmt.Errorf("link: set %s up: %w", spec.Name, err)
+		}
+	}
+	return nil
+}
+
+// Detach takes the port off whatever bridge it is on. A missing port, or one
+// on no bridge, is not an error.
+func Detach(name string) error {
+	port, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if port.Attrs().MasterIndex == 0 {
+		return nil
+	}
+	if err := netlink.LinkSetNoMaster(port); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("link: detach %s: %w", name, err)
+	}
+	return nil
+}
+
+// EnableForwarding turns on IPv4 (and, with v6, IPv6) forwarding in the
+// current namespace. It never turns them off: other networks may rely on it.
+func EnableForwarding(v6 bool) error {
+	if err := writeSysctl("/proc/sys/net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	if v6 {
+		return writeSysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+	}
+	return nil
+}
+
+func writeSysctl(path, val string) error {
+	cur, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(cur)) == val {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
+		return fmt.Errorf("link: sysctl %s=%s: %w", strings.ReplaceAll(strings.TrimPrefix(path, "/proc/sys/"), "/", "."), val, err)
+	}
+	return nil
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}

@@ -1,0 +1,159 @@
+// Package state keeps the small records that must outlive one invocation
+// (who created a bridge, what a port was given) and the locks that serialise
+// invocations acting on the same network.
+//
+// Records are JSON files written atomically (temp file, fsync, rename), so a
+// reader sees either the old or the new record, never a torn one, even if the
+// writer is killed. Locks are flock(2) locks with a deadline: a hotplug script
+// that cannot get the lock in time fails with a clear error instead of hanging
+// until Xen kills it.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Store is a directory of records.
+type Store struct {
+	Dir string
+}
+
+// New returns a store rooted at dir (created on first write).
+func New(dir string) *Store { return &Store{Dir: dir} }
+
+func (s *Store) path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Read decodes record name into v. It returns false (and no error) when the
+// record does not exist.
+func (s *Store) Read(name string, v any) (bool, error) {
+	data, err := os.ReadFile(s.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("state: %w", err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("state: record %s is corrupt (%v); remove it if the network is down", s.path(name), err)
+	}
+	return true, nil
+}
+
+// Write stores v as record name atomically.
+func (s *Store) Write(name string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("state: encode %s: %w", name, err)
+	}
+	dst := s.path(name)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("state: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("state: sync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes record name; a missing record is not an error.
+func (s *Store) Remove(name string) error {
+	err := os.Remove(s.path(name))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// List returns the names of the records in subdirectory sub ("" for the top),
+// without temp files.
+func (s *Store) List(sub string) ([]string, error) {
+	ents, err := os.ReadDir(s.path(sub))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && e.Name()[0] != '.' {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Lock is a held flock.
+type Lock struct {
+	f *os.File
+}
+
+// ErrLockTimeout is returned (wrapped) when a lock was not obtained in time.
+var ErrLockTimeout = errors.New("timed out waiting for lock")
+
+// Acquire takes an exclusive flock on name (a file in the store's directory),
+// waiting at most timeout.
+func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
+	p := s.path(name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state: lock: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return &Lock{f: f}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("state: lock %s: %w", p, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", p, ErrLockTimeout, timeout)
+		}
+		time.Sleep(wait)
+		if wait < 20*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// Release drops the lock. Safe on nil.
+func (l *Lock) Release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.f.Close()
+	l.f = nil
+}

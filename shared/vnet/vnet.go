@@ -1,0 +1,386 @@
+// Package vnet is brouter's policy: what starting, stopping and inspecting a
+// virtual network means, and how a port (a Xen vif, a QEMU tap, a CNI veth)
+// joins one. Hooks translate their caller's convention into a call here; the
+// mechanism packages (link, firewall, state) do what vnet tells them.
+//
+// Every operation is idempotent and serialised per network by a lock with a
+// deadline. A failed Start undoes what it did, so bad input or a broken host
+// leaves the host as it was.
+package vnet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/firewall"
+	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/state"
+)
+
+// Manager carries out operations on the networks of one host config.
+type Manager struct {
+	Config *config.Config
+	// Run holds volatile records and locks (config.RunDir).
+	Run *state.Store
+	// NewFirewall returns the backend for a config value ("auto", "nftables",
+	// "iptables"); tests replace it with a fake.
+	NewFirewall func(kind string) (firewall.Backend, error)
+}
+
+// New returns a Manager for the config, with the real firewall backends.
+func New(c *config.Config) *Manager {
+	return &Manager{Config: c, Run: state.New(c.RunDir), NewFirewall: firewall.New}
+}
+
+// record is what Start remembers about a network for Stop and Status.
+type record struct {
+	Network       string    `json:"network"`
+	Bridge        string    `json:"bridge"`
+	Mode          string    `json:"mode"`
+	Backend       string    `json:"backend,omitempty"`
+	CreatedBridge bool      `json:"created_bridge"`
+	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
+	Started       time.Time `json:"started"`
+}
+
+func recordName(network string) string { return "networks/" + network + ".json" }
+func lockName(network string) string   { return "locks/" + network + ".lock" }
+
+func (m *Manager) lock(network string) (*state.Lock, error) {
+	l, err := m.Run.Acquire(lockName(network), m.Config.LockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("vnet: network %s: %w", network, err)
+	}
+	return l, nil
+}
+
+// Start brings the network up: the bridge (created if absent), its addresses,
+// forwarding and the firewall rules its mode needs. Starting a running network
+// changes nothing; a failed Start undoes its own changes.
+func (m *Manager) Start(n *config.Network) (err error) {
+	l, err := m.lock(n.Name)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+
+	var rec record
+	had, err := m.Run.Read(recordName(n.Name), &rec)
+	if err != nil {
+		return err
+	}
+	if !had {
+		rec = record{Network: n.Name, Bridge: n.Bridge, Started: time.Now().UTC()}
+	} else if rec.Bridge != n.Bridge {
+		return fmt.Errorf("vnet: network %s is running on bridge %s, not %s; stop it first", n.Name, rec.Bridge, n.Bridge)
+	}
+	rec.Mode = string(n.Mode)
+
+	if n.Mode == config.ModeBridge {
+		br, err := link.Get(n.Bridge)
+		if errors.Is(err, link.ErrNotFound) {
+			return fmt.Errorf("vnet: network %s: mode bridge uses an existing bridge and %s does not exist; create it (e.g. with your distribution's network config) or choose mode nat", n.Name, n.Bridge)
+		}
+		if err != nil {
+			return fmt.Errorf("vnet: %w", err)
+		}
+		if br.Type() != "bridge" {
+			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
+		}
+		return m.Run.Write(recordName(n.Name), &rec)
+	}
+
+	// Everything that can be checked is checked before the host is touched.
+	skip := 0
+	if br, err := link.Get(n.Bridge); err == nil {
+		if br.Type() != "bridge" {
+			return fmt.Errorf("vnet: network %s: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", n.Name, n.Bridge, br.Type())
+		}
+		skip = br.Attrs().Index
+	} else if !errors.Is(err, link.ErrNotFound) {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	for _, sn := range n.Subnets() {
+		msg, err := link.Conflict(sn, skip)
+		if err != nil {
+			return fmt.Errorf("vnet: %w", err)
+		}
+		if msg != "" {
+			return fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
+		}
+	}
+	fw, err := m.NewFirewall(n.Firewall)
+	if err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	var old firewall.Backend
+	if rec.Backend != "" && rec.Backend != fw.Name() {
+		// The config switched backends: the old one's rules must go.
+		if old, err = m.NewFirewall(rec.Backend); err != nil {
+			return fmt.Errorf("vnet: network %s: remove rules of previous backend: %w", n.Name, err)
+		}
+	}
+
+	// From here on the host changes; undo on failure.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	if created {
+		undo = append(undo, func() { _ = link.Delete(n.Bridge) })
+		rec.CreatedBridge = true
+		// Remember at once that we own the bridge, so a Stop after a crash removes it.
+		if werr := m.Run.Write(recordName(n.Name), &rec); werr != nil && err == nil {
+			err = werr
+		}
+		if !had {
+			undo = append(undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	for _, gw := range []netip.Prefix{n.Gateway, n.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		added, err := link.EnsureAddr(br, gw)
+		if err != nil {
+			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+		if added {
+			gw := gw
+			undo = append(undo, func() { _ = link.DelAddr(br, gw) })
+		}
+		rec.Addresses = appendUnique(rec.Addresses, gw.String())
+	}
+	if n.Mode != config.ModeIsolated {
+		if err := link.EnableForwarding(n.Gateway6.IsValid()); err != nil {
+			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+	}
+	if old != nil {
+		if err := old.Remove(n.Name); err != nil {
+			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+	}
+	if err := fw.Ensure(rulesFor(n)); err != nil {
+		if !had {
+			undo = append(undo, func() { _ = fw.Remove(n.Name) })
+		}
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if !had {
+		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+	}
+	rec.Backend = fw.Name()
+	return m.Run.Write(recordName(n.Name), &rec)
+}
+
+// rulesFor turns a network's mode into the firewall's terms.
+func rulesFor(n *config.Network) firewall.NetworkRules {
+	return firewall.NetworkRules{
+		Network:    n.Name,
+		Bridge:     n.Bridge,
+		Subnets:    n.Subnets(),
+		Forward:    n.Mode == config.ModeNAT || n.Mode == config.ModeRouted,
+		Masquerade: n.Mode == config.ModeNAT,
+		Uplink:     n.Uplink,
+		Antispoof:  n.Antispoof,
+	}
+}
+
+// Stop takes the network down: every port off the bridge, our firewall rules,
+// the addresses we added, and the bridge if we created it. Stopping a stopped
+// network succeeds.
+func (m *Manager) Stop(n *config.Network) error {
+	l, err := m.lock(n.Name)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+
+	var rec record
+	had, err := m.Run.Read(recordName(n.Name), &rec)
+	if err != nil {
+		return err
+	}
+	if !had {
+		return nil
+	}
+	if rec.Mode == string(config.ModeBridge) {
+		// Not ours: leave the bridge and its ports alone, forget our ports.
+		if err := m.forgetPorts(n.Name); err != nil {
+			return err
+		}
+		return m.Run.Remove(recordName(n.Name))
+	}
+	var errs []error
+	br, err := link.Get(rec.Bridge)
+	switch {
+	case errors.Is(err, link.ErrNotFound):
+		br = nil
+	case err != nil:
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if br != nil {
+		ports, err := link.Ports(br)
+		if err != nil {
+			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+		for _, p := range ports {
+			if err := link.Detach(p.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := m.forgetPorts(n.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if rec.Backend != "" {
+		fw, err := m.NewFirewall(rec.Backend)
+		if err == nil {
+			err = fw.Remove(n.Name)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if br != nil {
+		for _, s := range rec.Addresses {
+			if p, perr := netip.ParsePrefix(s); perr == nil {
+				if err := link.DelAddr(br, p); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if rec.CreatedBridge {
+			if err := link.Delete(rec.Bridge); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Keep the record so a second stop can finish the job.
+		return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
+	}
+	return m.Run.Remove(recordName(n.Name))
+}
+
+// Status describes a network as the kernel and our records see it.
+type Status struct {
+	Network       string      `json:"network"`
+	Bridge        string      `json:"bridge"`
+	Running       bool        `json:"running"`
+	Mode          string      `json:"mode"`
+	Address       string      `json:"address,omitempty"`
+	Address6      string      `json:"address6,omitempty"`
+	Addresses     []string    `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string      `json:"backend,omitempty"`
+	CreatedBridge bool        `json:"created_bridge"`
+	Ports         []link.Port `json:"ports"`
+	Routes        []string    `json:"routes"`
+	Firewall      []string    `json:"firewall"`
+	Problems      []string    `json:"problems,omitempty"`
+}
+
+// Status reports on the network. Running means Start has run and the bridge
+// exists; Problems lists what differs from what Start set up.
+func (m *Manager) Status(n *config.Network) (*Status, error) {
+	st := &Status{Network: n.Name, Bridge: n.Bridge, Mode: string(n.Mode), Ports: []link.Port{}, Routes: []string{}, Firewall: []string{}}
+	if n.Gateway.IsValid() {
+		st.Address = n.Gateway.String()
+	}
+	if n.Gateway6.IsValid() {
+		st.Address6 = n.Gateway6.String()
+	}
+	var rec record
+	had, err := m.Run.Read(recordName(n.Name), &rec)
+	if err != nil {
+		return nil, err
+	}
+	br, err := link.Get(n.Bridge)
+	if err != nil && !errors.Is(err, link.ErrNotFound) {
+		return nil, fmt.Errorf("vnet: %w", err)
+	}
+	if had {
+		st.Bridge, st.Mode, st.Backend, st.CreatedBridge = rec.Bridge, rec.Mode, rec.Backend, rec.CreatedBridge
+		if br == nil {
+			st.Problems = append(st.Problems, "bridge "+rec.Bridge+" is missing (deleted behind our back?); run start again")
+		}
+	}
+	st.Running = had && br != nil
+	if br != nil {
+		if err := m.describeBridge(br, st, &rec, had); err != nil {
+			return nil, err
+		}
+	}
+	if st.Backend != "" {
+		fw, err := m.NewFirewall(st.Backend)
+		if err == nil {
+			st.Firewall, err = fw.List(n.Name)
+		}
+		if err != nil {
+			st.Problems = append(st.Problems, err.Error())
+		}
+		if st.Firewall == nil {
+			st.Firewall = []string{}
+		}
+		if had && len(st.Firewall) == 0 {
+			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
+		}
+	}
+	return st, nil
+}
+
+func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had bool) error {
+	var err error
+	if st.Ports, err = link.Ports(br); err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	if st.Routes, err = link.Routes(br); err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	addrs, err := link.Addrs(br)
+	if err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, a.String())
+	}
+	if had {
+		for _, want := range rec.Addresses {
+			if !contains(st.Addresses, want) {
+				st.Problems = append(st.Problems, "address "+want+" is missing from "+rec.Bridge+"; run start again")
+			}
+		}
+	}
+	return nil
+}
+
+func appendUnique(s []string, v string) []string {
+	if contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,175 @@
+// Package firewall installs the packet-filter rules of a brouter network.
+//
+// It is a mechanism: it does what it is told and holds no policy. vnet decides
+// which rules a network needs (from its mode) and hands them over as one
+// NetworkRules value; a backend turns that into one atomic change of its own
+// tables and chains, named after the project, and never touches anything else
+// (no built-in chain policy, no flush of foreign tables).
+//
+// What a network gets (see plan in rules.go, shared by every backend):
+//
+//   - nftables: table "inet brouter-NET" with a forward filter base chain and,
+//     in nat mode, a postrouting nat base chain.
+//   - iptables: chains BR-FWD-NET (filter) and BR-NAT-NET (nat), jumped from
+//     FORWARD and POSTROUTING; IPv6 through ip6tables.
+//   - Docker hosts (filter FORWARD policy DROP or a DOCKER-USER chain): the
+//     accept rules are also installed in iptables and jumped from DOCKER-USER,
+//     whichever backend is in use, so guests still reach the outside.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// NetworkRules is everything the firewall needs to know about one network.
+type NetworkRules struct {
+	// Network is the network's name (validated: [A-Za-z0-9][A-Za-z0-9_-]{0,14}).
+	// Tables and chains are named after it.
+	Network string
+	// Bridge is the interface guests sit behind (the bridge).
+	Bridge string
+	// Subnets are the networks configured on the bridge (IPv4 and/or IPv6, masked).
+	Subnets []netip.Prefix
+	// Forward: forward traffic between the bridge and other interfaces
+	// (nat and routed modes). When false (isolated) every packet forwarded to
+	// or from the bridge is dropped, and Masquerade is ignored.
+	Forward bool
+	// Masquerade the IPv4 subnets when they leave through another interface (nat mode).
+	// With Masquerade, new connections from outside toward the guests are not forwarded;
+	// only established/related traffic comes back in. IPv6 subnets are never
+	// masqueraded: as in libvirt's nat mode they are routed, inbound included.
+	Masquerade bool
+	// Uplink, when set, restricts forwarding and masquerade to this outgoing interface.
+	Uplink string
+	// Antispoof: drop packets forwarded from the bridge whose source address is
+	// not in Subnets.
+	Antispoof bool
+}
+
+// Backend is one packet-filter implementation (nftables, iptables, or a fake).
+// Implementations are safe for concurrent use on different networks; callers
+// serialize operations on the same network (vnet holds the network's lock).
+type Backend interface {
+	// Name is "nftables", "iptables" or "fake".
+	Name() string
+	// Ensure installs the rules for r.Network, replacing whatever the backend had
+	// installed for that network before, in one atomic change. Applying the same
+	// rules twice changes nothing.
+	Ensure(r NetworkRules) error
+	// Remove deletes everything the backend installed for the network.
+	// Removing a network that has no rules succeeds.
+	Remove(network string) error
+	// List returns a human-readable line per rule installed for the network
+	// (for status); nil when there are none.
+	List(network string) ([]string, error)
+}
+
+// Kinds accepted by New.
+const (
+	KindAuto     = "auto"
+	KindNftables = "nftables"
+	KindIPTables = "iptables"
+)
+
+// New returns the backend of the given kind. KindAuto picks nftables when the
+// nft tool works here, else iptables. The returned error says what is missing
+// and which Debian package provides it.
+func New(kind string) (Backend, error) {
+	switch kind {
+	case KindNftables:
+		b, err := newNftables()
+		if err != nil {
+			return nil, errorf("%w", err)
+		}
+		return b, nil
+	case KindIPTables:
+		b, err := newIPTables()
+		if err != nil {
+			return nil, errorf("%w", err)
+		}
+		return b, nil
+	case KindAuto:
+		nb, nerr := newNftables()
+		if nerr == nil {
+			return nb, nil
+		}
+		ib, ierr := newIPTables()
+		if ierr == nil {
+			return ib, nil
+		}
+		return nil, errorf("no usable backend (install the Debian package nftables, or iptables): %w; %w", nerr, ierr)
+	default:
+		return nil, errorf("unknown backend %q (allowed: %s, %s, %s)", kind, KindAuto, KindNftables, KindIPTables)
+	}
+}
+
+// errorf wraps a failure with the component name, as every error of this
+// package does, on one line (nft and iptables print multi-line diagnostics).
+func errorf(format string, a ...any) error {
+	return oneLine{fmt.Errorf("firewall: "+format, a...)}
+}
+
+type oneLine struct{ err error }
+
+func (e oneLine) Unwrap() error { return e.err }
+
+func (e oneLine) Error() string {
+	var keep []string
+	for _, l := range strings.Split(e.err.Error(), "\n") {
+		// Drop blank lines and nft's "^^^^" markers under the offending command.
+		if l = strings.TrimSpace(l); strings.Trim(l, "^ ") != "" {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, " ")
+}
+
+var (
+	networkRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,14}$`)
+	ifnameRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+)
+
+func validNetwork(name string) error {
+	if !networkRE.MatchString(name) {
+		return errorf("invalid network name %q (want [A-Za-z0-9][A-Za-z0-9_-], at most 15 characters)", name)
+	}
+	return nil
+}
+
+func validIfname(what, name string) error {
+	if !ifnameRE.MatchString(name) || name == "." || name == ".." {
+		return errorf("invalid %s interface name %q (want [A-Za-z0-9_.-], at most 15 characters)", what, name)
+	}
+	return nil
+}
+
+// validate checks everything that ends up in a rule, so that no backend ever
+// sees an unchecked name or address.
+func (r NetworkRules) validate() error {
+	if err := validNetwork(r.Network); err != nil {
+		return err
+	}
+	if err := validIfname("bridge", r.Bridge); err != nil {
+		return err
+	}
+	if r.Uplink != "" {
+		if err := validIfname("uplink", r.Uplink); err != nil {
+			return err
+		}
+		if r.Uplink == r.Bridge {
+			return errorf("network %s: uplink %s is the bridge itself", r.Network, r.Uplink)
+		}
+	}
+	for _, p := range r.Subnets {
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return errorf("network %s: invalid subnet %v", r.Network, p)
+		}
+		if p != p.Masked() {
+			return errorf("network %s: subnet %v is not masked (want %v)", r.Network, p, p.Masked())
+		}
+	}
+	return nil
+}

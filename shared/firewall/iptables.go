@@ -1,0 +1,371 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// iptables layout of a network NET (per family: iptables, ip6tables):
+//
+//	filter BR-FWD-NET  jumped from FORWARD (and from DOCKER-USER when it exists)
+//	nat    BR-NAT-NET  jumped from POSTROUTING (IPv4, nat mode only)
+//
+// Atomicity: a chain's content is replaced by one `iptables-restore --noflush`
+// run that declares the chain (which flushes it) and appends its rules. The
+// kernel (legacy: one table swap; nft: one transaction) applies that at once,
+// so packets never see a half-filled chain. Jumps are inserted afterwards, only
+// when absent, so an existing jump keeps pointing at the (replaced) chain.
+// Built-in chains are only ever given or relieved of our jump: their policy and
+// other rules are never touched.
+
+const (
+	dockerUser  = "DOCKER-USER"
+	builtinFwd  = "FORWARD"
+	builtinPost = "POSTROUTING"
+)
+
+func fwdChain(network string) string { return "BR-FWD-" + network }
+func natChain(network string) string { return "BR-NAT-" + network }
+
+// iptFamily is iptables (4) or ip6tables (6) on this host.
+type iptFamily struct {
+	family  int
+	cmd     string // "iptables" or "ip6tables", for messages and List
+	ipt     *iptables.IPTables
+	restore string // path of the matching *-restore
+}
+
+func newIPTFamily(family int) (*iptFamily, error) {
+	proto, cmd := iptables.ProtocolIPv4, "iptables"
+	if family == 6 {
+		proto, cmd = iptables.ProtocolIPv6, "ip6tables"
+	}
+	if _, err := exec.LookPath(cmd); err != nil {
+		return nil, fmt.Errorf("%s not found (install the Debian package iptables): %w", cmd, err)
+	}
+	restore, err := exec.LookPath(cmd + "-restore")
+	if err != nil {
+		return nil, fmt.Errorf("%s-restore not found (install the Debian package iptables): %w", cmd, err)
+	}
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("%s is not usable: %w", cmd, err)
+	}
+	return &iptFamily{family: family, cmd: cmd, ipt: ipt, restore: restore}, nil
+}
+
+// ourChain is one chain we own, its full content, and the chains that must jump to it.
+type ourChain struct {
+	table, name string
+	rules       [][]string
+	from        []string
+}
+
+// apply replaces the content of chains atomically, then adds the missing jumps.
+func (f *iptFamily) apply(chains ...ourChain) error {
+	var in bytes.Buffer
+	for _, table := range []string{"filter", "nat"} {
+		open := false
+		for _, c := range chains {
+			if c.table != table {
+				continue
+			}
+			if !open {
+				fmt.Fprintf(&in, "*%s\n", table)
+				open = true
+			}
+			fmt.Fprintf(&in, ":%s - [0:0]\n", c.name)
+			for _, r := range c.rules {
+				// Every token is a validated name, a prefix or a constant: no quoting needed.
+				fmt.Fprintf(&in, "-A %s %s\n", c.name, strings.Join(r, " "))
+			}
+		}
+		if open {
+			in.WriteString("COMMIT\n")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, f.restore, "--noflush", "--wait=10")
+	cmd.Stdin = &in
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", f.cmd, err, strings.TrimSpace(string(out)))
+	}
+	for _, c := range chains {
+		for _, from := range c.from {
+			ok, err := f.ipt.Exists(c.table, from, "-j", c.name)
+			if err != nil {
+				return fmt.Errorf("%s: check jump %s -> %s: %w", f.cmd, from, c.name, err)
+			}
+			if !ok {
+				if err := f.ipt.Insert(c.table, from, 1, "-j", c.name); err != nil {
+					return fmt.Errorf("%s: insert jump %s -> %s: %w", f.cmd, from, c.name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// unjump deletes every jump from the chains from (those that exist) to chain.
+func (f *iptFamily) unjump(table, chain string, from ...string) error {
+	if ok, err := f.chainExists(table, chain); err != nil || !ok {
+		return err // no chain, no jumps to it: iptables refuses dangling jumps
+	}
+	for _, h := range from {
+		if ok, err := f.ipt.ChainExists(table, h); err != nil {
+			return fmt.Errorf("%s: list chains of %s: %w", f.cmd, table, err)
+		} else if !ok {
+			continue
+		}
+		for {
+			ok, err := f.ipt.Exists(table, h, "-j", chain)
+			if err != nil {
+				return fmt.Errorf("%s: check jump %s -> %s: %w", f.cmd, h, chain, err)
+			}
+			if !ok {
+				break
+			}
+			if err := f.ipt.Delete(table, h, "-j", chain); err != nil {
+				return fmt.Errorf("%s: delete jump %s -> %s: %w", f.cmd, h, chain, err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeChain deletes the jumps to one of our chains, then the chain.
+func (f *iptFamily) removeChain(table, chain string, from ...string) error {
+	if err := f.unjump(table, chain, from...); err != nil {
+		return err
+	}
+	ok, err := f.ipt.ChainExists(table, chain)
+	if err != nil {
+		return fmt.Errorf("%s: list chains of %s: %w", f.cmd, table, err)
+	}
+	if ok {
+		if err := f.ipt.ClearAndDeleteChain(table, chain); err != nil {
+			return fmt.Errorf("%s: delete chain %s: %w", f.cmd, chain, err)
+		}
+	}
+	return nil
+}
+
+// removeChains deletes everything any backend put in this family for network.
+func (f *iptFamily) removeChains(network string) error {
+	if err := f.removeChain("filter", fwdChain(network), builtinFwd, dockerUser); err != nil {
+		return err
+	}
+	if f.family == 4 {
+		return f.removeChain("nat", natChain(network), builtinPost)
+	}
+	return nil
+}
+
+func (f *iptFamily) chainExists(table, chain string) (bool, error) {
+	ok, err := f.ipt.ChainExists(table, chain)
+	if err != nil {
+		return false, fmt.Errorf("%s: list chains of %s: %w", f.cmd, table, err)
+	}
+	return ok, nil
+}
+
+// list prints our chains and the jumps to them as iptables command lines.
+func (f *iptFamily) list(network string) ([]string, error) {
+	var out []string
+	for _, c := range []struct{ table, name, from string }{
+		{"filter", fwdChain(network), builtinFwd + " " + dockerUser},
+		{"nat", natChain(network), builtinPost},
+	} {
+		if ok, err := f.chainExists(c.table, c.name); err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		for _, h := range strings.Fields(c.from) {
+			if ok, err := f.chainExists(c.table, h); err != nil || !ok {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if ok, err := f.ipt.Exists(c.table, h, "-j", c.name); err != nil {
+				return nil, fmt.Errorf("%s: check jump %s -> %s: %w", f.cmd, h, c.name, err)
+			} else if ok {
+				out = append(out, fmt.Sprintf("%s -t %s -A %s -j %s", f.cmd, c.table, h, c.name))
+			}
+		}
+		lines, err := f.ipt.List(c.table, c.name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list %s: %w", f.cmd, c.name, err)
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l, "-A ") {
+				out = append(out, fmt.Sprintf("%s -t %s %s", f.cmd, c.table, l))
+			}
+		}
+	}
+	return out, nil
+}
+
+// specs renders the plan's rules of one chain role for this family.
+func (f *iptFamily) specs(rules []rule, chain string, acceptOnly bool) [][]string {
+	var out [][]string
+	for _, r := range rules {
+		if r.chain == chain && (!acceptOnly || r.verdict == accept) {
+			out = append(out, iptRules(r, f.family)...)
+		}
+	}
+	return out
+}
+
+// syncDockerCompat is the nftables backend's Docker compatibility, for every
+// iptables family present. An accept in our nft table does not override a drop
+// in another table (such as iptables-nft's "ip filter FORWARD" with Docker's
+// policy DROP), so where filter FORWARD has policy DROP or a DOCKER-USER chain
+// exists, the accept rules of the plan are also installed as BR-FWD-NET,
+// jumped from DOCKER-USER if it exists (Docker keeps it first in FORWARD and
+// leaves its content alone), else from FORWARD. Elsewhere the chain is removed.
+func syncDockerCompat(fams []*iptFamily, r NetworkRules) error {
+	rules := plan(r)
+	for _, f := range fams {
+		from, err := f.dockerHooks()
+		if err != nil {
+			return err
+		}
+		name := fwdChain(r.Network)
+		if len(from) == 0 {
+			if err := f.removeChain("filter", name, builtinFwd, dockerUser); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := f.apply(ourChain{table: "filter", name: name, rules: f.specs(rules, chainForward, true), from: from}); err != nil {
+			return err
+		}
+		// Docker may have appeared since the last Ensure: keep only the wanted jump.
+		stale := builtinFwd
+		if from[0] == builtinFwd {
+			stale = dockerUser
+		}
+		if err := f.unjump("filter", name, stale); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dockerHooks returns where the Docker-compatibility chain must be jumped
+// from: DOCKER-USER when it exists, else FORWARD when its policy is DROP, else nowhere.
+func (f *iptFamily) dockerHooks() ([]string, error) {
+	ok, err := f.chainExists("filter", dockerUser)
+	if err != nil || ok {
+		return []string{dockerUser}, err
+	}
+	lines, err := f.ipt.List("filter", builtinFwd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list FORWARD: %w", f.cmd, err)
+	}
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "-P" && f[2] == "DROP" {
+			return []string{builtinFwd}, nil
+		}
+	}
+	return nil, nil
+}
+
+// iptBackend installs a network's rules as BR-FWD-NET / BR-NAT-NET chains.
+type iptBackend struct {
+	v4, v6 *iptFamily // v6 is nil when ip6tables is missing
+}
+
+func newIPTables() (*iptBackend, error) {
+	v4, err := newIPTFamily(4)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	// Probe that it works here (root, kernel support) without changing anything.
+	if _, err := v4.ipt.ListChains("filter"); err != nil {
+		return nil, fmt.Errorf("iptables: not usable (needs root): %w", err)
+	}
+	v6, _ := newIPTFamily(6)
+	return &iptBackend{v4: v4, v6: v6}, nil
+}
+
+func (b *iptBackend) Name() string { return KindIPTables }
+
+func (b *iptBackend) families() []*iptFamily {
+	if b.v6 == nil {
+		return []*iptFamily{b.v4}
+	}
+	return []*iptFamily{b.v4, b.v6}
+}
+
+func (b *iptBackend) Ensure(r NetworkRules) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	if b.v6 == nil {
+		for _, s := range r.Subnets {
+			if s.Addr().Is6() {
+				return errorf("iptables: network %s: subnet %v needs ip6tables (install the Debian package iptables)", r.Network, s)
+			}
+		}
+	}
+	rules := plan(r)
+	for _, f := range b.families() {
+		from := []string{builtinFwd}
+		if ok, err := f.chainExists("filter", dockerUser); err != nil {
+			return errorf("iptables: network %s: %w", r.Network, err)
+		} else if ok {
+			from = append(from, dockerUser)
+		}
+		chains := []ourChain{{table: "filter", name: fwdChain(r.Network), rules: f.specs(rules, chainForward, false), from: from}}
+		nat := f.specs(rules, chainPostrouting, false)
+		if len(nat) > 0 {
+			chains = append(chains, ourChain{table: "nat", name: natChain(r.Network), rules: nat, from: []string{builtinPost}})
+		}
+		if err := f.apply(chains...); err != nil {
+			return errorf("iptables: network %s: %w", r.Network, err)
+		}
+		if len(nat) == 0 && f.family == 4 {
+			if err := f.removeChain("nat", natChain(r.Network), builtinPost); err != nil {
+				return errorf("iptables: network %s: %w", r.Network, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) Remove(network string) error {
+	if err := validNetwork(network); err != nil {
+		return err
+	}
+	for _, f := range b.families() {
+		if err := f.removeChains(network); err != nil {
+			return errorf("iptables: network %s: %w", network, err)
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) List(network string) ([]string, error) {
+	if err := validNetwork(network); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range b.families() {
+		l, err := f.list(network)
+		if err != nil {
+			return nil, errorf("iptables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
+	}
+	return out, nil
+}

@@ -1,0 +1,167 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// opTimeout bounds one backend operation, well under Xen's 40 s hotplug timeout.
+const opTimeout = 15 * time.Second
+
+// nftBackend keeps each network in its own table, "inet brouter-NET", and
+// replaces the whole table in one nft transaction.
+type nftBackend struct {
+	nft     knftables.Interface // no default table: every object names its own
+	nftPath string
+	compat  []*iptFamily // iptables families present on the host, for Docker compatibility
+}
+
+func newNftables() (*nftBackend, error) {
+	path, err := exec.LookPath("nft")
+	if err != nil {
+		return nil, fmt.Errorf("nftables: nft not found (install the Debian package nftables): %w", err)
+	}
+	nft, err := knftables.New("", "")
+	if err != nil {
+		return nil, fmt.Errorf("nftables: nft is not usable (needs root and a kernel with nf_tables): %w", err)
+	}
+	b := &nftBackend{nft: nft, nftPath: path}
+	for _, fam := range []int{4, 6} {
+		if f, err := newIPTFamily(fam); err == nil {
+			b.compat = append(b.compat, f)
+		}
+	}
+	return b, nil
+}
+
+func (b *nftBackend) Name() string { return KindNftables }
+
+func nftTableName(network string) string { return "brouter-" + network }
+
+// nftTransaction adds to tx the operations that replace network r's table:
+// add (so the delete cannot fail), delete, then add the table and its content.
+// nft applies a transaction atomically: packets see the old table or the new one.
+func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
+	fam, name := knftables.InetFamily, nftTableName(r.Network)
+	tx.Add(&knftables.Table{Family: fam, Name: name})
+	tx.Delete(&knftables.Table{Family: fam, Name: name})
+	tx.Add(&knftables.Table{Family: fam, Name: name, Comment: knftables.PtrTo("brouter network " + r.Network)})
+
+	rules := plan(r)
+	tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainForward,
+		Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.ForwardHook),
+		Priority: knftables.PtrTo(knftables.FilterPriority)})
+	for _, rl := range rules {
+		if rl.chain == chainPostrouting {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainPostrouting,
+				Type: knftables.PtrTo(knftables.NATType), Hook: knftables.PtrTo(knftables.PostroutingHook),
+				Priority: knftables.PtrTo(knftables.SNATPriority)})
+			break
+		}
+	}
+	for _, rl := range rules {
+		tx.Add(&knftables.Rule{Family: fam, Table: name, Chain: rl.chain, Rule: nftRule(rl)})
+	}
+}
+
+// nftLines is plan rendered as "chain: nft rule" lines, as the fake records them.
+func nftLines(r NetworkRules) []string {
+	var out []string
+	for _, rl := range plan(r) {
+		out = append(out, rl.chain+": "+nftRule(rl))
+	}
+	return out
+}
+
+func (b *nftBackend) Ensure(r NetworkRules) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	tx := b.nft.NewTransaction()
+	nftTransaction(tx, r)
+	if err := b.nft.Run(ctx, tx); err != nil {
+		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
+	}
+	if err := syncDockerCompat(b.compat, r); err != nil {
+		return errorf("nftables: network %s: %w", r.Network, err)
+	}
+	return nil
+}
+
+func (b *nftBackend) Remove(network string) error {
+	if err := validNetwork(network); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	fam, name := knftables.InetFamily, nftTableName(network)
+	tx := b.nft.NewTransaction()
+	tx.Add(&knftables.Table{Family: fam, Name: name}) // so that the delete cannot fail
+	tx.Delete(&knftables.Table{Family: fam, Name: name})
+	if err := b.nft.Run(ctx, tx); err != nil {
+		return errorf("nftables: delete table inet %s: %w", name, err)
+	}
+	for _, f := range b.compat {
+		if err := f.removeChains(network); err != nil {
+			return errorf("nftables: network %s: %w", network, err)
+		}
+	}
+	return nil
+}
+
+// List returns the table's rules as "chain: rule" lines (as nft prints them),
+// followed by the Docker-compatibility iptables rules, if any.
+func (b *nftBackend) List(network string) ([]string, error) {
+	if err := validNetwork(network); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	name := nftTableName(network)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, b.nftPath, "list", "table", "inet", name)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out []string
+	if err := cmd.Run(); err != nil {
+		if !strings.Contains(stderr.String(), "No such file or directory") {
+			return nil, errorf("nftables: list table inet %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+		}
+	} else {
+		out = parseNftList(stdout.String())
+	}
+	for _, f := range b.compat {
+		l, err := f.list(network)
+		if err != nil {
+			return nil, errorf("nftables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
+	}
+	return out, nil
+}
+
+// parseNftList turns `nft list table` output into "chain: rule" lines.
+func parseNftList(s string) []string {
+	var out []string
+	chain := ""
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "chain ") && strings.HasSuffix(line, "{"):
+			chain = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "chain "), "{"))
+		case line == "}":
+			chain = ""
+		case chain == "" || line == "" || strings.HasPrefix(line, "type ") || strings.HasPrefix(line, "comment "):
+		default:
+			out = append(out, chain+": "+line)
+		}
+	}
+	return out
+}

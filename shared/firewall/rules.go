@@ -1,0 +1,237 @@
+package firewall
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// The policy of a network is computed once, by plan, as a backend-neutral list
+// of rules; each backend only renders it (nftRule, iptRule). That keeps the
+// nftables, iptables and Docker-compatibility rules identical in meaning, and
+// lets unit tests check rule generation without root.
+//
+// Growth: per-guest data (antispoof MAC/IP pairs, port forwards) will go into
+// nft sets/maps keyed by port name (e.g. "iifname . ether saddr . ip saddr"
+// set, "dnat to tcp dport map") referenced by a fixed number of rules, so
+// attaching a guest adds set elements, never rules. In iptables the same
+// would be an ipset, or one small chain per port jumped from BR-FWD-NET.
+
+// Chains of a network, by role. Backends map them to their own names.
+const (
+	chainForward     = "forward"     // filter, hook forward
+	chainPostrouting = "postrouting" // nat, hook postrouting
+)
+
+type verdict string
+
+const (
+	accept     verdict = "accept"
+	drop       verdict = "drop"
+	ret        verdict = "return"
+	masquerade verdict = "masquerade"
+)
+
+// rule is one backend-neutral rule. All matches must hold. Address lists are
+// of one IP family (plan splits per family); a rule with no address match
+// applies to every family.
+type rule struct {
+	chain       string
+	iif, oif    string // iifname / oifname equal
+	notOif      string // oifname not equal
+	saddr       []netip.Prefix
+	daddr       []netip.Prefix
+	notDaddr    bool // daddr is a negative match (single prefix)
+	established bool // ct state established,related
+	verdict     verdict
+}
+
+// family returns 4 or 6 when the rule matches addresses of one family, 0 when it has none.
+func (r rule) family() int {
+	for _, l := range [][]netip.Prefix{r.saddr, r.daddr} {
+		if len(l) > 0 {
+			if l[0].Addr().Is4() {
+				return 4
+			}
+			return 6
+		}
+	}
+	return 0
+}
+
+// bySubnetFamily splits subnets into the IPv4 ones and the IPv6 ones (non-empty groups only).
+func bySubnetFamily(subnets []netip.Prefix) [][]netip.Prefix {
+	var v4, v6 []netip.Prefix
+	for _, p := range subnets {
+		if p.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	var out [][]netip.Prefix
+	for _, l := range [][]netip.Prefix{v4, v6} {
+		if len(l) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+var (
+	multicastLocal = netip.MustParsePrefix("224.0.0.0/24")
+	broadcast      = netip.MustParsePrefix("255.255.255.255/32")
+)
+
+// plan is the policy: the rules of network r, in order. r must be valid.
+func plan(r NetworkRules) []rule {
+	b, up := r.Bridge, r.Uplink
+	// Routed between the bridge's own subnets: not ours to filter.
+	rules := []rule{{chain: chainForward, iif: b, oif: b, verdict: accept}}
+	if !r.Forward { // isolated
+		return append(rules,
+			rule{chain: chainForward, iif: b, verdict: drop},
+			rule{chain: chainForward, oif: b, verdict: drop})
+	}
+
+	// Outbound: from the bridge to the uplink (or anywhere but the bridge).
+	out := rule{chain: chainForward, iif: b, oif: up, verdict: accept}
+	if up == "" {
+		out.notOif = b
+	}
+	if r.Antispoof {
+		for _, fam := range bySubnetFamily(r.Subnets) {
+			o := out
+			o.saddr = fam
+			rules = append(rules, o)
+		}
+	} else {
+		rules = append(rules, out)
+	}
+	rules = append(rules, rule{chain: chainForward, iif: b, verdict: drop})
+
+	// Inbound: replies always; new connections only toward routed subnets
+	// (all of them when not masquerading, else the IPv6 ones, as libvirt does).
+	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, established: true, verdict: accept})
+	for _, fam := range bySubnetFamily(r.Subnets) {
+		if !r.Masquerade || fam[0].Addr().Is6() {
+			rules = append(rules, rule{chain: chainForward, iif: up, oif: b, daddr: fam, verdict: accept})
+		}
+	}
+	rules = append(rules, rule{chain: chainForward, oif: b, verdict: drop})
+
+	if r.Masquerade {
+		for _, s := range r.Subnets {
+			if !s.Addr().Is4() {
+				continue // IPv6 is routed, never masqueraded
+			}
+			src := []netip.Prefix{s}
+			m := rule{chain: chainPostrouting, saddr: src, daddr: src, notDaddr: true, oif: up, verdict: masquerade}
+			if up == "" {
+				m.notOif = b
+			}
+			rules = append(rules,
+				// Like libvirt: local multicast and broadcast keep their source.
+				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{multicastLocal}, verdict: ret},
+				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{broadcast}, verdict: ret},
+				m)
+		}
+	}
+	return rules
+}
+
+// nftRule renders r in nft syntax (without the chain).
+func nftRule(r rule) string {
+	var w []string
+	if r.iif != "" {
+		w = append(w, "iifname", quote(r.iif))
+	}
+	if r.oif != "" {
+		w = append(w, "oifname", quote(r.oif))
+	}
+	if r.notOif != "" {
+		w = append(w, "oifname", "!=", quote(r.notOif))
+	}
+	ipkw := "ip"
+	if r.family() == 6 {
+		ipkw = "ip6"
+	}
+	if len(r.saddr) > 0 {
+		w = append(w, ipkw, "saddr", nftSet(r.saddr))
+	}
+	if len(r.daddr) > 0 {
+		w = append(w, ipkw, "daddr")
+		if r.notDaddr {
+			w = append(w, "!=")
+		}
+		w = append(w, nftSet(r.daddr))
+	}
+	if r.established {
+		w = append(w, "ct", "state", "established,related")
+	}
+	return strings.Join(append(w, string(r.verdict)), " ")
+}
+
+func quote(ifname string) string { return `"` + ifname + `"` } // ifname is validated: no quotes
+
+func nftSet(l []netip.Prefix) string {
+	if len(l) == 1 {
+		return l[0].String()
+	}
+	s := make([]string, len(l))
+	for i, p := range l {
+		s[i] = p.String()
+	}
+	return "{ " + strings.Join(s, ", ") + " }"
+}
+
+// iptRules renders r for one iptables family (4 or 6) as rule specs, one per
+// address (iptables has no address lists). A rule for the other family yields none.
+func iptRules(r rule, family int) [][]string {
+	if f := r.family(); f != 0 && f != family {
+		return nil
+	}
+	var base []string
+	if r.iif != "" {
+		base = append(base, "-i", r.iif)
+	}
+	if r.oif != "" {
+		base = append(base, "-o", r.oif)
+	}
+	if r.notOif != "" {
+		base = append(base, "!", "-o", r.notOif)
+	}
+	var dst []string
+	if len(r.daddr) > 0 {
+		if r.notDaddr {
+			dst = append(dst, "!")
+		}
+		dst = append(dst, "-d", r.daddr[0].String()) // plan uses at most one prefix here when negated
+	}
+	var tail []string
+	if r.established {
+		tail = append(tail, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
+	}
+	tail = append(tail, "-j", strings.ToUpper(string(r.verdict)))
+
+	var out [][]string
+	add := func(parts ...[]string) {
+		var spec []string
+		for _, p := range parts {
+			spec = append(spec, p...)
+		}
+		out = append(out, spec)
+	}
+	switch {
+	case len(r.saddr) > 0:
+		for _, s := range r.saddr {
+			add(base, []string{"-s", s.String()}, dst, tail)
+		}
+	case len(r.daddr) > 1 && !r.notDaddr:
+		for _, d := range r.daddr {
+			add(base, []string{"-d", d.String()}, tail)
+		}
+	default:
+		add(base, dst, tail)
+	}
+	return out
+}

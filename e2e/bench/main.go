@@ -67,7 +67,7 @@ func run(bin string, n int, inner bool) error {
 		return fmt.Errorf("lo up: %v: %s", err, out)
 	}
 
-	fmt.Printf("%-38s %10s %10s %6s\n", "operation", "p50", "p90", "runs")
+	fmt.Printf("%-44s %10s %10s %6s\n", "operation", "p50", "p90", "runs")
 	nv := filepath.Join(bin, "network-virtual")
 	for _, fwk := range []string{"nftables", "iptables"} {
 		doc := fmt.Sprintf("[network.bench]\nbridge = \"brbench0\"\naddress = \"10.77.0.1/24\"\nfirewall = %q\n", fwk)
@@ -157,5 +157,5 @@ func timeCmd(name string, args ...string) (time.Duration, error) {
 func report(what string, ds []time.Duration) {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1)+0.5)] }
-	fmt.Printf("%-38s %10s %10s %6d\n", what, p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), len(ds))
+	fmt.Printf("%-44s %10s %10s %6d\n", what, p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), len(ds))
 }

@@ -308,7 +308,7 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 			return nil, fmt.Errorf("%s = %q: needs an address in that network", key("subnet"), *s.Subnet)
 		}
 		if p != n.Subnet {
-			return nil, fmt.Errorf("%s = %s: address %s is outside that network (its network is %s)", key("address"), n.Gateway, n.Gateway, n.Subnet)
+			return nil, fmt.Errorf("%s = %s: address is outside subnet %s (%s is in %s)", key("address"), n.Gateway, p, n.Gateway.Addr(), n.Subnet)
 		}
 	}
 	if s.Address6 != nil && *s.Address6 != "" {

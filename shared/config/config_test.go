@@ -137,7 +137,7 @@ func TestErrors(t *testing.T) {
 		{"network address", "[network.a]\naddress = \"10.0.0.0/24\"", "network address"},
 		{"broadcast address", "[network.a]\naddress = \"10.0.0.255/24\"", "broadcast address"},
 		{"host route", "[network.a]\naddress = \"10.0.0.1/32\"", "no room"},
-		{"outside subnet", "[network.a]\naddress = \"10.1.1.1/24\"\nsubnet = \"10.2.2.0/24\"", "outside that network"},
+		{"outside subnet", "[network.a]\naddress = \"10.1.1.1/24\"\nsubnet = \"10.2.2.0/24\"", "address is outside subnet 10.2.2.0/24"},
 		{"subnet host bits", "[network.a]\naddress = \"10.1.1.1/24\"\nsubnet = \"10.1.1.1/24\"", "host bits"},
 		{"bad address6", "[network.a]\naddress6 = \"10.0.0.1/24\"", "network.a.address6"},
 		{"long bridge", "[network.a]\nbridge = \"abcdefghijklmnop\"", `network.a.bridge: bridge interface name "abcdefghijklmnop"`},
@@ -189,7 +189,7 @@ func TestSelectErrors(t *testing.T) {
 	if _, err := c.Select("zz", nil); err == nil || !strings.Contains(err.Error(), "no [network.zz]") {
 		t.Fatalf("unknown network: %v", err)
 	}
-	if _, err := c.Select("b", &NetworkSpec{Subnet: ptr("10.3.0.0/24")}); err == nil || !strings.Contains(err.Error(), "outside") {
+	if _, err := c.Select("b", &NetworkSpec{Subnet: ptr("10.3.0.0/24")}); err == nil || !strings.Contains(err.Error(), "outside subnet 10.3.0.0/24") {
 		t.Fatalf("override outside network: %v", err)
 	}
 }

@@ -34,6 +34,9 @@ func (c *Config) Select(name string, ov *NetworkSpec) (*Network, error) {
 			}
 		}
 		if base == nil {
+			if err := ValidIfname(*ov.Bridge); err != nil {
+				return nil, fmt.Errorf("config: bridge %w", err)
+			}
 			name = adHocName(*ov.Bridge)
 		}
 	case c.DefaultNetwork != "":

@@ -1,0 +1,185 @@
+package nstest
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name, a, b string
+		want       string
+	}{
+		{"equal", "x\ny\n", "x\ny\n", ""},
+		{"empty", "", "", ""},
+		{"added", "a\nb\n", "a\nb\nc\n", "  a\n  b\n+ c\n"},
+		{"removed", "a\nb\nc\n", "a\nc\n", "  a\n- b\n  c\n"},
+		{"changed", "a\nb\nc\n", "a\nB\nc\n", "  a\n- b\n+ B\n  c\n"},
+		{"from empty", "", "a\n", "+ a\n"},
+		{"to empty", "a\n", "", "- a\n"},
+		{"context gap", "1\n2\n3\n4\n5\n6\n7\n8\n", "0\n1\n2\n3\n4\n5\n6\n7\n", "+ 0\n  1\n  2\n  ...\n  6\n  7\n- 8\n"},
+		{"trailing newline", "a\n", "a", "- \"a\\n\"\n+ \"a\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Diff(tc.a, tc.b); got != tc.want {
+				t.Errorf("Diff(%q, %q) =\n%s\nwant\n%s", tc.a, tc.b, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSortNft(t *testing.T) {
+	in := []string{
+		"table ip z {",
+		"\tchain b {",
+		"\t\ttype filter hook forward priority filter; policy accept;",
+		"\t\tcounter jump a",
+		"\t\tcounter accept",
+		"\t}",
+		"\tchain a {",
+		"\t}",
+		"}",
+		"table inet a {",
+		"}",
+	}
+	want := []string{
+		"table inet a {",
+		"}",
+		"table ip z {",
+		"\tchain a {",
+		"\t}",
+		"\tchain b {",
+		"\t\ttype filter hook forward priority filter; policy accept;",
+		"\t\tcounter jump a",
+		"\t\tcounter accept",
+		"\t}",
+		"}",
+	}
+	got := sortNft(in)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("sortNft =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestUniqueName(t *testing.T) {
+	a, b := uniqueName("Dom0 x/y"), uniqueName("dom0")
+	if a == b {
+		t.Errorf("two names alike: %s", a)
+	}
+	if !strings.HasPrefix(a, "brt-dom0xy-") {
+		t.Errorf("name %q: want prefix brt-dom0xy-", a)
+	}
+}
+
+func TestNamespaceLifecycle(t *testing.T) {
+	RequireRoot(t)
+	var name string
+	t.Run("inner", func(t *testing.T) {
+		a := New(t, "a")
+		b := New(t, "b")
+		name = a.Name()
+		if a.Name() == b.Name() {
+			t.Fatalf("same name %s", a.Name())
+		}
+		Veth(t, a, "va", b, "vb")
+		a.Exec(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
+		b.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
+		if err := a.Ping(t, "192.0.2.2"); err != nil {
+			t.Fatalf("ping across veth: %v", err)
+		}
+		if err := a.PingOnce("198.51.100.7"); err == nil {
+			t.Errorf("ping to an unrouted address succeeded")
+		}
+		if _, err := a.Try("false"); err == nil {
+			t.Errorf("Try(false) returned no error")
+		}
+		a.Start(t, "sleep", "60")
+		if got := a.Sysctl(t, "net.ipv4.ip_forward"); got != "0" {
+			t.Errorf("ip_forward in a fresh namespace = %q", got)
+		}
+		// Do runs inside the namespace and comes back.
+		root, err := netns.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		var inside bool
+		if err := a.Do(func() error {
+			cur, err := netns.Get()
+			if err != nil {
+				return err
+			}
+			defer cur.Close()
+			inside = !cur.Equal(root)
+			_, err = os.Stat("/proc/sys/net/ipv4/ip_forward")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !inside {
+			t.Errorf("Do: fn did not run in another namespace")
+		}
+	})
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name) {
+		t.Errorf("namespace %s still exists after its test ended", name)
+	}
+}
+
+// A failing test must still delete its namespaces.
+func TestCleanupOnFailure(t *testing.T) {
+	RequireRoot(t)
+	if os.Getenv("NSTEST_FAIL_CHILD") == "1" {
+		n := New(t, "failing")
+		os.WriteFile(os.Getenv("NSTEST_NAME_FILE"), []byte(n.Name()), 0o644)
+		n.Exec(t, "false") // t.Fatal
+		return
+	}
+	nameFile := t.TempDir() + "/name"
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupOnFailure$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "NSTEST_FAIL_CHILD=1", "NSTEST_NAME_FILE="+nameFile)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("child test passed, want a failure:\n%s", out)
+	}
+	name, rerr := os.ReadFile(nameFile)
+	if rerr != nil || len(name) == 0 {
+		t.Fatalf("child did not record its namespace (%v):\n%s", rerr, out)
+	}
+	if list, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(list), string(name)) {
+		exec.Command("ip", "netns", "del", string(name)).Run()
+		t.Errorf("namespace %s survived its failing test", name)
+	}
+}
+
+func TestDumpStableAndSensitive(t *testing.T) {
+	RequireRoot(t)
+	n := New(t, "dump")
+	peer := New(t, "peer")
+	Veth(t, n, "v0", peer, "v1")
+	first := n.Dump(t)
+	if d := Diff(first, n.Dump(t)); d != "" {
+		t.Fatalf("two dumps of an idle namespace differ:\n%s", d)
+	}
+	for _, want := range []string{"== links ==", "link v0 kind=veth", "== routes ==", "== nft ==", "== iptables =="} {
+		if !strings.Contains(first, want) {
+			t.Errorf("dump lacks %q:\n%s", want, first)
+		}
+	}
+	n.Exec(t, "ip", "link", "add", "br9", "type", "bridge")
+	n.Exec(t, "ip", "link", "set", "v0", "master", "br9")
+	n.Exec(t, "ip", "link", "set", "br9", "up")
+	n.Exec(t, "ip", "addr", "add", "10.9.9.1/24", "dev", "br9")
+	n.Exec(t, "nft", "add", "table", "inet", "t")
+	n.Exec(t, "iptables", "-N", "X")
+	after := n.Dump(t)
+	d := Diff(first, after)
+	for _, want := range []string{"+ link br9 kind=bridge", "master=br9", "+ addr br9 inet 10.9.9.1/24", "+ route-4 10.9.9.0/24 dev br9", "+ table inet t", "+ :X -\n"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diff lacks %q:\n%s", want, d)
+		}
+	}
+}

@@ -193,3 +193,16 @@ func TestSelectErrors(t *testing.T) {
 		t.Fatalf("override outside network: %v", err)
 	}
 }
+
+// The shipped example must stay valid for the strict parser.
+func TestShippedExampleIsValid(t *testing.T) {
+	t.Setenv(EnvRunDir, "")
+	t.Setenv(EnvStateDir, "")
+	c, err := Load("../../conf/brouter.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Networks) == 0 {
+		t.Fatal("conf/brouter.toml defines no network")
+	}
+}

@@ -352,6 +352,12 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 	if st.Routes, err = link.Routes(br); err != nil {
 		return fmt.Errorf("vnet: %w", err)
 	}
+	if st.Ports == nil { // JSON: [] for none, as for a stopped network
+		st.Ports = []link.Port{}
+	}
+	if st.Routes == nil {
+		st.Routes = []string{}
+	}
 	addrs, err := link.Addrs(br)
 	if err != nil {
 		return fmt.Errorf("vnet: %w", err)

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# install/install.sh — install the built brouter programs where their callers look for them.
+#
+#   DESTDIR=   staging root (default: empty, i.e. the live system); DESTDIR=/tmp/x is a dry run
+#   PREFIX=    /usr/local by default
+#   BINDIR=    where `make build` put the binaries (default: bin)
+#
+# Layout (paths below are inside $DESTDIR):
+#   $PREFIX/lib/brouter/<program>         every built program
+#   $PREFIX/sbin/network-virtual          -> ../lib/brouter/network-virtual (for admins)
+#   /etc/xen/scripts/network-virtual      -> $PREFIX/lib/brouter/network-virtual   (xend network-script)
+#   /etc/xen/scripts/vif-brouter          -> $PREFIX/lib/brouter/vif-brouter       (if built)
+#   /etc/qemu-ifup, /etc/qemu-ifdown      -> $PREFIX/lib/brouter/qemu-if{up,down}  (if built)
+#   /opt/cni/bin/brouter                  copy of the CNI plugin                   (if built)
+#   /lib/systemd/system/brouter-network@.service
+#   /etc/brouter/brouter.toml             only if absent (never overwrites a host's config)
+#
+# A file at a caller location that is not ours is kept as <file>.brouter-orig.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DESTDIR="${DESTDIR:-}"
+PREFIX="${PREFIX:-/usr/local}"
+BINDIR="${BINDIR:-bin}"
+LIBDIR="$PREFIX/lib/brouter"
+
+log() { printf 'install: %s\n' "$*"; }
+die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
+
+case "$PREFIX" in
+/*) ;;
+*) die "PREFIX must be an absolute path, got '$PREFIX'" ;;
+esac
+[ -x "$BINDIR/network-virtual" ] || die "$BINDIR/network-virtual not found; run 'make build' first"
+if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
+	die "installing into the live system needs root (or set DESTDIR=/some/staging/dir)"
+fi
+
+# link TARGET LINK: make $DESTDIR$LINK a symlink to TARGET (a path on the installed system),
+# keeping anything else found there as LINK.brouter-orig.
+link() {
+	local target=$1 path=$DESTDIR$2
+	mkdir -p "$(dirname "$path")"
+	if [ -L "$path" ] && [ "$(readlink "$path")" = "$target" ]; then
+		return 0
+	fi
+	if [ -e "$path" ] || [ -L "$path" ]; then
+		if [ -L "$path" ]; then
+			rm -f "$path"
+		else
+			log "keeping existing $2 as $2.brouter-orig"
+			mv -f "$path" "$path.brouter-orig"
+		fi
+	fi
+	ln -s "$target" "$path"
+	log "$2 -> $target"
+}
+
+# 1. Programs.
+install -d -m 0755 "$DESTDIR$LIBDIR"
+for f in "$BINDIR"/*; do
+	[ -f "$f" ] && [ -x "$f" ] || continue
+	install -m 0755 "$f" "$DESTDIR$LIBDIR/"
+	log "$LIBDIR/$(basename "$f")"
+done
+link "../lib/brouter/network-virtual" "$PREFIX/sbin/network-virtual"
+
+# 2. Where the callers look.
+link "$LIBDIR/network-virtual" /etc/xen/scripts/network-virtual
+if [ -x "$BINDIR/vif-brouter" ]; then
+	link "$LIBDIR/vif-brouter" /etc/xen/scripts/vif-brouter
+fi
+if [ -x "$BINDIR/qemu-ifup" ]; then
+	link "$LIBDIR/qemu-ifup" /etc/qemu-ifup
+	# qemu-ifdown: its own binary if built, else the same program called by that name.
+	if [ -x "$BINDIR/qemu-ifdown" ]; then
+		link "$LIBDIR/qemu-ifdown" /etc/qemu-ifdown
+	else
+		link "$LIBDIR/qemu-ifup" /etc/qemu-ifdown
+	fi
+fi
+if [ -x "$BINDIR/brouter" ]; then
+	# A copy, not a symlink: CNI bin dirs are often bind-mounted into runtimes' containers.
+	install -d -m 0755 "$DESTDIR/opt/cni/bin"
+	install -m 0755 "$BINDIR/brouter" "$DESTDIR/opt/cni/bin/brouter"
+	log "/opt/cni/bin/brouter"
+fi
+
+# 3. systemd template unit (points at $PREFIX).
+install -d -m 0755 "$DESTDIR/lib/systemd/system"
+sed "s|/usr/local/lib/brouter/|$LIBDIR/|g" install/brouter-network@.service >"$DESTDIR/lib/systemd/system/brouter-network@.service"
+chmod 0644 "$DESTDIR/lib/systemd/system/brouter-network@.service"
+log "/lib/systemd/system/brouter-network@.service"
+
+# 4. Host config, only if absent.
+install -d -m 0755 "$DESTDIR/etc/brouter"
+if [ -e "$DESTDIR/etc/brouter/brouter.toml" ]; then
+	log "/etc/brouter/brouter.toml exists; left unchanged (example: conf/brouter.toml)"
+else
+	install -m 0644 conf/brouter.toml "$DESTDIR/etc/brouter/brouter.toml"
+	log "/etc/brouter/brouter.toml (example config; edit it)"
+fi
+
+if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+	systemctl daemon-reload || log "warning: systemctl daemon-reload failed"
+fi
+log "done. Enable a network at boot with: systemctl enable --now brouter-network@NAME"

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# scripts/demo.sh — show the brouter suite working, inside throwaway network namespaces.
+#
+# Topology (every namespace is created here, named with this shell's PID, and deleted on exit;
+# the machine's root network namespace is never touched):
+#
+#   guest1 (10.98.98.11, fd00:98::11) --veth--+
+#                                             +-- brdemo0 [dom0] 10.98.98.1/24 fd00:98::1/64
+#   guest2 (10.98.98.12, fd00:98::12) --veth--+      |  nat: masquerade out of up0
+#                                                    up0 192.0.2.1/24 2001:db8:1::1/64
+#                                                     |
+#                                          outside  eth0 192.0.2.2/24 2001:db8:1::2/64
+#                                          (no IPv4 route back to 10.98.98.0/24: replies only
+#                                           arrive thanks to NAT; IPv6 is routed, not NATed)
+#
+# Usage (as root, after `make build`):  scripts/demo.sh      or simply:  make demo
+# Env: BINDIR (default: bin) — where the built programs are.
+set -Eeuo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+BINDIR=${BINDIR:-bin}
+case "$BINDIR" in /*) ;; *) BINDIR=$REPO/$BINDIR ;; esac
+
+# ---------------------------------------------------------------------------------------
+# Output helpers.
+# ---------------------------------------------------------------------------------------
+if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B='' G='' R='' N=''; fi
+section() { printf '\n%s==== %s ====%s\n' "$B" "$*" "$N"; }
+step()    { printf '\n%s--- %s%s\n' "$B" "$*" "$N"; }
+ok()      { printf '%sOK%s   %s\n' "$G" "$N" "$*"; }
+fail()    { printf '%sFAIL%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
+run()     { printf '$ %s\n' "$*"; "$@"; }   # show a command, then run it
+
+# On an unexpected failure: name the failing command and the script line that led to it.
+on_err() {
+	local n=${#BASH_LINENO[@]} line=$1
+	[ "$n" -ge 2 ] && line=${BASH_LINENO[n - 2]}
+	printf '%sFAIL%s demo stopped at line %s: command failed: %s\n' "$R" "$N" "$line" "$2" >&2
+}
+trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
+
+[ "$(id -u)" -eq 0 ] || fail "the demo creates network namespaces: run it as root (e.g. sudo make demo)"
+NV=$BINDIR/network-virtual
+for prog in network-virtual; do
+	[ -x "$BINDIR/$prog" ] || fail "$BINDIR/$prog not found: run 'make build' first (or 'make demo')"
+done
+for tool in ip nft ping; do
+	command -v "$tool" >/dev/null || fail "$tool not found: run scripts/setup.sh as root"
+done
+
+# ---------------------------------------------------------------------------------------
+# Throwaway namespaces and files; removed on any exit.
+# ---------------------------------------------------------------------------------------
+DOM0=brdemo-dom0-$$
+OUTSIDE=brdemo-out-$$
+GUEST1=brdemo-g1-$$
+GUEST2=brdemo-g2-$$
+CREATED_NS=()
+TMP=$(mktemp -d /tmp/brouter-demo.XXXXXX)
+
+cleanup() {
+	local rc=$? ns pid
+	trap - ERR
+	set +e
+	for ns in "${CREATED_NS[@]}"; do
+		# Processes running in our namespaces (e.g. a DHCP server a program started) were
+		# started by this demo; end them by PID before the namespace goes.
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
+		ip netns delete "$ns" 2>/dev/null
+	done
+	rm -rf "$TMP"
+	if [ "$rc" -eq 0 ]; then
+		printf '\n%sdemo: all steps passed%s (namespaces and temp files removed)\n' "$G" "$N"
+	else
+		printf '\n%sdemo: FAILED (exit %d)%s (namespaces and temp files removed)\n' "$R" "$rc" "$N" >&2
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+mkns() {
+	ip netns add "$1"
+	CREATED_NS+=("$1")
+	ip -n "$1" link set lo up
+	# No duplicate address detection in these private namespaces: addresses are usable at
+	# once and listings do not change while DAD runs.
+	ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+}
+
+in_dom0() { ip netns exec "$DOM0" "$@"; }
+
+# The brouter programs run in dom0 with a private config and private state directories.
+export BROUTER_CONFIG=$TMP/brouter.toml
+export BROUTER_RUN_DIR=$TMP/run
+export BROUTER_STATE_DIR=$TMP/state
+cat >"$BROUTER_CONFIG" <<'TOML'
+default_network = "demo"
+
+[network.demo]
+bridge = "brdemo0"
+address = "10.98.98.1/24"
+address6 = "fd00:98::1/64"
+mode = "nat"
+TOML
+
+# snapshot FILE: everything network-virtual may change in dom0, for a before/after diff.
+snapshot() {
+	{
+		echo "## ip -br link";     ip -n "$DOM0" -br link
+		echo "## ip addr";         ip -n "$DOM0" addr
+		echo "## ip -4 route";     ip -n "$DOM0" -4 route
+		echo "## ip -6 route";     ip -n "$DOM0" -6 route
+		echo "## ip rule";         ip -n "$DOM0" rule; ip -n "$DOM0" -6 rule
+		echo "## nft list ruleset"; in_dom0 nft list ruleset
+		if command -v iptables-save >/dev/null; then
+			echo "## iptables-save";  in_dom0 iptables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]$//' || true
+			echo "## ip6tables-save"; in_dom0 ip6tables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]$//' || true
+		fi
+	} >"$1" 2>&1
+}
+
+# nft_counter NS NAME: packets seen by the named counter in table ip brdemo.
+nft_counter() {
+	ip netns exec "$1" nft list counter ip brdemo "$2" | awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+
+# =======================================================================================
+section "Topology: namespaces dom0, outside, guest1, guest2 (suffix -$$)"
+# =======================================================================================
+mkns "$DOM0"; mkns "$OUTSIDE"; mkns "$GUEST1"; mkns "$GUEST2"
+
+# dom0's uplink and the outside host beyond it (documentation ranges only).
+ip -n "$DOM0" link add up0 type veth peer name eth0 netns "$OUTSIDE"
+ip -n "$DOM0" addr add 192.0.2.1/24 dev up0
+ip -n "$DOM0" addr add 2001:db8:1::1/64 dev up0
+ip -n "$DOM0" link set up0 up
+ip -n "$DOM0" route add default via 192.0.2.2
+ip -n "$DOM0" -6 route add default via 2001:db8:1::2
+ip -n "$OUTSIDE" addr add 192.0.2.2/24 dev eth0
+ip -n "$OUTSIDE" addr add 2001:db8:1::2/64 dev eth0
+ip -n "$OUTSIDE" link set eth0 up
+# The outside host knows a route to the guests' IPv6 network (routed, no NAT), but none to
+# 10.98.98.0/24: IPv4 replies can only reach the guests through dom0's masquerade.
+ip -n "$OUTSIDE" -6 route add fd00:98::/64 via 2001:db8:1::1
+
+# Guests: one veth pair each; the dom0 end (vifN) will be put on the bridge.
+n=0
+for g in "$GUEST1" "$GUEST2"; do
+	n=$((n + 1))
+	ip -n "$g" link add eth0 type veth peer name "vif$n" netns "$DOM0"
+	ip -n "$g" addr add "10.98.98.1$n/24" dev eth0
+	ip -n "$g" addr add "fd00:98::1$n/64" dev eth0
+	ip -n "$g" link set eth0 up
+	ip -n "$g" route add default via 10.98.98.1
+	ip -n "$g" -6 route add default via fd00:98::1
+	ip -n "$DOM0" link set "vif$n" up
+done
+
+# The outside host counts what arrives, by source address.
+ip netns exec "$OUTSIDE" nft -f - <<'NFT'
+table ip brdemo {
+	counter from_dom0_uplink {}
+	counter from_guest_net {}
+	chain in {
+		type filter hook input priority 0; policy accept;
+		ip saddr 192.0.2.1 icmp type echo-request counter name from_dom0_uplink
+		ip saddr 10.98.98.0/24 counter name from_guest_net
+	}
+}
+NFT
+run ip -n "$DOM0" -br addr
+run ip -n "$DOM0" route
+echo "config ($BROUTER_CONFIG):"; sed 's/^/    /' "$BROUTER_CONFIG"
+
+# A real host already has iptables' built-in chains (iptables-nft creates them, empty with
+# policy ACCEPT, the first time a rule goes into a table, and never removes them; they are not
+# brouter's). Create the ones brouter's rules hook into, with the policy they already have, so
+# that the before/after diff shows only what brouter itself adds and removes.
+if command -v iptables >/dev/null; then
+	in_dom0 iptables -t filter -P FORWARD ACCEPT
+	in_dom0 iptables -t nat -P POSTROUTING ACCEPT
+	in_dom0 ip6tables -t filter -P FORWARD ACCEPT
+fi
+snapshot "$TMP/before"
+
+# =======================================================================================
+section "network-virtual: start the network \"demo\" in dom0"
+# =======================================================================================
+step "start"
+run ip netns exec "$DOM0" "$NV" start net=demo
+step "start again (idempotent)"
+run ip netns exec "$DOM0" "$NV" start net=demo
+# Attach the guests. For now plain `ip link set ... master`; in later issues vif-brouter
+# (Xen), qemu-ifup (QEMU) and the CNI plugin do this, and the demo will use them here.
+step "attach guest ends vif1, vif2 to brdemo0"
+run ip -n "$DOM0" link set vif1 master brdemo0 up
+run ip -n "$DOM0" link set vif2 master brdemo0 up
+step "status"
+rc=0; run ip netns exec "$DOM0" "$NV" status net=demo || rc=$?
+[ "$rc" -eq 0 ] || fail "status of a running network exited $rc, want 0"
+ok "status exit 0 (running)"
+step "status --json"
+run ip netns exec "$DOM0" "$NV" --json status net=demo
+step "what dom0 looks like now"
+run ip -n "$DOM0" -br addr show dev brdemo0
+run ip netns exec "$DOM0" nft list ruleset
+
+
+# =======================================================================================
+section "Traffic"
+# =======================================================================================
+ping_ok() { # ping_ok NS ADDR DESCRIPTION
+	local ns=$1 addr=$2 what=$3
+	printf '$ ip netns exec %s ping -c 3 -W 2 %s\n' "$ns" "$addr"
+	if ip netns exec "$ns" ping -q -c 3 -i 0.2 -W 2 "$addr" | sed -n 's/^/    /; /packets transmitted/p'; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+		ok "$what"
+	else
+		fail "$what"
+	fi
+}
+ping_ok "$GUEST1" 10.98.98.12     "guest1 -> guest2 (bridged)"
+ping_ok "$GUEST1" 10.98.98.1      "guest1 -> gateway 10.98.98.1 (dom0)"
+ping_ok "$GUEST1" 192.0.2.2       "guest1 -> outside 192.0.2.2 (NAT)"
+ping_ok "$GUEST2" 192.0.2.2       "guest2 -> outside 192.0.2.2 (NAT)"
+ping_ok "$GUEST1" fd00:98::12     "guest1 -> guest2 over IPv6"
+ping_ok "$GUEST1" fd00:98::1      "guest1 -> gateway fd00:98::1"
+ping_ok "$GUEST1" 2001:db8:1::2   "guest1 -> outside 2001:db8:1::2 (IPv6 routed, not NATed)"
+
+step "what the outside host saw (nft counters by source address)"
+run ip netns exec "$OUTSIDE" nft list table ip brdemo
+from_uplink=$(nft_counter "$OUTSIDE" from_dom0_uplink)
+from_guests=$(nft_counter "$OUTSIDE" from_guest_net)
+[ "${from_uplink:-0}" -gt 0 ] || fail "the outside host saw no echo request from dom0's uplink address 192.0.2.1"
+[ "${from_guests:-0}" -eq 0 ] || fail "the outside host saw $from_guests packets from 10.98.98.0/24: not masqueraded"
+ok "outside saw $from_uplink echo requests from 192.0.2.1 (dom0's uplink) and none from 10.98.98.0/24: masqueraded"
+
+# Later issues add sections here: vif-brouter (Xen vif hotplug), qemu-ifup/qemu-ifdown, CNI plugin.
+
+# =======================================================================================
+section "network-virtual: stop, and check nothing is left behind"
+# =======================================================================================
+step "stop (also takes vif1, vif2 off the bridge)"
+run ip netns exec "$DOM0" "$NV" stop net=demo
+step "stop again (idempotent)"
+run ip netns exec "$DOM0" "$NV" stop net=demo
+step "status"
+rc=0; run ip netns exec "$DOM0" "$NV" status net=demo || rc=$?
+[ "$rc" -eq 3 ] || fail "status of a stopped network exited $rc, want 3 (not running)"
+ok "status exit 3 (not running)"
+
+step "diff of dom0's links, addresses, routes and firewall: before start vs after stop"
+snapshot "$TMP/after"
+if diff -u "$TMP/before" "$TMP/after"; then
+	ok "no link, address, route or firewall rule left behind"
+else
+	fail "network-virtual stop left changes behind (diff above)"
+fi
+echo "(IP forwarding, once enabled, stays on: net.ipv4.ip_forward=$(in_dom0 sysctl -n net.ipv4.ip_forward)," \
+	"net.ipv6.conf.all.forwarding=$(in_dom0 sysctl -n net.ipv6.conf.all.forwarding))"

@@ -7,10 +7,12 @@ import (
 
 // Fake is an in-memory Backend for unit tests. It records, per network, the
 // rules the nftables backend would install ("chain: rule" lines from the same
-// rule generation), and the NetworkRules it was given. Safe for concurrent use.
+// rule generation), the NetworkRules it was given, and the PortRules of each
+// guarded port. Safe for concurrent use.
 type Fake struct {
 	mu    sync.Mutex
 	nets  map[string]fakeNet
+	ports map[string]map[string]PortRules // network → port → rules
 	err   error
 	calls int
 }
@@ -21,11 +23,13 @@ type fakeNet struct {
 }
 
 // NewFake returns an empty Fake.
-func NewFake() *Fake { return &Fake{nets: map[string]fakeNet{}} }
+func NewFake() *Fake {
+	return &Fake{nets: map[string]fakeNet{}, ports: map[string]map[string]PortRules{}}
+}
 
 func (f *Fake) Name() string { return "fake" }
 
-// FailWith makes every later Ensure and Remove return err (nil: succeed again),
+// FailWith makes every later Ensure, Remove, EnsurePort and RemovePort return err (nil: succeed again),
 // to test the caller's error paths.
 func (f *Fake) FailWith(err error) {
 	f.mu.Lock()
@@ -60,6 +64,7 @@ func (f *Fake) Remove(network string) error {
 		return f.err
 	}
 	delete(f.nets, network)
+	delete(f.ports, network)
 	return nil
 }
 
@@ -69,7 +74,75 @@ func (f *Fake) List(network string) ([]string, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.nets[network].lines), nil
+	out := slices.Clone(f.nets[network].lines)
+	for _, port := range sortedKeys(f.ports[network]) {
+		p := f.ports[network][port]
+		line := "port " + port + ": " + p.MAC.String()
+		for _, a := range p.IPs {
+			line += " " + a.String()
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+func (f *Fake) EnsurePort(p PortRules) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	p = p.clone()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	if f.ports[p.Network] == nil {
+		f.ports[p.Network] = map[string]PortRules{}
+	}
+	f.ports[p.Network][p.Port] = p
+	return nil
+}
+
+func (f *Fake) RemovePort(network, port string) error {
+	if err := validPortRef(network, port); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	delete(f.ports[network], port)
+	if len(f.ports[network]) == 0 {
+		delete(f.ports, network)
+	}
+	return nil
+}
+
+// Port returns the PortRules last installed for the port, if any.
+func (f *Fake) Port(network, port string) (PortRules, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.ports[network][port]
+	return p.clone(), ok
+}
+
+// Ports returns the guarded ports of network, sorted.
+func (f *Fake) Ports(network string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sortedKeys(f.ports[network])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Rules returns the NetworkRules last installed for network, if any.
@@ -85,15 +158,10 @@ func (f *Fake) Rules(network string) (NetworkRules, bool) {
 func (f *Fake) Networks() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []string
-	for n := range f.nets {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
+	return sortedKeys(f.nets)
 }
 
-// Calls returns how many Ensure and Remove calls the Fake has seen.
+// Calls returns how many Ensure, Remove, EnsurePort and RemovePort calls the Fake has seen.
 func (f *Fake) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -12,6 +12,12 @@
 //     in nat mode, a postrouting nat base chain.
 //   - iptables: chains BR-FWD-NET (filter) and BR-NAT-NET (nat), jumped from
 //     FORWARD and POSTROUTING; IPv6 through ip6tables.
+//   - Guest ports with PortRules (per-port antispoof): nftables tables
+//     "bridge brouter-NET" (bridged ports), "inet brouter-NET.ports" and
+//     "arp brouter-NET" (routed ports), with fixed rules and one set element
+//     per port, MAC and address; iptables: one chain per port, BRAS-PORT, in
+//     ebtables (bridged) or in iptables/ip6tables raw and arptables (routed),
+//     jumped from BROUTER-AS-NET.
 //   - Docker hosts (filter FORWARD policy DROP or a DOCKER-USER chain): the
 //     accept rules are also installed in iptables and jumped from DOCKER-USER,
 //     whichever backend is in use, so guests still reach the outside.
@@ -63,8 +69,18 @@ type Backend interface {
 	// Removing a network that has no rules succeeds.
 	Remove(network string) error
 	// List returns a human-readable line per rule installed for the network
-	// (for status); nil when there are none.
+	// (for status), and a line per guarded port; nil when there are none.
 	List(network string) ([]string, error)
+	// EnsurePort installs per-port antispoof for p.Port (see PortRules),
+	// replacing the port's previous entries atomically. Idempotent. The number
+	// of rules does not grow with the number of ports where the backend has
+	// sets (nftables): a port is a handful of set elements.
+	EnsurePort(p PortRules) error
+	// RemovePort removes every entry of the port from the network's tables
+	// (and the tables once no guarded port is left). A port without entries
+	// (never guarded, already removed) succeeds. Remove(network) removes all
+	// the network's ports too.
+	RemovePort(network, port string) error
 }
 
 // Kinds accepted by New.

@@ -14,6 +14,7 @@ import (
 //
 //	filter BR-FWD-NET  jumped from FORWARD (and from DOCKER-USER when it exists)
 //	nat    BR-NAT-NET  jumped from POSTROUTING (IPv4, nat mode only)
+//	raw    BROUTER-AS-NET, BRAS-PORT: routed guest ports (iptables_ports.go)
 //
 // Atomicity: a chain's content is replaced by one `iptables-restore --noflush`
 // run that declares the chain (which flushes it) and appends its rules. The
@@ -69,7 +70,7 @@ type ourChain struct {
 // apply replaces the content of chains atomically, then adds the missing jumps.
 func (f *iptFamily) apply(chains ...ourChain) error {
 	var in bytes.Buffer
-	for _, table := range []string{"filter", "nat"} {
+	for _, table := range []string{"filter", "nat", "raw"} {
 		open := false
 		for _, c := range chains {
 			if c.table != table {
@@ -352,6 +353,15 @@ func (b *iptBackend) Remove(network string) error {
 			return errorf("iptables: network %s: %w", network, err)
 		}
 	}
+	tools, err := b.allPortTools()
+	if err != nil {
+		return errorf("iptables: network %s: %w", network, err)
+	}
+	for _, x := range tools {
+		if err := xtRemoveNetwork(x, network); err != nil {
+			return errorf("iptables: network %s: %w", network, err)
+		}
+	}
 	return nil
 }
 
@@ -362,6 +372,17 @@ func (b *iptBackend) List(network string) ([]string, error) {
 	var out []string
 	for _, f := range b.families() {
 		l, err := f.list(network)
+		if err != nil {
+			return nil, errorf("iptables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
+	}
+	tools, err := b.allPortTools()
+	if err != nil {
+		return nil, errorf("iptables: network %s: %w", network, err)
+	}
+	for _, x := range tools {
+		l, err := xtList(x, network)
 		if err != nil {
 			return nil, errorf("iptables: network %s: %w", network, err)
 		}

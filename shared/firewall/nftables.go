@@ -15,7 +15,8 @@ import (
 const opTimeout = 15 * time.Second
 
 // nftBackend keeps each network in its own table, "inet brouter-NET", and
-// replaces the whole table in one nft transaction.
+// replaces the whole table in one nft transaction. Guarded guest ports live
+// in separate tables (see nftables_ports.go).
 type nftBackend struct {
 	nft     knftables.Interface // no default table: every object names its own
 	nftPath string
@@ -85,8 +86,18 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
+	// Port tables that exist get the current rules again in the same
+	// transaction (their set elements stay), so that an upgrade's rule changes
+	// reach networks that are already running.
+	ports, err := existingPortTables(r.Network)
+	if err != nil {
+		return errorf("nftables: network %s: %w", r.Network, err)
+	}
 	tx := b.nft.NewTransaction()
 	nftTransaction(tx, r)
+	for _, t := range ports {
+		nftPortSetup(tx, t, r.Network)
+	}
 	if err := b.nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
 	}
@@ -103,9 +114,16 @@ func (b *nftBackend) Remove(network string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	fam, name := knftables.InetFamily, nftTableName(network)
+	ports, err := existingPortTables(network)
+	if err != nil {
+		return errorf("nftables: network %s: %w", network, err)
+	}
 	tx := b.nft.NewTransaction()
 	tx.Add(&knftables.Table{Family: fam, Name: name}) // so that the delete cannot fail
 	tx.Delete(&knftables.Table{Family: fam, Name: name})
+	for _, t := range ports { // with their guarded ports
+		tx.Delete(&knftables.Table{Family: t.family, Name: t.name})
+	}
 	if err := b.nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
 	}
@@ -136,6 +154,27 @@ func (b *nftBackend) List(network string) ([]string, error) {
 		}
 	} else {
 		out = parseNftList(stdout.String())
+	}
+	ports, err := existingPortTables(network)
+	if err != nil {
+		return nil, errorf("nftables: network %s: %w", network, err)
+	}
+	for _, t := range ports {
+		stdout.Reset()
+		stderr.Reset()
+		cmd := exec.CommandContext(ctx, b.nftPath, "list", "table", string(t.family), t.name)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, errorf("nftables: list table %s: %w: %s", t, err, strings.TrimSpace(stderr.String()))
+		}
+		for _, l := range parseNftList(stdout.String()) {
+			out = append(out, t.String()+" "+l)
+		}
+		l, err := listPorts(t)
+		if err != nil {
+			return nil, errorf("nftables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
 	}
 	for _, f := range b.compat {
 		l, err := f.list(network)

@@ -1,0 +1,530 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Per-port antispoof with the iptables family of tools, which have no sets:
+// one small chain per guarded port, BRAS-PORT, jumped from the network's
+// dispatch chain BROUTER-AS-NET (`-i PORT -j BRAS-PORT`), itself jumped from
+// the hook:
+//
+//	bridged ports  ebtables  -t nat  PREROUTING → BROUTER-AS-NET → BRAS-PORT
+//	               (bridged and to-host frames alike; ARP, IPv4, IPv6 in one chain)
+//	routed ports   iptables, ip6tables -t raw PREROUTING → ... (before conntrack)
+//	               arptables INPUT → ...
+//
+// A port chain's content is replaced atomically by ebtables-restore /
+// iptables-restore --noflush (arptables-restore flushes the whole table even
+// with --noflush, so arptables chains are refilled rule by rule). Jumps are
+// added only after their chain is filled, and the dispatch chain and its hook
+// jump go away with the network's last guarded port.
+
+func asDispatchChain(network string) string { return "BROUTER-AS-" + network } // ≤ 26 characters
+func asPortChain(port string) string        { return "BRAS-" + port }          // ≤ 20 characters
+
+// ebtSpecs is the content of BRAS-PORT for a bridged port (ebtables).
+func ebtSpecs(p PortRules) [][]string {
+	mac := p.MAC.String()
+	v4, v6 := p.addrs()
+	r := [][]string{{"-s", "!", mac, "-j", "DROP"}}
+	for _, t := range vlanEthertype {
+		r = append(r, []string{"-p", t, "-j", "DROP"})
+	}
+	r = append(r, []string{"-p", "ARP", "--arp-mac-src", "!", mac, "-j", "DROP"})
+	for _, a := range append([]string{probeSrc4.String()}, addrStrings(v4)...) {
+		r = append(r, []string{"-p", "ARP", "--arp-ip-src", a, "-j", "RETURN"})
+	}
+	r = append(r, []string{"-p", "ARP", "-j", "DROP"})
+	for _, a := range addrStrings(v4) {
+		r = append(r, []string{"-p", "IPv4", "--ip-src", a, "-j", "RETURN"})
+	}
+	r = append(r,
+		[]string{"-p", "IPv4", "--ip-proto", "udp", "--ip-sport", strconv.Itoa(dhcp4Client[0]), "--ip-dport", strconv.Itoa(dhcp4Client[1]), "-j", "RETURN"},
+		[]string{"-p", "IPv4", "-j", "DROP"})
+	for _, a := range append(addrStrings(v6), linkLocal6.String(), unspecified6.String()) {
+		r = append(r, []string{"-p", "IPv6", "--ip6-src", a, "-j", "RETURN"})
+	}
+	return append(r,
+		[]string{"-p", "IPv6", "--ip6-proto", "udp", "--ip6-sport", strconv.Itoa(dhcp6Client[0]), "--ip6-dport", strconv.Itoa(dhcp6Client[1]), "-j", "RETURN"},
+		[]string{"-p", "IPv6", "-j", "DROP"})
+}
+
+// iptPortSpecs is the content of BRAS-PORT for a routed port, in iptables (4)
+// or ip6tables (6), table raw.
+func iptPortSpecs(p PortRules, family int) [][]string {
+	v4, v6 := p.addrs()
+	r := [][]string{{"-m", "mac", "!", "--mac-source", p.MAC.String(), "-j", "DROP"}}
+	if family == 4 {
+		for _, a := range addrStrings(v4) {
+			r = append(r, []string{"-s", a, "-j", "RETURN"})
+		}
+		return append(r,
+			[]string{"-p", "udp", "--sport", strconv.Itoa(dhcp4Client[0]), "--dport", strconv.Itoa(dhcp4Client[1]), "-j", "RETURN"},
+			[]string{"-j", "DROP"})
+	}
+	for _, a := range append(addrStrings(v6), linkLocal6.String(), unspecified6.String()) {
+		r = append(r, []string{"-s", a, "-j", "RETURN"})
+	}
+	return append(r,
+		[]string{"-p", "udp", "--sport", strconv.Itoa(dhcp6Client[0]), "--dport", strconv.Itoa(dhcp6Client[1]), "-j", "RETURN"},
+		[]string{"-j", "DROP"})
+}
+
+// arptSpecs is the content of BRAS-PORT for a routed port's ARP (arptables;
+// arptables-nft also requires Ethernet/IPv4 ARP for the address matches).
+func arptSpecs(p PortRules) [][]string {
+	v4, _ := p.addrs()
+	r := [][]string{{"!", "--source-mac", p.MAC.String(), "-j", "DROP"}}
+	for _, a := range append([]string{probeSrc4.String()}, addrStrings(v4)...) {
+		r = append(r, []string{"-s", a, "-j", "RETURN"})
+	}
+	return append(r, []string{"-j", "DROP"})
+}
+
+func addrStrings[T fmt.Stringer](l []T) []string {
+	out := make([]string, len(l))
+	for i, a := range l {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// xtChains is one tool's view of the chains used for antispoof.
+type xtChains interface {
+	name() string
+	hook() string
+	chainExists(chain string) (bool, error)
+	newChain(chain string) error               // empty, falling through to the caller
+	fill(chain string, rules [][]string) error // create or replace the chain's content
+	rules(chain string) ([][]string, error)    // each rule's fields, without the chain name
+	insert(chain string, spec ...string) error // at the top
+	appendRule(chain string, spec ...string) error
+	deleteRule(chain string, spec ...string) error
+	deleteChain(chain string) error // flush and delete
+}
+
+// sameRule reports whether the fields of a listed rule are spec, in any order
+// (ebtables and arptables print matches and target in their own order).
+func sameRule(fields, spec []string) bool {
+	a, b := slices.Clone(fields), slices.Clone(spec)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func hasRule(x xtChains, chain string, spec ...string) (bool, error) {
+	l, err := x.rules(chain)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(l, func(f []string) bool { return sameRule(f, spec) }), nil
+}
+
+// xtEnsurePort fills the port's chain, then adds the missing jumps to it.
+func xtEnsurePort(x xtChains, network, port string, rules [][]string) error {
+	pc, dc := asPortChain(port), asDispatchChain(network)
+	if err := x.fill(pc, rules); err != nil {
+		return err
+	}
+	if ok, err := x.chainExists(dc); err != nil {
+		return err
+	} else if !ok {
+		if err := x.newChain(dc); err != nil {
+			if ok, _ := x.chainExists(dc); !ok { // else created meanwhile by a concurrent call
+				return err
+			}
+		}
+	}
+	jump := []string{"-i", port, "-j", pc}
+	if ok, err := hasRule(x, dc, jump...); err != nil {
+		return err
+	} else if !ok {
+		if err := x.appendRule(dc, jump...); err != nil {
+			return err
+		}
+	}
+	if ok, err := hasRule(x, x.hook(), "-j", dc); err != nil {
+		return err
+	} else if !ok {
+		// First, so that an earlier ACCEPT of someone else cannot skip the checks.
+		return x.insert(x.hook(), "-j", dc)
+	}
+	return nil
+}
+
+// xtRemovePort deletes the port's jumps and chain, and the dispatch chain
+// when it was the network's last guarded port. Absent pieces are fine.
+func xtRemovePort(x xtChains, network, port string) error {
+	pc, dc := asPortChain(port), asDispatchChain(network)
+	if ok, err := x.chainExists(dc); err != nil {
+		return err
+	} else if ok {
+		jump := []string{"-i", port, "-j", pc}
+		for {
+			ok, err := hasRule(x, dc, jump...)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			if err := x.deleteRule(dc, jump...); err != nil {
+				return err
+			}
+		}
+	}
+	if ok, err := x.chainExists(pc); err != nil {
+		return err
+	} else if ok {
+		if err := x.deleteChain(pc); err != nil {
+			return err
+		}
+	}
+	return xtRemoveDispatchIfEmpty(x, network)
+}
+
+func xtRemoveDispatchIfEmpty(x xtChains, network string) error {
+	dc := asDispatchChain(network)
+	if ok, err := x.chainExists(dc); err != nil || !ok {
+		return err
+	}
+	if l, err := x.rules(dc); err != nil || len(l) > 0 {
+		return err
+	}
+	for {
+		ok, err := hasRule(x, x.hook(), "-j", dc)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if err := x.deleteRule(x.hook(), "-j", dc); err != nil {
+			return err
+		}
+	}
+	return x.deleteChain(dc)
+}
+
+// xtRemoveNetwork removes every guarded port of the network, then its dispatch chain.
+func xtRemoveNetwork(x xtChains, network string) error {
+	dc := asDispatchChain(network)
+	if ok, err := x.chainExists(dc); err != nil || !ok {
+		return err
+	}
+	l, err := x.rules(dc)
+	if err != nil {
+		return err
+	}
+	for _, f := range l {
+		if i := slices.Index(f, "-i"); i >= 0 && i+1 < len(f) {
+			if err := xtRemovePort(x, network, f[i+1]); err != nil {
+				return err
+			}
+		}
+	}
+	return xtRemoveDispatchIfEmpty(x, network)
+}
+
+// xtList prints the network's dispatch chain and port chains, for List.
+func xtList(x xtChains, network string) ([]string, error) {
+	dc := asDispatchChain(network)
+	if ok, err := x.chainExists(dc); err != nil || !ok {
+		return nil, err
+	}
+	l, err := x.rules(dc)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range l {
+		out = append(out, fmt.Sprintf("%s -A %s %s", x.name(), dc, strings.Join(f, " ")))
+		if i := slices.Index(f, "-j"); i >= 0 && i+1 < len(f) {
+			pl, err := x.rules(f[i+1])
+			if err != nil {
+				return nil, err
+			}
+			for _, pf := range pl {
+				out = append(out, fmt.Sprintf("%s -A %s %s", x.name(), f[i+1], strings.Join(pf, " ")))
+			}
+		}
+	}
+	return out, nil
+}
+
+// execTool runs ebtables (table nat) or arptables (table filter) without a shell.
+type execTool struct {
+	cmd, restore string // paths; restore "" for arptables (see above)
+	table        string
+	hookChain    string
+	policy       []string // extra arguments of -N (ebtables: "-P RETURN")
+}
+
+func (e *execTool) name() string {
+	return strings.TrimSuffix(e.cmd[strings.LastIndex(e.cmd, "/")+1:], "-nft")
+}
+func (e *execTool) hook() string { return e.hookChain }
+
+func (e *execTool) run(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if e.table != "" {
+		args = append([]string{"-t", e.table}, args...)
+	}
+	var stdout, stderr bytes.Buffer
+	c := exec.CommandContext(ctx, e.cmd, args...)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", e.name(), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func (e *execTool) chainExists(chain string) (bool, error) {
+	_, err := e.run("-L", chain)
+	if err == nil {
+		return true, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 1 { // "chain ... does not exist"
+		return false, nil
+	}
+	return false, err
+}
+
+func (e *execTool) newChain(chain string) error {
+	_, err := e.run(append([]string{"-N", chain}, e.policy...)...)
+	return err
+}
+
+func (e *execTool) fill(chain string, rules [][]string) error {
+	if e.restore == "" {
+		ok, err := e.chainExists(chain)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := e.newChain(chain); err != nil {
+				return err
+			}
+		} else if _, err := e.run("-F", chain); err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if err := e.appendRule(chain, r...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var in bytes.Buffer
+	fmt.Fprintf(&in, "*%s\n:%s RETURN\n", e.table, chain)
+	for _, r := range rules {
+		// Every token is a validated name, an address or a constant: no quoting needed.
+		fmt.Fprintf(&in, "-A %s %s\n", chain, strings.Join(r, " "))
+	}
+	in.WriteString("COMMIT\n")
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, e.restore, "--noflush")
+	c.Stdin = &in
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", e.name(), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (e *execTool) rules(chain string) ([][]string, error) {
+	out, err := e.run("-L", chain)
+	if err != nil {
+		return nil, err
+	}
+	var l [][]string
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "-") {
+			l = append(l, strings.Fields(line))
+		}
+	}
+	return l, nil
+}
+
+func (e *execTool) insert(chain string, spec ...string) error {
+	_, err := e.run(append([]string{"-I", chain, "1"}, spec...)...)
+	return err
+}
+
+func (e *execTool) appendRule(chain string, spec ...string) error {
+	_, err := e.run(append([]string{"-A", chain}, spec...)...)
+	return err
+}
+
+func (e *execTool) deleteRule(chain string, spec ...string) error {
+	_, err := e.run(append([]string{"-D", chain}, spec...)...)
+	return err
+}
+
+func (e *execTool) deleteChain(chain string) error {
+	if _, err := e.run("-F", chain); err != nil {
+		return err
+	}
+	_, err := e.run("-X", chain)
+	return err
+}
+
+// iptRaw is iptables or ip6tables, table raw.
+type iptRaw struct{ f *iptFamily }
+
+func (r iptRaw) name() string { return r.f.cmd }
+func (r iptRaw) hook() string { return "PREROUTING" }
+func (r iptRaw) chainExists(chain string) (bool, error) {
+	return r.f.chainExists("raw", chain)
+}
+func (r iptRaw) newChain(chain string) error { return r.f.ipt.NewChain("raw", chain) }
+func (r iptRaw) fill(chain string, rules [][]string) error {
+	return r.f.apply(ourChain{table: "raw", name: chain, rules: rules})
+}
+func (r iptRaw) rules(chain string) ([][]string, error) {
+	lines, err := r.f.ipt.List("raw", chain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list %s: %w", r.f.cmd, chain, err)
+	}
+	var l [][]string
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "-A" {
+			l = append(l, f[2:])
+		}
+	}
+	return l, nil
+}
+func (r iptRaw) insert(chain string, spec ...string) error {
+	return r.f.ipt.Insert("raw", chain, 1, spec...)
+}
+func (r iptRaw) appendRule(chain string, spec ...string) error {
+	return r.f.ipt.Append("raw", chain, spec...)
+}
+func (r iptRaw) deleteRule(chain string, spec ...string) error {
+	return r.f.ipt.Delete("raw", chain, spec...)
+}
+func (r iptRaw) deleteChain(chain string) error { return r.f.ipt.ClearAndDeleteChain("raw", chain) }
+
+// ebtables returns the ebtables tool, or an error naming the package to install.
+func (b *iptBackend) ebtables() (*execTool, error) {
+	cmd, err := exec.LookPath("ebtables")
+	if err != nil {
+		return nil, fmt.Errorf("ebtables not found (install the Debian package iptables, which provides ebtables-nft, or ebtables): %w", err)
+	}
+	restore, err := exec.LookPath("ebtables-restore")
+	if err != nil {
+		return nil, fmt.Errorf("ebtables-restore not found (install the Debian package iptables, which provides ebtables-nft-restore): %w", err)
+	}
+	return &execTool{cmd: cmd, restore: restore, table: "nat", hookChain: "PREROUTING", policy: []string{"-P", "RETURN"}}, nil
+}
+
+func (b *iptBackend) arptables() (*execTool, error) {
+	cmd, err := exec.LookPath("arptables")
+	if err != nil {
+		return nil, fmt.Errorf("arptables not found (install the Debian package iptables, which provides arptables-nft, or arptables): %w", err)
+	}
+	return &execTool{cmd: cmd, hookChain: "INPUT"}, nil
+}
+
+// portTools returns the tools that hold ports of the given kind. With
+// required, a missing tool is an error; else it is skipped (nothing of ours
+// can be there).
+func (b *iptBackend) portTools(bridged, required bool) ([]xtChains, error) {
+	var out []xtChains
+	if bridged {
+		e, err := b.ebtables()
+		if err != nil {
+			if required {
+				return nil, err
+			}
+			return nil, nil
+		}
+		return append(out, e), nil
+	}
+	for _, f := range b.families() {
+		out = append(out, iptRaw{f})
+	}
+	if required && b.v6 == nil {
+		return nil, fmt.Errorf("ip6tables not found (install the Debian package iptables)")
+	}
+	a, err := b.arptables()
+	if err != nil {
+		if required {
+			return nil, err
+		}
+		return out, nil
+	}
+	return append(out, a), nil
+}
+
+func (b *iptBackend) allPortTools() ([]xtChains, error) {
+	br, err := b.portTools(true, false)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := b.portTools(false, false)
+	return append(br, rt...), err
+}
+
+func (b *iptBackend) EnsurePort(p PortRules) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	tools, err := b.portTools(p.Bridged, true)
+	if err != nil {
+		return errorf("iptables: port %s: %w", p.Port, err)
+	}
+	// A port that changed kind (bridged ↔ routed) leaves nothing behind.
+	other, err := b.portTools(!p.Bridged, false)
+	if err != nil {
+		return errorf("iptables: port %s: %w", p.Port, err)
+	}
+	for _, x := range other {
+		if err := xtRemovePort(x, p.Network, p.Port); err != nil {
+			return errorf("iptables: port %s: %w", p.Port, err)
+		}
+	}
+	for _, x := range tools {
+		var rules [][]string
+		switch t := x.(type) {
+		case iptRaw:
+			rules = iptPortSpecs(p, t.f.family)
+		case *execTool:
+			if p.Bridged {
+				rules = ebtSpecs(p)
+			} else {
+				rules = arptSpecs(p)
+			}
+		}
+		if err := xtEnsurePort(x, p.Network, p.Port, rules); err != nil {
+			return errorf("iptables: port %s: %w", p.Port, err)
+		}
+	}
+	return nil
+}
+
+func (b *iptBackend) RemovePort(network, port string) error {
+	if err := validPortRef(network, port); err != nil {
+		return err
+	}
+	tools, err := b.allPortTools()
+	if err != nil {
+		return errorf("iptables: port %s: %w", port, err)
+	}
+	for _, x := range tools {
+		if err := xtRemovePort(x, network, port); err != nil {
+			return errorf("iptables: port %s: %w", port, err)
+		}
+	}
+	return nil
+}

@@ -35,7 +35,9 @@ type NetworkRules struct {
 	// Network is the network's name (validated: [A-Za-z0-9][A-Za-z0-9_-]{0,14}).
 	// Tables and chains are named after it.
 	Network string
-	// Bridge is the interface guests sit behind (the bridge).
+	// Bridge is the interface guests sit behind (the bridge). Empty for a
+	// network without a bridge (Xen's two-way routed setup, mode route):
+	// each guest has its own port, so rules match the subnets, not an interface.
 	Bridge string
 	// Subnets are the networks configured on the bridge (IPv4 and/or IPv6, masked).
 	Subnets []netip.Prefix
@@ -168,7 +170,14 @@ func (r NetworkRules) validate() error {
 	if err := validNetwork(r.Network); err != nil {
 		return err
 	}
-	if err := validIfname("bridge", r.Bridge); err != nil {
+	if r.Bridge == "" {
+		if r.Masquerade || !r.Forward {
+			return errorf("network %s: a network without a bridge (mode route) is forwarded and never masqueraded", r.Network)
+		}
+		if len(r.Subnets) == 0 {
+			return errorf("network %s: a network without a bridge needs its subnets", r.Network)
+		}
+	} else if err := validIfname("bridge", r.Bridge); err != nil {
 		return err
 	}
 	if r.Uplink != "" {

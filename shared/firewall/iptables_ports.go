@@ -288,8 +288,17 @@ func (e *execTool) run(args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// list runs -L on chain. arptables gets -n: without it, it resolves every
+// address in the chain through DNS, which hangs a host without a resolver.
+func (e *execTool) list(chain string) (string, error) {
+	if strings.HasSuffix(e.cmd, "arptables") {
+		return e.run("-n", "-L", chain)
+	}
+	return e.run("-L", chain)
+}
+
 func (e *execTool) chainExists(chain string) (bool, error) {
-	_, err := e.run("-L", chain)
+	_, err := e.list(chain)
 	if err == nil {
 		return true, nil
 	}
@@ -343,7 +352,7 @@ func (e *execTool) fill(chain string, rules [][]string) error {
 }
 
 func (e *execTool) rules(chain string) ([][]string, error) {
-	out, err := e.run("-L", chain)
+	out, err := e.list(chain)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 
@@ -73,7 +74,16 @@ func sh(t *testing.T, name string, args ...string) string {
 func dump(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString(sh(t, "nft", "list", "ruleset"))
+	// Tables in a stable order: nft lists them in creation order, and
+	// replacing a network's table (delete + add) moves it to the end.
+	var tables []string
+	for _, blk := range strings.Split(sh(t, "nft", "list", "ruleset"), "\ntable ") {
+		if blk = strings.TrimPrefix(strings.TrimSpace(blk), "table "); blk != "" {
+			tables = append(tables, "table "+blk+"\n")
+		}
+	}
+	sort.Strings(tables)
+	b.WriteString(strings.Join(tables, ""))
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
 		for _, l := range strings.Split(sh(t, tool), "\n") {
 			if !strings.HasPrefix(l, "#") {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/knftables"
@@ -17,10 +19,19 @@ const opTimeout = 15 * time.Second
 // nftBackend keeps each network in its own table, "inet brouter-NET", and
 // replaces the whole table in one nft transaction. Guarded guest ports live
 // in separate tables (see nftables_ports.go).
+//
+// Constructing one is cheap (it only finds the nft binary): hotplug hooks
+// that only change a port's set elements talk netlink and never pay for
+// knftables' probes or the iptables lookups of the Docker compatibility.
 type nftBackend struct {
-	nft     knftables.Interface // no default table: every object names its own
 	nftPath string
-	compat  []*iptFamily // iptables families present on the host, for Docker compatibility
+
+	nftOnce sync.Once
+	nftIfc  knftables.Interface // no default table: every object names its own
+	nftErr  error
+
+	compatOnce sync.Once
+	compatFams []*iptFamily // iptables families present on the host, for Docker compatibility
 }
 
 func newNftables() (*nftBackend, error) {
@@ -28,17 +39,30 @@ func newNftables() (*nftBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: nft not found (install the Debian package nftables): %w", err)
 	}
-	nft, err := knftables.New("", "")
-	if err != nil {
-		return nil, fmt.Errorf("nftables: nft is not usable (needs root and a kernel with nf_tables): %w", err)
-	}
-	b := &nftBackend{nft: nft, nftPath: path}
-	for _, fam := range []int{4, 6} {
-		if f, err := newIPTFamily(fam); err == nil {
-			b.compat = append(b.compat, f)
+	return &nftBackend{nftPath: path}, nil
+}
+
+// knft returns the knftables handle, probing nft on first use.
+func (b *nftBackend) knft() (knftables.Interface, error) {
+	b.nftOnce.Do(func() {
+		b.nftIfc, b.nftErr = knftables.New("", "")
+		if b.nftErr != nil {
+			b.nftErr = fmt.Errorf("nftables: nft is not usable (needs root and a kernel with nf_tables): %w", b.nftErr)
 		}
-	}
-	return b, nil
+	})
+	return b.nftIfc, b.nftErr
+}
+
+// compat returns the host's iptables families, looked up on first use.
+func (b *nftBackend) compat() []*iptFamily {
+	b.compatOnce.Do(func() {
+		for _, fam := range []int{4, 6} {
+			if f, err := newIPTFamily(fam); err == nil {
+				b.compatFams = append(b.compatFams, f)
+			}
+		}
+	})
+	return b.compatFams
 }
 
 func (b *nftBackend) Name() string { return KindNftables }
@@ -93,15 +117,27 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	if err != nil {
 		return errorf("nftables: network %s: %w", r.Network, err)
 	}
-	tx := b.nft.NewTransaction()
+	// The network's own kind of port table is created with the network, so
+	// that guarding a guest port is only a change of set elements (netlink,
+	// no nft process) even for the first port.
+	for _, t := range nftPortTables(r.Network) {
+		if t.bridged == (r.Bridge != "") && !slices.ContainsFunc(ports, func(p nftPortTable) bool { return p.name == t.name && p.family == t.family }) {
+			ports = append(ports, t)
+		}
+	}
+	nft, err := b.knft()
+	if err != nil {
+		return errorf("%w", err)
+	}
+	tx := nft.NewTransaction()
 	nftTransaction(tx, r)
 	for _, t := range ports {
 		nftPortSetup(tx, t, r.Network)
 	}
-	if err := b.nft.Run(ctx, tx); err != nil {
+	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
 	}
-	if err := syncDockerCompat(b.compat, r); err != nil {
+	if err := syncDockerCompat(b.compat(), r); err != nil {
 		return errorf("nftables: network %s: %w", r.Network, err)
 	}
 	return nil
@@ -118,16 +154,20 @@ func (b *nftBackend) Remove(network string) error {
 	if err != nil {
 		return errorf("nftables: network %s: %w", network, err)
 	}
-	tx := b.nft.NewTransaction()
+	nft, err := b.knft()
+	if err != nil {
+		return errorf("%w", err)
+	}
+	tx := nft.NewTransaction()
 	tx.Add(&knftables.Table{Family: fam, Name: name}) // so that the delete cannot fail
 	tx.Delete(&knftables.Table{Family: fam, Name: name})
 	for _, t := range ports { // with their guarded ports
 		tx.Delete(&knftables.Table{Family: t.family, Name: t.name})
 	}
-	if err := b.nft.Run(ctx, tx); err != nil {
+	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
 	}
-	for _, f := range b.compat {
+	for _, f := range b.compat() {
 		if err := f.removeChains(network); err != nil {
 			return errorf("nftables: network %s: %w", network, err)
 		}
@@ -176,7 +216,7 @@ func (b *nftBackend) List(network string) ([]string, error) {
 		}
 		out = append(out, l...)
 	}
-	for _, f := range b.compat {
+	for _, f := range b.compat() {
 		l, err := f.list(network)
 		if err != nil {
 			return nil, errorf("nftables: network %s: %w", network, err)

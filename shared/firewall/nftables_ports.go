@@ -245,7 +245,8 @@ type nftPortOp interface {
 }
 
 // syncPort makes port's entries in network's port tables be want's (nil:
-// none), creating the table that needs it and deleting tables left without ports.
+// none), creating the table that needs it. Tables stay until the network is
+// removed: a guarded port is then only ever a change of set elements.
 func (b *nftBackend) syncPort(network, port string, want *PortRules) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -316,9 +317,8 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 				}
 			}
 		}
-		if !here && !otherPorts {
-			conn.DelTable(table) // no guarded port left: leave nothing behind
-			continue
+		if !here && !otherPorts && len(old) == 0 {
+			continue // nothing of this port here
 		}
 		var add map[string][][]byte
 		if here {
@@ -361,13 +361,17 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	tx := b.nft.NewTransaction()
+	nft, err := b.knft()
+	if err != nil {
+		return errorf("%w", err)
+	}
+	tx := nft.NewTransaction()
 	var names []string
 	for _, t := range tables {
 		nftPortSetup(tx, t, network)
 		names = append(names, t.String())
 	}
-	if err := b.nft.Run(ctx, tx); err != nil {
+	if err := nft.Run(ctx, tx); err != nil {
 		if t := tables[0]; t.family != knftables.InetFamily && strings.Contains(err.Error(), "not supported") {
 			return errorf("nftables: create table %s: the kernel has no nf_tables %s family (module nf_tables_%s?): %w", t, t.family, t.family, err)
 		}

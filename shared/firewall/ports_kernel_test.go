@@ -104,17 +104,17 @@ func newPortLab(t *testing.T, kind string, bridged bool) *portLab {
 	}
 	l.port = PortRules{Network: "astest", Port: port, MAC: mac, Bridged: bridged,
 		IPs: []netip.Addr{netip.MustParseAddr(l.own4), netip.MustParseAddr(l.own6)}}
-	bridge := "br0"
-	if !bridged {
-		bridge = port
-	}
-	l.net = NetworkRules{Network: "astest", Bridge: bridge, Subnets: prefixes("10.50.0.0/24", "fd50::/64"),
+	l.net = NetworkRules{Network: "astest", Bridge: "br0", Subnets: prefixes("10.50.0.0/24", "fd50::/64"),
 		Forward: true, Masquerade: true}
+	if !bridged {
+		// A mode route network: no bridge, routed, never masqueraded.
+		l.net.Bridge, l.net.Masquerade = "", false
+	}
 	l.must("New", func() (err error) { l.b, err = New(kind); return err })
 	// Let links settle (carrier, port states) before anyone takes a snapshot:
 	// the kernel reports a carrier change up to a second late.
 	l.reach(l.own4, l.gw4)
-	for i := 0; i < 50 && strings.Contains(h.Exec(t, "ip", "link", "show", l.net.Bridge), "NO-CARRIER"); i++ {
+	for i := 0; i < 50 && strings.Contains(h.Exec(t, "ip", "link", "show", map[bool]string{true: "br0", false: port}[bridged]), "NO-CARRIER"); i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return l
@@ -239,7 +239,7 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	if l.arping(l.spoof4) {
 		t.Errorf("ARP from a spoofed sender address got a reply")
 	}
-	if err := l.dhcp(l.net.Bridge, 3); err != nil {
+	if err := l.dhcp(l.iface(), 3); err != nil {
 		t.Errorf("DHCP from 0.0.0.0 did not get a lease: %v", err)
 	}
 
@@ -248,7 +248,7 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	flush()
 	l.blocked(l.own4, l.gw4)
 	l.blocked(l.own6, l.gw6)
-	if err := l.dhcp(l.net.Bridge, 1); err == nil {
+	if err := l.dhcp(l.iface(), 1); err == nil {
 		t.Errorf("DHCP from a spoofed MAC got a lease")
 	}
 	g1.Exec(t, "ip", "link", "set", "eth0", "address", l.port.MAC.String())
@@ -305,8 +305,8 @@ func TestKernelPortKindChange(t *testing.T) {
 			l.must("EnsurePort bridged", func() error { return l.b.EnsurePort(p) })
 			p.Bridged = false
 			l.must("EnsurePort routed", func() error { return l.b.EnsurePort(p) })
-			if out := l.host.Exec(t, "nft", "list", "tables"); strings.Contains(out, "table bridge brouter-astest") {
-				t.Errorf("bridge table left after switching to routed:\n%s", out)
+			if out, _ := l.host.Try("nft", "list", "set", "bridge", "brouter-astest", "as_ports"); strings.Contains(out, "vg1") {
+				t.Errorf("bridge set entry left after switching to routed:\n%s", out)
 			}
 			if out := l.host.Exec(t, "ebtables-save"); strings.Contains(out, "BRAS") {
 				t.Errorf("ebtables chains left after switching to routed:\n%s", out)
@@ -317,8 +317,10 @@ func TestKernelPortKindChange(t *testing.T) {
 				t.Errorf("List does not show the routed port:\n%s", strings.Join(lines, "\n"))
 			}
 			l.must("RemovePort", func() error { return l.b.RemovePort(p.Network, p.Port) })
+			// Port tables stay with the network (empty) until it is removed.
+			l.must("Remove", func() error { return l.b.Remove(p.Network) })
 			if d := nstest.Diff(begin, l.host.Dump(t)); d != "" {
-				t.Errorf("RemovePort did not restore the state:\n%s", d)
+				t.Errorf("RemovePort and Remove did not restore the state:\n%s", d)
 			}
 		})
 	}
@@ -474,4 +476,13 @@ func p50(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// iface is the host interface the guest's traffic arrives on: the bridge, or
+// the guest's own port in a mode route network.
+func (l *portLab) iface() string {
+	if l.net.Bridge != "" {
+		return l.net.Bridge
+	}
+	return l.port.Port
 }

@@ -311,13 +311,16 @@ func TestPlanPortSync(t *testing.T) {
 		t.Errorf("a failed batch changed the state:\n%s", now)
 	}
 
-	// Removing the last port of a table deletes the table; again is fine.
+	// Removing the last port of a table leaves the table, empty (it goes with
+	// the network, so that the next port is only a set change); again is fine.
 	for range 2 {
 		syncPort(t, f, "lab", g.Port, nil)
 		syncPort(t, f, "lab", other.Port, nil)
 	}
-	if got := f.dump(); len(got) != 0 {
-		t.Errorf("after removing every port: %q", got)
+	for _, l := range f.dump() {
+		if strings.Contains(l, " as_") {
+			t.Errorf("after removing every port, an entry is left: %q", l)
+		}
 	}
 }
 

@@ -85,6 +85,9 @@ var (
 // plan is the policy: the rules of network r, in order. r must be valid.
 func plan(r NetworkRules) []rule {
 	b, up := r.Bridge, r.Uplink
+	if b == "" {
+		return planRoute(r)
+	}
 	// Routed between the bridge's own subnets: not ours to filter.
 	rules := []rule{{chain: chainForward, iif: b, oif: b, verdict: accept}}
 	if !r.Forward { // isolated
@@ -135,6 +138,20 @@ func plan(r NetworkRules) []rule {
 				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{broadcast}, verdict: ret},
 				m)
 		}
+	}
+	return rules
+}
+
+// planRoute is the plan of a network without a bridge (mode route): every
+// guest is behind its own port, routed by the host, never masqueraded. The
+// subnets are what identifies the network's traffic; per-port antispoof
+// (EnsurePort, routed) makes sure a guest cannot borrow another's address.
+func planRoute(r NetworkRules) []rule {
+	var rules []rule
+	for _, fam := range bySubnetFamily(r.Subnets) {
+		rules = append(rules,
+			rule{chain: chainForward, saddr: fam, oif: r.Uplink, verdict: accept},
+			rule{chain: chainForward, daddr: fam, iif: r.Uplink, verdict: accept})
 	}
 	return rules
 }

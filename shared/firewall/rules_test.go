@@ -56,6 +56,16 @@ func TestPlan(t *testing.T) {
 		},
 		notWant: []string{"postrouting", "masquerade"},
 	}, {
+		name: "route (no bridge)",
+		r:    NetworkRules{Network: "lab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true},
+		want: []string{
+			`forward: ip saddr 10.7.0.0/24 accept`,
+			`forward: ip daddr 10.7.0.0/24 accept`,
+			`forward: ip6 saddr fd00:7::/64 accept`,
+			`forward: ip6 daddr fd00:7::/64 accept`,
+		},
+		notWant: []string{"postrouting", "masquerade", "drop", "iifname"},
+	}, {
 		name: "isolated",
 		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24"), Masquerade: true},
 		want: []string{
@@ -114,7 +124,7 @@ func TestPlan(t *testing.T) {
 			// Every drop of the forward chain comes after every accept it could shadow:
 			// the last two rules of the chain are the catch-all drops.
 			fwd := slices.DeleteFunc(slices.Clone(got), func(l string) bool { return !strings.HasPrefix(l, "forward: ") })
-			if n := len(fwd); fwd[n-1] != `forward: oifname "brlab" drop` {
+			if n := len(fwd); tt.r.Bridge != "" && fwd[n-1] != `forward: oifname "brlab" drop` {
 				t.Errorf("forward chain does not end with the inbound drop: %q", fwd[n-1])
 			}
 		})
@@ -207,6 +217,9 @@ func TestValidate(t *testing.T) {
 		{Network: "lab", Bridge: "br0", Uplink: "br0"},
 		{Network: "lab", Bridge: "br0", Subnets: prefixes("10.0.0.1/24")},
 		{Network: "lab", Bridge: "br0", Subnets: []netip.Prefix{{}}},
+		{Network: "lab", Subnets: prefixes("10.7.0.0/24"), Forward: true, Masquerade: true}, // no bridge: never NAT
+		{Network: "lab", Subnets: prefixes("10.7.0.0/24")},                                  // no bridge: always forwarded
+		{Network: "lab", Forward: true},                                                     // no bridge, no subnet
 	}
 	for _, r := range bad {
 		err := r.validate()

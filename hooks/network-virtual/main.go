@@ -233,6 +233,9 @@ func printStatus(w io.Writer, st *vnet.Status) {
 	fmt.Fprintf(w, "  ports:    %d\n", len(st.Ports))
 	for _, p := range st.Ports {
 		fmt.Fprintf(w, "    %-15s %s mtu %d %s\n", p.Name, p.MAC, p.MTU, p.State)
+		if p.ToGuest != "" || p.FromGuest != "" {
+			fmt.Fprintf(w, "      shaping: to guest %s; from guest %s; priority %s\n", p.ToGuest, p.FromGuest, p.Priority)
+		}
 	}
 	fmt.Fprintln(w, "  routes:")
 	for _, r := range st.Routes {

@@ -52,13 +52,17 @@ const (
 	ModeRouted Mode = "routed"
 	// ModeIsolated: guests and host only, nothing forwarded.
 	ModeIsolated Mode = "isolated"
+	// ModeRoute: no bridge; every guest port gets the network's address as a
+	// /32 (/128), proxy ARP and a host route per guest address: Xen's two-way
+	// routed setup (vif-route). Forwarded, never NATed.
+	ModeRoute Mode = "route"
 	// ModeBridge: an existing bridge (e.g. holding the physical NIC); attach only,
 	// never create, address or delete it.
 	ModeBridge Mode = "bridge"
 )
 
 // Modes lists the valid modes in the order the documentation gives them.
-var Modes = []Mode{ModeNAT, ModeRouted, ModeIsolated, ModeBridge}
+var Modes = []Mode{ModeNAT, ModeRouted, ModeIsolated, ModeRoute, ModeBridge}
 
 // Firewall backends.
 const (
@@ -106,6 +110,8 @@ type Network struct {
 	ForwardDelay int // seconds
 	Antispoof    bool
 	Firewall     string
+	// Shaping: per-port limits and the network's aggregate; nil when not configured.
+	Shaping *Shaping
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -144,6 +150,8 @@ type NetworkSpec struct {
 	ForwardDelay *int    `toml:"forward_delay"`
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
+
+	Shaping *ShapingSpec `toml:"shaping"`
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -226,7 +234,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: %s: %w", where, err)
 		}
-		if other, dup := bridges[n.Bridge]; dup {
+		if other, dup := bridges[n.Bridge]; dup && n.Bridge != "" {
 			return nil, fmt.Errorf("config: %s: network.%s.bridge = %q: already used by network.%s", where, name, n.Bridge, other)
 		}
 		bridges[n.Bridge] = name
@@ -277,11 +285,19 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 			return nil, fmt.Errorf("%s = %q: want one of %s", key("mode"), *s.Mode, joinModes())
 		}
 	}
-	if s.Bridge != nil {
-		n.Bridge = *s.Bridge
-	}
-	if err := ValidIfname(n.Bridge); err != nil {
-		return nil, fmt.Errorf("%s: bridge %w", key("bridge"), err)
+	if n.Mode == ModeRoute {
+		// No bridge: vifs name the network by its name in their bridge= key.
+		if s.Bridge != nil && *s.Bridge != "" {
+			return nil, fmt.Errorf("%s = %q: mode \"route\" has no bridge; remove the key (guests select the network with bridge=%s)", key("bridge"), *s.Bridge, name)
+		}
+		n.Bridge = ""
+	} else {
+		if s.Bridge != nil {
+			n.Bridge = *s.Bridge
+		}
+		if err := ValidIfname(n.Bridge); err != nil {
+			return nil, fmt.Errorf("%s: bridge %w", key("bridge"), err)
+		}
 	}
 	if s.Address != nil && *s.Address != "" {
 		p, err := netip.ParsePrefix(*s.Address)
@@ -328,7 +344,7 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		if err := ValidIfname(*s.Uplink); err != nil {
 			return nil, fmt.Errorf("%s: uplink %w", key("uplink"), err)
 		}
-		if *s.Uplink == n.Bridge {
+		if *s.Uplink == n.Bridge && n.Bridge != "" {
 			return nil, fmt.Errorf("%s = %q: the uplink cannot be the network's own bridge", key("uplink"), *s.Uplink)
 		}
 		n.Uplink = *s.Uplink
@@ -358,6 +374,11 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 	if s.Antispoof != nil {
 		n.Antispoof = *s.Antispoof
 	}
+	sh, err := s.Shaping.validate("network." + name + ".shaping")
+	if err != nil {
+		return nil, err
+	}
+	n.Shaping = sh
 	if s.Firewall != nil {
 		switch *s.Firewall {
 		case FirewallAuto, FirewallNftables, FirewallIPTables:

@@ -130,7 +130,7 @@ func TestErrors(t *testing.T) {
 		{"unknown nested table", "[network.a.dhcpp]\nx = 1", "unknown key network.a.dhcpp"},
 		{"syntax", "[network.a\n", "line"},
 		{"wrong type", "[network.a]\nmtu = \"big\"", "mtu"},
-		{"bad mode", "[network.a]\nmode = \"nope\"", `network.a.mode = "nope": want one of nat, routed, isolated, bridge`},
+		{"bad mode", "[network.a]\nmode = \"nope\"", `network.a.mode = "nope": want one of nat, routed, isolated, route, bridge`},
 		{"bad cidr", "[network.a]\naddress = \"10.0.0.300/24\"", `network.a.address = "10.0.0.300/24"`},
 		{"no prefix", "[network.a]\naddress = \"10.0.0.1\"", `network.a.address = "10.0.0.1"`},
 		{"v6 as address", "[network.a]\naddress = \"fd00::1/64\"", "IPv4"},
@@ -204,5 +204,30 @@ func TestShippedExampleIsValid(t *testing.T) {
 	}
 	if len(c.Networks) == 0 {
 		t.Fatal("conf/brouter.toml defines no network")
+	}
+}
+
+func TestRouteMode(t *testing.T) {
+	c, err := Parse([]byte("[network.r]\nmode = \"route\"\naddress = \"10.9.0.1/24\"\n[network.b]\nbridge = \"br1\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Networks["r"]; r.Bridge != "" || r.Mode != ModeRoute {
+		t.Fatalf("route network: %+v", r)
+	}
+	if n := c.NetworkByBridge("r"); n == nil || n.Name != "r" {
+		t.Fatalf("NetworkByBridge(r) = %v, want the route network", n)
+	}
+	if n := c.NetworkByBridge("br1"); n == nil || n.Name != "b" {
+		t.Fatalf("NetworkByBridge(br1) = %v", n)
+	}
+	if n := c.NetworkByBridge("b"); n != nil {
+		t.Fatalf("a bridged network's name is not a bridge: %v", n)
+	}
+	if n, err := c.Select("", &NetworkSpec{Bridge: ptr("r")}); err != nil || n.Name != "r" {
+		t.Fatalf("Select(bridge=r) = %v, %v", n, err)
+	}
+	if _, err := Parse([]byte("[network.r]\nmode = \"route\"\nbridge = \"x\"\n"), "t.toml"); err == nil || !strings.Contains(err.Error(), "has no bridge") {
+		t.Fatalf("route with a bridge: %v", err)
 	}
 }

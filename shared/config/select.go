@@ -28,12 +28,14 @@ func (c *Config) Select(name string, ov *NetworkSpec) (*Network, error) {
 		}
 		base = s
 	case ov.Bridge != nil:
-		for n, cfg := range c.Networks {
-			if cfg.Bridge == *ov.Bridge {
-				name, base = n, c.specs[n]
+		if cfg := c.NetworkByBridge(*ov.Bridge); cfg != nil {
+			name, base = cfg.Name, c.specs[cfg.Name]
+			if cfg.Mode == ModeRoute {
+				o := *ov
+				o.Bridge = nil // it named the network, not a device
+				ov = &o
 			}
-		}
-		if base == nil {
+		} else {
 			if err := ValidIfname(*ov.Bridge); err != nil {
 				return nil, fmt.Errorf("config: bridge %w", err)
 			}
@@ -98,12 +100,17 @@ func Merge(base, over *NetworkSpec) *NetworkSpec {
 	return &out
 }
 
-// NetworkByBridge returns the configured network whose bridge is br, or nil.
+// NetworkByBridge returns the configured network a Xen vif's bridge= value
+// means: the network whose bridge it is, or a mode route network of that
+// name (route networks have no bridge). nil when none.
 func (c *Config) NetworkByBridge(br string) *Network {
 	for _, n := range c.Networks {
-		if n.Bridge == br {
+		if n.Bridge == br && br != "" {
 			return n
 		}
+	}
+	if n, ok := c.Networks[br]; ok && n.Mode == ModeRoute {
+		return n
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ var ErrNotFound = errors.New("no such link")
 
 // Get returns the link called name, or an error wrapping ErrNotFound.
 func Get(name string) (netlink.Link, error) {
+	if name == "" {
+		return nil, fmt.Errorf("link: no name given: %w", ErrNotFound)
+	}
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -278,6 +281,12 @@ type Port struct {
 	State string `json:"state"`
 }
 
+// Describe returns a link's port description.
+func Describe(l netlink.Link) Port {
+	a := l.Attrs()
+	return Port{Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU, State: strings.ToLower(a.OperState.String())}
+}
+
 // Ports lists the links whose master is the bridge, by name.
 func Ports(br netlink.Link) ([]Port, error) {
 	links, err := netlink.LinkList()
@@ -286,11 +295,9 @@ func Ports(br netlink.Link) ([]Port, error) {
 	}
 	var out []Port
 	for _, l := range links {
-		a := l.Attrs()
-		if a.MasterIndex != br.Attrs().Index {
-			continue
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			out = append(out, Describe(l))
 		}
-		out = append(out, Port{Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU, State: strings.ToLower(a.OperState.String())})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -318,32 +325,121 @@ func Attach(spec AttachSpec) error {
 	if br.Type() != "bridge" {
 		return fmt.Errorf("link: %s is a %s link, not a bridge", spec.Bridge, br.Type())
 	}
-	a := port.Attrs()
 	mtu := spec.MTU
 	if mtu == 0 {
 		mtu = br.Attrs().MTU
 	}
-	if spec.MAC != nil && a.HardwareAddr.String() != spec.MAC.String() {
-		if err := netlink.LinkSetHardwareAddr(port, spec.MAC); err != nil {
-			return fmt.Errorf("link: set MAC %s on %s: %w", spec.MAC, spec.Name, err)
-		}
+	if err := configure(port, mtu, spec.MAC); err != nil {
+		return err
 	}
-	if a.MTU != mtu {
-		if err := netlink.LinkSetMTU(port, mtu); err != nil {
-			return fmt.Errorf("link: set MTU %d on %s: %w", mtu, spec.Name, err)
-		}
-	}
-	if a.MasterIndex != br.Attrs().Index {
+	if port.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMasterByIndex(port, br.Attrs().Index); err != nil {
 			return fmt.Errorf("link: attach %s to bridge %s: %w", spec.Name, spec.Bridge, err)
 		}
 	}
-	if a.Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(port); err != nil {
-			return fmt.Errorf("link: set %s up: %w", spec.Name, err)
+	return setUp(port)
+}
+
+// Configure gives a port that joins no bridge (a routed port) its MTU
+// (0: leave it) and MAC (nil: leave it), and sets it up.
+func Configure(name string, mtu int, mac net.HardwareAddr) (netlink.Link, error) {
+	port, err := Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := configure(port, mtu, mac); err != nil {
+		return nil, err
+	}
+	return port, setUp(port)
+}
+
+func configure(port netlink.Link, mtu int, mac net.HardwareAddr) error {
+	a := port.Attrs()
+	if mac != nil && a.HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(port, mac); err != nil {
+			return fmt.Errorf("link: set MAC %s on %s: %w", mac, a.Name, err)
+		}
+	}
+	if mtu > 0 && a.MTU != mtu {
+		if err := netlink.LinkSetMTU(port, mtu); err != nil {
+			return fmt.Errorf("link: set MTU %d on %s: %w", mtu, a.Name, err)
 		}
 	}
 	return nil
+}
+
+func setUp(l netlink.Link) error {
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("link: set %s up: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Rename renames a link (it must be down for the kernel to allow it; Rename
+// sets it down first). A link already called to is left alone; another link
+// of that name is an error.
+func Rename(from, to string) error {
+	if from == to {
+		return nil
+	}
+	if ok, err := Exists(to); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("link: cannot rename %s to %s: that name is taken", from, to)
+	}
+	l, err := Get(from)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetDown(l); err != nil {
+		return fmt.Errorf("link: set %s down to rename it: %w", from, err)
+	}
+	if err := netlink.LinkSetName(l, to); err != nil {
+		return fmt.Errorf("link: rename %s to %s: %w", from, to, err)
+	}
+	return nil
+}
+
+// EnsureHostRoute routes addr (a single address) through the link, with src
+// as the preferred source. Idempotent.
+func EnsureHostRoute(l netlink.Link, addr, src netip.Addr) error {
+	r := hostRoute(l, addr)
+	if src.IsValid() && src.Is4() == addr.Is4() {
+		r.Src = net.IP(src.AsSlice())
+	}
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("link: route %s via %s: %w", addr, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// DelHostRoute removes the host route to addr through the link; a route that
+// is not there is not an error.
+func DelHostRoute(l netlink.Link, addr netip.Addr) error {
+	err := netlink.RouteDel(hostRoute(l, addr))
+	if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("link: remove route %s via %s: %w", addr, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+func hostRoute(l netlink.Link, addr netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: l.Attrs().Index,
+		Dst:       ipnet(netip.PrefixFrom(addr, addr.BitLen())),
+		Scope:     netlink.SCOPE_LINK,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+}
+
+// SetProxyARP turns proxy ARP on for the link, so the host answers ARP for
+// the addresses it routes elsewhere (the guests behind other ports). The
+// setting lives and dies with the link.
+func SetProxyARP(name string) error {
+	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/proxy_arp", "1")
 }
 
 // Detach takes the port off whatever bridge it is on. A missing port, or one

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -19,6 +20,7 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/shape"
 	"github.com/brouter/brouter/shared/state"
 )
 
@@ -34,7 +36,18 @@ type Manager struct {
 
 // New returns a Manager for the config, with the real firewall backends.
 func New(c *config.Config) *Manager {
+	ensurePath()
 	return &Manager{Config: c, Run: state.New(c.RunDir), NewFirewall: firewall.New}
+}
+
+// ensurePath gives the process a PATH when its caller gave none: libxl and
+// udev may run hotplug scripts with a bare environment, and the firewall
+// backends run nft and iptables by name. Xen's own scripts do the same.
+func ensurePath() {
+	const std = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	if p := os.Getenv("PATH"); p == "" {
+		os.Setenv("PATH", std)
+	}
 }
 
 // record is what Start remembers about a network for Stop and Status.
@@ -96,8 +109,11 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	}
 
 	// Everything that can be checked is checked before the host is touched.
+	route := n.Mode == config.ModeRoute
 	skip := 0
-	if br, err := link.Get(n.Bridge); err == nil {
+	if route {
+		// No bridge: the guests' host routes, once ports attach, are ours.
+	} else if br, err := link.Get(n.Bridge); err == nil {
 		if br.Type() != "bridge" {
 			return fmt.Errorf("vnet: network %s: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", n.Name, n.Bridge, br.Type())
 		}
@@ -106,6 +122,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		return fmt.Errorf("vnet: %w", err)
 	}
 	for _, sn := range n.Subnets() {
+		if route && had {
+			break
+		}
 		msg, err := link.Conflict(sn, skip)
 		if err != nil {
 			return fmt.Errorf("vnet: %w", err)
@@ -136,34 +155,10 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		}
 	}()
 
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
-	if created {
-		undo = append(undo, func() { _ = link.Delete(n.Bridge) })
-		rec.CreatedBridge = true
-		// Remember at once that we own the bridge, so a Stop after a crash removes it.
-		if werr := m.Run.Write(recordName(n.Name), &rec); werr != nil && err == nil {
-			err = werr
+	if !route {
+		if err := m.startBridge(n, &rec, had, &undo); err != nil {
+			return err
 		}
-		if !had {
-			undo = append(undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
-	}
-	for _, gw := range []netip.Prefix{n.Gateway, n.Gateway6} {
-		if !gw.IsValid() {
-			continue
-		}
-		added, err := link.EnsureAddr(br, gw)
-		if err != nil {
-			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
-		}
-		if added {
-			gw := gw
-			undo = append(undo, func() { _ = link.DelAddr(br, gw) })
-		}
-		rec.Addresses = appendUnique(rec.Addresses, gw.String())
 	}
 	if n.Mode != config.ModeIsolated {
 		if err := link.EnableForwarding(n.Gateway6.IsValid()); err != nil {
@@ -184,8 +179,59 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
 	}
+	if err := applyAggregate(n); err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
 	rec.Backend = fw.Name()
 	return m.Run.Write(recordName(n.Name), &rec)
+}
+
+// startBridge creates (or adopts) the bridge and gives it the network's
+// addresses, recording what it changed in rec and how to undo it in undo.
+func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	if created {
+		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
+		rec.CreatedBridge = true
+		// Remember at once that we own the bridge, so a Stop after a crash removes it.
+		if werr := m.Run.Write(recordName(n.Name), rec); werr != nil && err == nil {
+			err = werr
+		}
+		if !had {
+			*undo = append(*undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	for _, gw := range []netip.Prefix{n.Gateway, n.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		added, err := link.EnsureAddr(br, gw)
+		if err != nil {
+			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+		if added {
+			gw := gw
+			*undo = append(*undo, func() { _ = link.DelAddr(br, gw) })
+		}
+		rec.Addresses = appendUnique(rec.Addresses, gw.String())
+	}
+	return nil
+}
+
+// applyAggregate puts the network's aggregate limits in place (or removes
+// them when the config has none).
+func applyAggregate(n *config.Network) error {
+	if n.Shaping == nil || n.Shaping.TotalToGuest == 0 && n.Shaping.TotalFromGuest == 0 {
+		return shape.RemoveNetwork(n.Name)
+	}
+	return shape.ApplyNetwork(shape.NetworkSpec{
+		Network:   n.Name,
+		ToGuest:   shape.Limit{Rate: n.Shaping.TotalToGuest},
+		FromGuest: shape.Limit{Rate: n.Shaping.TotalFromGuest},
+	})
 }
 
 // rulesFor turns a network's mode into the firewall's terms.
@@ -194,7 +240,7 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Network:    n.Name,
 		Bridge:     n.Bridge,
 		Subnets:    n.Subnets(),
-		Forward:    n.Mode == config.ModeNAT || n.Mode == config.ModeRouted,
+		Forward:    n.Mode == config.ModeNAT || n.Mode == config.ModeRouted || n.Mode == config.ModeRoute,
 		Masquerade: n.Mode == config.ModeNAT,
 		Uplink:     n.Uplink,
 		Antispoof:  n.Antispoof,
@@ -220,9 +266,10 @@ func (m *Manager) Stop(n *config.Network) error {
 		return nil
 	}
 	if rec.Mode == string(config.ModeBridge) {
-		// Not ours: leave the bridge and its ports alone, forget our ports.
-		if err := m.forgetPorts(n.Name); err != nil {
-			return err
+		// Not our bridge: undo only what we did to the ports we attached,
+		// and leave the bridge and its other ports (the physical NIC) alone.
+		if err := m.detachRecordedPorts(n); err != nil {
+			return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
 		}
 		return m.Run.Remove(recordName(n.Name))
 	}
@@ -233,6 +280,11 @@ func (m *Manager) Stop(n *config.Network) error {
 		br = nil
 	case err != nil:
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	// Our ports first, exactly as recorded; then anything else someone put on
+	// the bridge we are about to take down.
+	if err := m.detachRecordedPorts(n); err != nil {
+		errs = append(errs, err)
 	}
 	if br != nil {
 		ports, err := link.Ports(br)
@@ -245,7 +297,7 @@ func (m *Manager) Stop(n *config.Network) error {
 			}
 		}
 	}
-	if err := m.forgetPorts(n.Name); err != nil {
+	if err := shape.RemoveNetwork(n.Name); err != nil {
 		errs = append(errs, err)
 	}
 	if rec.Backend != "" {
@@ -278,27 +330,38 @@ func (m *Manager) Stop(n *config.Network) error {
 	return m.Run.Remove(recordName(n.Name))
 }
 
+// PortStatus is one port of a running network.
+type PortStatus struct {
+	link.Port
+	// Shaping as the kernel has it; empty when the port is not shaped.
+	ToGuest   string `json:"to_guest,omitempty"`
+	FromGuest string `json:"from_guest,omitempty"`
+	Priority  string `json:"priority,omitempty"`
+	// Routed: mode route, the guest addresses routed to the port.
+	Routed []string `json:"routed,omitempty"`
+}
+
 // Status describes a network as the kernel and our records see it.
 type Status struct {
-	Network       string      `json:"network"`
-	Bridge        string      `json:"bridge"`
-	Running       bool        `json:"running"`
-	Mode          string      `json:"mode"`
-	Address       string      `json:"address,omitempty"`
-	Address6      string      `json:"address6,omitempty"`
-	Addresses     []string    `json:"addresses,omitempty"` // what the bridge carries now
-	Backend       string      `json:"backend,omitempty"`
-	CreatedBridge bool        `json:"created_bridge"`
-	Ports         []link.Port `json:"ports"`
-	Routes        []string    `json:"routes"`
-	Firewall      []string    `json:"firewall"`
-	Problems      []string    `json:"problems,omitempty"`
+	Network       string       `json:"network"`
+	Bridge        string       `json:"bridge"`
+	Running       bool         `json:"running"`
+	Mode          string       `json:"mode"`
+	Address       string       `json:"address,omitempty"`
+	Address6      string       `json:"address6,omitempty"`
+	Addresses     []string     `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string       `json:"backend,omitempty"`
+	CreatedBridge bool         `json:"created_bridge"`
+	Ports         []PortStatus `json:"ports"`
+	Routes        []string     `json:"routes"`
+	Firewall      []string     `json:"firewall"`
+	Problems      []string     `json:"problems,omitempty"`
 }
 
 // Status reports on the network. Running means Start has run and the bridge
 // exists; Problems lists what differs from what Start set up.
 func (m *Manager) Status(n *config.Network) (*Status, error) {
-	st := &Status{Network: n.Name, Bridge: n.Bridge, Mode: string(n.Mode), Ports: []link.Port{}, Routes: []string{}, Firewall: []string{}}
+	st := &Status{Network: n.Name, Bridge: n.Bridge, Mode: string(n.Mode), Ports: []PortStatus{}, Routes: []string{}, Firewall: []string{}}
 	if n.Gateway.IsValid() {
 		st.Address = n.Gateway.String()
 	}
@@ -316,11 +379,19 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 	}
 	if had {
 		st.Bridge, st.Mode, st.Backend, st.CreatedBridge = rec.Bridge, rec.Mode, rec.Backend, rec.CreatedBridge
-		if br == nil {
+		if br == nil && n.Mode != config.ModeRoute {
 			st.Problems = append(st.Problems, "bridge "+rec.Bridge+" is missing (deleted behind our back?); run start again")
 		}
 	}
-	st.Running = had && br != nil
+	if n.Mode == config.ModeRoute {
+		// No bridge: the network is its records, its ports the recorded ones.
+		st.Running = had
+		if err := m.describeRoutedPorts(n, st); err != nil {
+			return nil, err
+		}
+	} else {
+		st.Running = had && br != nil
+	}
 	if br != nil {
 		if err := m.describeBridge(br, st, &rec, had); err != nil {
 			return nil, err
@@ -346,14 +417,15 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 
 func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had bool) error {
 	var err error
-	if st.Ports, err = link.Ports(br); err != nil {
+	ports, err := link.Ports(br)
+	if err != nil {
 		return fmt.Errorf("vnet: %w", err)
+	}
+	for _, p := range ports {
+		st.Ports = append(st.Ports, portStatus(p))
 	}
 	if st.Routes, err = link.Routes(br); err != nil {
 		return fmt.Errorf("vnet: %w", err)
-	}
-	if st.Ports == nil { // JSON: [] for none, as for a stopped network
-		st.Ports = []link.Port{}
 	}
 	if st.Routes == nil {
 		st.Routes = []string{}
@@ -373,6 +445,38 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 		}
 	}
 	return nil
+}
+
+func (m *Manager) describeRoutedPorts(n *config.Network, st *Status) error {
+	names, err := m.Run.List(portDir(n.Name))
+	if err != nil {
+		return err
+	}
+	for _, f := range names {
+		var pr portRecord
+		if ok, err := m.Run.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok {
+			continue
+		}
+		l, err := link.Get(pr.Port)
+		if err != nil {
+			st.Problems = append(st.Problems, "port "+pr.Port+" is recorded but gone; detach it (vif-brouter offline)")
+			continue
+		}
+		ps := portStatus(link.Describe(l))
+		ps.Routed = pr.Routed
+		st.Ports = append(st.Ports, ps)
+	}
+	return nil
+}
+
+// portStatus adds the port's shaping, as the kernel has it.
+func portStatus(p link.Port) PortStatus {
+	ps := PortStatus{Port: p}
+	if sh, err := shape.Describe(p.Name); err == nil && sh.Shaped() {
+		ps.ToGuest, ps.FromGuest = sh.ToGuest.String(), sh.FromGuest.String()
+		ps.Priority = sh.Priority.String()
+	}
+	return ps
 }
 
 func appendUnique(s []string, v string) []string {

@@ -1,0 +1,378 @@
+// Command bench-vif measures vif-brouter's online/offline latency, called
+// exactly as libxl calls a vif hotplug script (a fresh process, argv
+// [script, online|offline, type_if=vif], "env -i" plus libxl's variables, the
+// backend keys in a xenstore), and in the same run the stock Xen script
+// vif-bridge from Debian's xen-utils-common against the same kind of vif,
+// bridge and xenstore.
+//
+//	go run ./e2e/bench-vif [-bin ./bin] [-n 30] [-no-stock]
+//
+// As root. Everything happens inside a network namespace of its own (the
+// program re-executes itself there) and temporary directories, all removed at
+// the end, also on failure or Ctrl-C. The xenstore is the project's
+// wire-protocol double (shared/xenstore) on a temporary Unix socket; the
+// stock scripts reach it through xenstore-read/-write (Debian xenstore-utils)
+// with XENSTORED_PATH.
+//
+// The stock package is fetched with `apt-get download xen-utils-common` into
+// a temporary directory and unpacked there with dpkg-deb -x; nothing is
+// installed. Two lines of the stock scripts are changed so that they write no
+// file outside that directory: the hotplug log (/var/log/xen/xen-hotplug.log)
+// goes to the temporary directory, and `logger` runs with --no-act (same
+// process cost, nothing sent to the host's syslog).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/brouter/brouter/shared/xenstore"
+)
+
+func main() {
+	bin := flag.String("bin", "./bin", "directory with the built vif-brouter and network-virtual (built into a temporary directory if absent)")
+	n := flag.Int("n", 30, "repetitions per operation")
+	noStock := flag.Bool("no-stock", false, "skip the stock vif-bridge comparison")
+	inner := flag.Bool("inner", false, "internal: already inside the benchmark namespace")
+	stock := flag.String("stock", "", "internal: directory with the unpacked stock scripts")
+	flag.Parse()
+	var err error
+	if *inner {
+		err = runInner(*bin, *stock, *n)
+	} else {
+		err = runOuter(*bin, *n, *noStock)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-vif:", err)
+		os.Exit(1)
+	}
+}
+
+// runOuter prepares what needs the host (building, downloading the stock
+// package), then runs the benchmark inside a fresh network namespace.
+func runOuter(bin string, n int, noStock bool) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (it creates a network namespace)")
+	}
+	tmp, err := os.MkdirTemp("", "brbench-vif-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin, err = binaries(bin, tmp)
+	if err != nil {
+		return err
+	}
+	stockDir := ""
+	if !noStock {
+		if stockDir, err = fetchStock(tmp); err != nil {
+			fmt.Printf("note: no stock comparison: %v\n", err)
+			stockDir = ""
+		}
+	}
+
+	ns := fmt.Sprintf("brbench-vif-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, self, "-inner", "-bin", bin, "-n", fmt.Sprint(n), "-stock", stockDir)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	return cmd.Run()
+}
+
+// binaries returns a directory holding vif-brouter and network-virtual:
+// bin if it has them, else a fresh build into tmp.
+func binaries(bin, tmp string) (string, error) {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return "", err
+	}
+	have := true
+	for _, p := range []string{"vif-brouter", "network-virtual"} {
+		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
+			have = false
+		}
+	}
+	if have {
+		return bin, nil
+	}
+	out := filepath.Join(tmp, "bin")
+	goTool := "go"
+	if _, err := exec.LookPath(goTool); err != nil {
+		goTool = "/usr/local/go/bin/go"
+	}
+	for _, p := range []string{"vif-brouter", "network-virtual"} {
+		c := exec.Command(goTool, "build", "-o", filepath.Join(out, p), "./hooks/"+p)
+		c.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if msg, err := c.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s not in %s, and go build ./hooks/%s failed (run from the repository root): %v\n%s", p, bin, p, err, msg)
+		}
+	}
+	fmt.Printf("note: built vif-brouter and network-virtual into a temporary directory (no %s/vif-brouter)\n", bin)
+	return out, nil
+}
+
+// fetchStock downloads and unpacks xen-utils-common into tmp and returns the
+// directory of its scripts, patched to write nothing outside tmp.
+func fetchStock(tmp string) (string, error) {
+	dl := filepath.Join(tmp, "deb")
+	if err := os.MkdirAll(dl, 0o755); err != nil {
+		return "", err
+	}
+	if _, err := exec.LookPath("xenstore-read"); err != nil {
+		return "", fmt.Errorf("the stock scripts need xenstore-read/-write (Debian package xenstore-utils): %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, "apt-get", "download", "xen-utils-common")
+	c.Dir = dl
+	if out, err := c.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("apt-get download xen-utils-common: %v: %s", err, lastLine(string(out)))
+	}
+	debs, _ := filepath.Glob(filepath.Join(dl, "xen-utils-common_*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("apt-get download xen-utils-common: found %d .deb files", len(debs))
+	}
+	root := filepath.Join(tmp, "stock")
+	if out, err := exec.Command("dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("dpkg-deb -x: %v: %s", err, out)
+	}
+	scripts := filepath.Join(root, "etc", "xen", "scripts")
+	logFile := filepath.Join(tmp, "xen-hotplug.log")
+	patches := []struct{ file, old, new string }{
+		{"xen-hotplug-common.sh", "exec 2>>/var/log/xen/xen-hotplug.log", "exec 2>>" + logFile},
+		{"logging.sh", "logger -p", "logger --no-act -p"},
+	}
+	for _, p := range patches {
+		path := filepath.Join(scripts, p.file)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		if !strings.Contains(string(b), p.old) {
+			return "", fmt.Errorf("stock %s has no %q to redirect (another Xen version?)", p.file, p.old)
+		}
+		if err := os.WriteFile(path, []byte(strings.Replace(string(b), p.old, p.new, 1)), 0o755); err != nil {
+			return "", err
+		}
+	}
+	ver, _ := exec.Command("dpkg-deb", "-f", debs[0], "Version").Output()
+	fmt.Printf("stock: %s (xen-utils-common %s), unpacked in a temporary directory\n",
+		filepath.Join("/etc/xen/scripts", "vif-bridge"), strings.TrimSpace(string(ver)))
+	if _, err := exec.LookPath("brctl"); err != nil {
+		fmt.Println("note: brctl (bridge-utils) is not installed; the stock scripts then use `ip link set ... master`, as they do on a host without it")
+	}
+	return scripts, nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// bench is the inner run's setup.
+type bench struct {
+	dir     string
+	bin     string
+	xs      *xenstore.Server
+	baseEnv []string // BROUTER_* and XENSTORED_PATH
+}
+
+const (
+	domid, devid = 5, 0
+	vifName      = "vif5.0"
+	xenbusPath   = "backend/vif/5/0"
+	backendPath  = "/local/domain/0/backend/vif/5/0"
+	frontendPath = "/local/domain/5/device/vif/0"
+	guestMAC     = "00:16:3e:00:05:00"
+	bridge       = "xenbr0"
+)
+
+func runInner(bin, stockDir string, n int) (err error) {
+	dir, err := os.MkdirTemp("", "brbvif")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{dir: dir, bin: bin}
+	if b.xs, err = xenstore.NewServer(filepath.Join(dir, "xs")); err != nil {
+		return err
+	}
+	defer b.xs.Close()
+	cfg := filepath.Join(dir, "brouter.toml")
+	b.baseEnv = []string{
+		"XENSTORED_PATH=" + b.xs.Path(),
+		"BROUTER_CONFIG=" + cfg,
+		"BROUTER_RUN_DIR=" + filepath.Join(dir, "run"),
+		"BROUTER_STATE_DIR=" + filepath.Join(dir, "lib"),
+	}
+	if err := sh("ip", "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	if err := sh("ip", "link", "add", vifName, "type", "veth", "peer", "name", "guest5"); err != nil {
+		return err
+	}
+	defer exec.Command("ip", "link", "del", vifName).Run()
+	if err := sh("ip", "link", "set", "guest5", "address", guestMAC, "up"); err != nil {
+		return err
+	}
+
+	fmt.Printf("\n%-52s %9s %9s %5s\n", "operation (fresh process each, as libxl runs it)", "p50", "p90", "runs")
+	var ours, stock time.Duration
+	for _, fw := range []string{"nftables", "iptables"} {
+		doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\nfirewall = %q\n", bridge, fw)
+		if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+			return err
+		}
+		nv := filepath.Join(bin, "network-virtual")
+		if err := b.run(nv, []string{"start", "net=bench"}, nil); err != nil {
+			return err
+		}
+		for _, ip := range []string{"", "10.77.0.11 fd77::11"} {
+			label := "no ip"
+			if ip != "" {
+				label = "ip=, antispoof"
+			}
+			on, off, err := b.measure(filepath.Join(bin, "vif-brouter"), ip, n)
+			if err != nil {
+				_ = b.run(nv, []string{"stop", "net=bench"}, nil)
+				return err
+			}
+			p50 := report(fmt.Sprintf("vif-brouter online  (%s, %s)", fw, label), on)
+			report(fmt.Sprintf("vif-brouter offline (%s, %s)", fw, label), off)
+			if fw == "nftables" && ip == "" {
+				ours = p50
+			}
+		}
+		if fw == "nftables" && stockDir != "" {
+			on, off, err := b.measure(filepath.Join(stockDir, "vif-bridge"), "", n)
+			if err != nil {
+				fmt.Printf("note: stock vif-bridge failed: %v\n", err)
+			} else {
+				stock = report("stock vif-bridge online  (Debian, no ip)", on)
+				report("stock vif-bridge offline (Debian, no ip)", off)
+			}
+		}
+		if err := b.run(nv, []string{"stop", "net=bench"}, nil); err != nil {
+			return err
+		}
+	}
+	if stock > 0 && ours > 0 {
+		fmt.Printf("\nonline p50: stock vif-bridge %v / vif-brouter %v = %.1fx\n", stock.Round(10*time.Microsecond), ours.Round(10*time.Microsecond), float64(stock)/float64(ours))
+	}
+	return nil
+}
+
+// measure runs script online and offline n times for vif5.0 (after one
+// untimed warm-up) and checks the result of each online.
+func (b *bench) measure(script, ip string, n int) (on, off []time.Duration, err error) {
+	b.writeKeys(script, ip)
+	env := append([]string{
+		"script=" + script,
+		"XENBUS_TYPE=vif",
+		"XENBUS_PATH=" + xenbusPath,
+		"XENBUS_BASE_PATH=backend",
+		"netdev=",
+		"vif=" + vifName,
+	}, b.baseEnv...)
+	for i := -1; i < n; i++ {
+		b.xs.Set(backendPath+"/hotplug-status", "")
+		t0 := time.Now()
+		if err := b.run(script, []string{"online", "type_if=vif"}, env); err != nil {
+			return nil, nil, err
+		}
+		d := time.Since(t0)
+		if st, _ := b.xs.Get(backendPath + "/hotplug-status"); st != "connected" {
+			e, _ := b.xs.Get(backendPath + "/hotplug-error")
+			return nil, nil, fmt.Errorf("%s online: hotplug-status %q (hotplug-error %q)", filepath.Base(script), st, e)
+		}
+		if master, _ := os.ReadFile("/sys/class/net/" + vifName + "/master/uevent"); !strings.Contains(string(master), "INTERFACE="+bridge) {
+			return nil, nil, fmt.Errorf("%s online: %s is not on %s", filepath.Base(script), vifName, bridge)
+		}
+		t0 = time.Now()
+		if err := b.run(script, []string{"offline", "type_if=vif"}, env); err != nil {
+			return nil, nil, err
+		}
+		d2 := time.Since(t0)
+		if i >= 0 {
+			on, off = append(on, d), append(off, d2)
+		}
+		// netback creates the device anew for the next guest: bring it back up.
+		_ = exec.Command("ip", "link", "set", vifName, "up").Run()
+	}
+	return on, off, nil
+}
+
+// writeKeys writes the backend and frontend keys libxl writes before the call.
+func (b *bench) writeKeys(script, ip string) {
+	b.xs.Remove("/local/domain/0/backend/vif/5")
+	b.xs.Remove("/local/domain/5")
+	for k, v := range map[string]string{
+		"frontend": frontendPath, "frontend-id": fmt.Sprint(domid), "online": "1", "state": "2",
+		"script": script, "mac": guestMAC, "bridge": bridge, "handle": fmt.Sprint(devid), "type": "vif",
+		"hotplug-status": "",
+	} {
+		b.xs.Set(backendPath+"/"+k, v)
+	}
+	if ip != "" {
+		b.xs.Set(backendPath+"/ip", ip)
+	}
+	for k, v := range map[string]string{"backend": backendPath, "backend-id": "0", "handle": fmt.Sprint(devid), "mac": guestMAC, "state": "1"} {
+		b.xs.Set(frontendPath+"/"+k, v)
+	}
+}
+
+// run executes name with args; env nil means this process's environment,
+// else exactly env (libxl's "env -i" plus its variables). stdin is /dev/null.
+func (b *bench) run(name string, args, env []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		c.Env = env
+	} else {
+		c.Env = append(os.Environ(), b.baseEnv...)
+	}
+	out, err := c.CombinedOutput()
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("killed after 45 s")
+		}
+		return fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func sh(args ...string) error {
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// report prints p50/p90 and returns p50.
+func report(what string, ds []time.Duration) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1)+0.5)] }
+	fmt.Printf("%-52s %9s %9s %5d\n", what, p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), len(ds))
+	return p(0.5)
+}

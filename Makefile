@@ -22,7 +22,7 @@ PREFIX      ?= /usr/local
 # Packages that fail to load are included too, so that `go build` reports their error.
 MAIN_DIRS = $(shell $(GO) list -e -f '{{if or (eq .Name "main") .Error}}{{.Dir}}{{end}}' ./hooks/... ./plugins/... 2>/dev/null)
 
-.PHONY: all build setup test demo bench install clean fmt vet
+.PHONY: all build setup test demo bench bench-shaping install clean fmt vet
 
 all: build
 
@@ -46,11 +46,16 @@ test: setup
 
 demo: setup
 	$(MAKE) build
+	$(GO) build -o $(BINDIR)/xenstored-double ./e2e/xenstored-double
 	./scripts/demo.sh
 
 bench: setup
 	$(MAKE) build
 	$(GO) run ./e2e/bench
+	$(GO) run ./e2e/bench-vif -bin $(BINDIR)
+
+bench-shaping: setup
+	$(GO) run ./e2e/bench-shaping
 
 install: build
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' ./install/install.sh

@@ -4,9 +4,9 @@
 # Topology (every namespace is created here, named with this shell's PID, and deleted on exit;
 # the machine's root network namespace is never touched):
 #
-#   guest1 (10.98.98.11, fd00:98::11) --veth--+
-#                                             +-- brdemo0 [dom0] 10.98.98.1/24 fd00:98::1/64
-#   guest2 (10.98.98.12, fd00:98::12) --veth--+      |  nat: masquerade out of up0
+#   guest1 (10.98.98.11, fd00:98::11) --vif1.0--+
+#                                               +-- brdemo0 [dom0] 10.98.98.1/24 fd00:98::1/64
+#   guest2 (10.98.98.12, fd00:98::12) --vif2.0--+      |  nat: masquerade out of up0
 #                                                    up0 192.0.2.1/24 2001:db8:1::1/64
 #                                                     |
 #                                          outside  eth0 192.0.2.2/24 2001:db8:1::2/64
@@ -42,10 +42,11 @@ trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
 
 [ "$(id -u)" -eq 0 ] || fail "the demo creates network namespaces: run it as root (e.g. sudo make demo)"
 NV=$BINDIR/network-virtual
-for prog in network-virtual; do
+VIF=$BINDIR/vif-brouter
+for prog in network-virtual vif-brouter; do
 	[ -x "$BINDIR/$prog" ] || fail "$BINDIR/$prog not found: run 'make build' first (or 'make demo')"
 done
-for tool in ip nft ping; do
+for tool in ip nft ping xenstore-write xenstore-read; do
 	command -v "$tool" >/dev/null || fail "$tool not found: run scripts/setup.sh as root"
 done
 
@@ -63,6 +64,7 @@ cleanup() {
 	local rc=$? ns pid
 	trap - ERR
 	set +e
+	[ -n "${XSD_PID:-}" ] && kill "$XSD_PID" 2>/dev/null
 	for ns in "${CREATED_NS[@]}"; do
 		# Processes running in our namespaces (e.g. a DHCP server a program started) were
 		# started by this demo; end them by PID before the namespace goes.
@@ -109,7 +111,10 @@ TOML
 snapshot() {
 	{
 		echo "## ip -br link";     ip -n "$DOM0" -br link
-		echo "## ip addr";         ip -n "$DOM0" addr
+		# Without the root qdisc's name: a device that was ever up keeps "noqueue" where a
+		# never-up one shows "noop"; that is the kernel's, not something brouter left.
+		echo "## ip addr";         ip -n "$DOM0" addr | sed 's/ qdisc [a-z_]*//'
+		echo "## tc qdisc (not default)"; ip netns exec "$DOM0" tc qdisc show | grep -vE 'qdisc (noqueue|noop|pfifo_fast|fq_codel) 0: ' || true
 		echo "## ip -4 route";     ip -n "$DOM0" -4 route
 		echo "## ip -6 route";     ip -n "$DOM0" -6 route
 		echo "## ip rule";         ip -n "$DOM0" rule; ip -n "$DOM0" -6 rule
@@ -149,13 +154,16 @@ ip -n "$OUTSIDE" -6 route add fd00:98::/64 via 2001:db8:1::1
 n=0
 for g in "$GUEST1" "$GUEST2"; do
 	n=$((n + 1))
-	ip -n "$g" link add eth0 type veth peer name "vif$n" netns "$DOM0"
+	# A Xen PV guest's NIC, played by a veth: netback names the dom0 end vif<domid>.<devid>
+	# and gives it MAC fe:ff:ff:ff:ff:ff; the guest's own MAC is 00:16:3e:...
+	ip -n "$g" link add eth0 type veth peer name "vif$n.0" netns "$DOM0"
+	ip -n "$DOM0" link set "vif$n.0" address fe:ff:ff:ff:ff:ff
+	ip -n "$g" link set eth0 address "00:16:3e:00:00:0$n"
 	ip -n "$g" addr add "10.98.98.1$n/24" dev eth0
 	ip -n "$g" addr add "fd00:98::1$n/64" dev eth0
 	ip -n "$g" link set eth0 up
 	ip -n "$g" route add default via 10.98.98.1
 	ip -n "$g" -6 route add default via fd00:98::1
-	ip -n "$DOM0" link set "vif$n" up
 done
 
 # The outside host counts what arrives, by source address.
@@ -192,11 +200,40 @@ step "start"
 run ip netns exec "$DOM0" "$NV" start net=demo
 step "start again (idempotent)"
 run ip netns exec "$DOM0" "$NV" start net=demo
-# Attach the guests. For now plain `ip link set ... master`; in later issues vif-brouter
-# (Xen), qemu-ifup (QEMU) and the CNI plugin do this, and the demo will use them here.
-step "attach guest ends vif1, vif2 to brdemo0"
-run ip -n "$DOM0" link set vif1 master brdemo0 up
-run ip -n "$DOM0" link set vif2 master brdemo0 up
+# =======================================================================================
+section "vif-brouter: Xen brings the guests' vifs online"
+# =======================================================================================
+# No Xen here: a xenstore double speaks the wire protocol on a socket, and libxl's part is
+# played by writing the backend keys libxl writes and running vif-brouter exactly as libxl
+# runs it (argv "online type_if=vif", a bare environment).
+export XENSTORED_PATH=$TMP/xenstored.sock
+"$BINDIR/xenstored-double" "$XENSTORED_PATH" & XSD_PID=$!
+for i in $(seq 50); do [ -S "$XENSTORED_PATH" ] && break; sleep 0.05; done
+libxl_vif() { # libxl_vif DOMID OP: run vif-brouter for vif DOMID.0 as libxl does
+	run ip netns exec "$DOM0" env -i XENSTORED_PATH="$XENSTORED_PATH" BROUTER_CONFIG="$BROUTER_CONFIG" \
+		BROUTER_RUN_DIR="$BROUTER_RUN_DIR" BROUTER_STATE_DIR="$BROUTER_STATE_DIR" \
+		script=/etc/xen/scripts/vif-brouter XENBUS_TYPE=vif XENBUS_PATH="backend/vif/$1/0" \
+		XENBUS_BASE_PATH=backend netdev= vif="vif$1.0" "$VIF" "$2" type_if=vif </dev/null
+}
+for d in 1 2; do
+	be=/local/domain/0/backend/vif/$d/0
+	xenstore-write "$be/frontend" "/local/domain/$d/device/vif/0" "$be/frontend-id" "$d" \
+		"$be/online" 1 "$be/state" 2 "$be/script" /etc/xen/scripts/vif-brouter \
+		"$be/mac" "00:16:3e:00:00:0$d" "$be/bridge" brdemo0 "$be/handle" 0 "$be/type" vif \
+		"$be/hotplug-status" "" "$be/ip" "10.98.98.1$d fd00:98::1$d"
+done
+# Guest 2's vif has a rate limit (xl: rate=10Mb/s; libxl writes bytes per interval).
+xenstore-write /local/domain/0/backend/vif/2/0/rate 1250000,1000000
+echo "backend keys of vif1.0 (as libxl writes them):"
+XENSTORED_PATH=$XENSTORED_PATH xenstore-ls -f /local/domain/0/backend/vif/1/0 | sed 's/^/    /'
+step "vif-brouter online, for each vif"
+libxl_vif 1 online
+libxl_vif 2 online
+for d in 1 2; do
+	st=$(xenstore-read "/local/domain/0/backend/vif/$d/0/hotplug-status")
+	[ "$st" = connected ] || fail "vif$d.0: hotplug-status=$st, want connected"
+	ok "vif$d.0: hotplug-status=connected, frontend mtu=$(xenstore-read "/local/domain/$d/device/vif/0/mtu")"
+done
 step "status"
 rc=0; run ip netns exec "$DOM0" "$NV" status net=demo || rc=$?
 [ "$rc" -eq 0 ] || fail "status of a running network exited $rc, want 0"
@@ -228,6 +265,15 @@ ping_ok "$GUEST1" fd00:98::12     "guest1 -> guest2 over IPv6"
 ping_ok "$GUEST1" fd00:98::1      "guest1 -> gateway fd00:98::1"
 ping_ok "$GUEST1" 2001:db8:1::2   "guest1 -> outside 2001:db8:1::2 (IPv6 routed, not NATed)"
 
+step "antispoof: guest1 (ip=10.98.98.11) sends from an address it was not given"
+run ip -n "$GUEST1" addr add 10.98.98.99/24 dev eth0
+printf '$ ip netns exec %s ping -c 2 -W 1 -I 10.98.98.99 10.98.98.1\n' "$GUEST1"
+if ip netns exec "$GUEST1" ping -q -c 2 -W 1 -I 10.98.98.99 10.98.98.1 >/dev/null 2>&1; then
+	fail "a packet from the spoofed source 10.98.98.99 got through"
+fi
+ok "dropped: guest1 may only send from 00:16:3e:00:00:01 and 10.98.98.11 / fd00:98::11"
+ip -n "$GUEST1" addr del 10.98.98.99/24 dev eth0
+
 step "what the outside host saw (nft counters by source address)"
 run ip netns exec "$OUTSIDE" nft list table ip brdemo
 from_uplink=$(nft_counter "$OUTSIDE" from_dom0_uplink)
@@ -241,7 +287,10 @@ ok "outside saw $from_uplink echo requests from 192.0.2.1 (dom0's uplink) and no
 # =======================================================================================
 section "network-virtual: stop, and check nothing is left behind"
 # =======================================================================================
-step "stop (also takes vif1, vif2 off the bridge)"
+step "vif-brouter offline (Xen shuts the guests down)"
+libxl_vif 1 offline
+libxl_vif 2 offline
+step "stop"
 run ip netns exec "$DOM0" "$NV" stop net=demo
 step "stop again (idempotent)"
 run ip netns exec "$DOM0" "$NV" stop net=demo

@@ -378,9 +378,24 @@ func setUp(l netlink.Link) error {
 	return nil
 }
 
-// Rename renames a link (it must be down for the kernel to allow it; Rename
-// sets it down first). A link already called to is left alone; another link
-// of that name is an error.
+// SetDown sets the link down; a missing link is not an error.
+func SetDown(name string) error {
+	l, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetDown(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("link: set %s down: %w", name, err)
+	}
+	return nil
+}
+
+// Rename renames a link. The kernel only renames a link that is down, so
+// Rename sets it down and, if it was up, up again. Another link called to is
+// an error.
 func Rename(from, to string) error {
 	if from == to {
 		return nil
@@ -399,6 +414,11 @@ func Rename(from, to string) error {
 	}
 	if err := netlink.LinkSetName(l, to); err != nil {
 		return fmt.Errorf("link: rename %s to %s: %w", from, to, err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("link: set %s up after renaming it: %w", to, err)
+		}
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ type portRecord struct {
 	Routed   []string  `json:"routed,omitempty"`   // mode route: guest addresses routed to the port
 	Local    []string  `json:"local,omitempty"`    // mode route: gateway addresses put on the port
 	Firewall string    `json:"firewall,omitempty"` // backend holding the port's antispoof rules
+	SetUp    bool      `json:"set_up,omitempty"`   // the port was down and Attach set it up
 	Attached time.Time `json:"attached"`
 }
 
@@ -88,6 +89,11 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		return err
 	}
 	pr := portRecord{Network: n.Name, Port: p.Name, Attached: time.Now().UTC()}
+	if reattach {
+		pr.SetUp = prev.SetUp
+	} else if l, err := link.Get(p.Name); err == nil {
+		pr.SetUp = l.Attrs().Flags&net.FlagUp == 0 // Xen's vifs come down; netback waits for us
+	}
 	defer func() {
 		if err != nil && !reattach {
 			_ = m.undoPort(&pr)
@@ -294,6 +300,9 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		if br, err := link.Get(pr.Bridge); err == nil && port.Attrs().MasterIndex == br.Attrs().Index {
 			errs = append(errs, link.Detach(pr.Port))
 		}
+	}
+	if pr.SetUp {
+		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
 	}
 	return errors.Join(errs...)
 }

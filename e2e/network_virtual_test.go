@@ -310,6 +310,10 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown TOML key", config: "[network.e2e]\nbridge = \"br-e2e\"\ncolour = \"blue\"\n", args: []string{"start"}, want: []string{"colour"}},
 		{name: "bad TOML value", config: "[network.e2e]\nbridge = \"br-e2e\"\nmode = \"nope\"\n", args: []string{"start"}, want: []string{"nope"}},
 		{name: "TOML syntax", config: "[network.e2e\n", args: []string{"start"}},
+		{name: "shaping: unknown unit", config: "[network.e2e]\nbridge = \"br-e2e\"\n[network.e2e.shaping]\nto_guest = \"10 furlongs\"\n", args: []string{"start"}, want: []string{"to_guest", "10 furlongs"}},
+		{name: "shaping: zero rate", config: "[network.e2e]\nbridge = \"br-e2e\"\n[network.e2e.shaping]\nfrom_guest = \"0mbit\"\n", args: []string{"start"}, want: []string{"from_guest", "0mbit"}},
+		{name: "shaping: negative rate", config: "[network.e2e]\nbridge = \"br-e2e\"\n[network.e2e.shaping]\nfrom_guest = \"-10mbit\"\n", args: []string{"start"}, want: []string{"-10mbit"}},
+		{name: "shaping: burst too large", config: "[network.e2e]\nbridge = \"br-e2e\"\n[network.e2e.shaping]\nto_guest = \"10mbit\"\nto_guest_burst = \"4gb\"\n", args: []string{"start"}, want: []string{"to_guest_burst", "4gb"}},
 		{
 			name: "overlapping subnet",
 			setup: func(w *world) {

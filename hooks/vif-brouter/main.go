@@ -264,42 +264,13 @@ func parseXenRate(s string) (uint64, error) {
 	return bytes * 8 * 1_000_000 / usecs, nil
 }
 
-// network finds the network the vif's bridge key names; an existing bridge
-// that no config names is used as it is (mode bridge), like Xen's vif-bridge.
+// network finds the network the vif's bridge key names (the default
+// network when it names none).
 func (c *call) network(cfg *config.Config, m *vnet.Manager) (*config.Network, error) {
-	br := c.get("bridge")
-	if br == "" {
-		return cfg.Select("", nil)
+	if br := c.get("bridge"); br != "" {
+		return m.NetworkByBridge(br)
 	}
-	if n := cfg.NetworkByBridge(br); n != nil {
-		return n, nil
-	}
-	if err := config.ValidIfname(br); err != nil {
-		return nil, fmt.Errorf("bridge %w", err)
-	}
-	l, err := link.Get(br)
-	if errors.Is(err, link.ErrNotFound) {
-		return nil, fmt.Errorf("bridge %s does not exist and no [network.NAME] in %s names it; start its network (network-virtual start) or fix the vif's bridge=", br, configName(cfg))
-	}
-	if err != nil {
-		return nil, err
-	}
-	if l.Type() != "bridge" {
-		return nil, fmt.Errorf("bridge=%s names a %s link, not a bridge", br, l.Type())
-	}
-	mode := string(config.ModeBridge)
-	n, err := cfg.Select("", &config.NetworkSpec{Bridge: &br, Mode: &mode})
-	if err != nil {
-		return nil, err
-	}
-	return n, m.Start(n) // mode bridge: only records that we attach to it
-}
-
-func configName(cfg *config.Config) string {
-	if cfg.Path == "" {
-		return "the host config (none found)"
-	}
-	return cfg.Path
+	return cfg.Select("", nil)
 }
 
 // waitFor waits until the device exists under its given or final name.

@@ -112,6 +112,10 @@ type Network struct {
 	Firewall     string
 	// Shaping: per-port limits and the network's aggregate; nil when not configured.
 	Shaping *Shaping
+	// DHCP: the network's DHCP and DNS service; nil when not configured.
+	DHCP *DHCP
+	// Ports: what is known about the guests behind matching ports.
+	Ports []Port
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -152,6 +156,8 @@ type NetworkSpec struct {
 	Firewall     *string `toml:"firewall"`
 
 	Shaping *ShapingSpec `toml:"shaping"`
+	DHCP    *DHCPSpec    `toml:"dhcp"`
+	Port    []PortSpec   `toml:"port"`
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -379,6 +385,12 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	n.Shaping = sh
+	if n.DHCP, err = s.DHCP.validate("network."+name+".dhcp", n); err != nil {
+		return nil, err
+	}
+	if n.Ports, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
 	if s.Firewall != nil {
 		switch *s.Firewall {
 		case FirewallAuto, FirewallNftables, FirewallIPTables:
@@ -425,6 +437,15 @@ func joinModes() string {
 		s[i] = string(m)
 	}
 	return strings.Join(s, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func firstNonEmpty(v ...string) string {

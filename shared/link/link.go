@@ -49,7 +49,12 @@ func Exists(name string) (bool, error) {
 
 // BridgeSpec says how a bridge should look.
 type BridgeSpec struct {
-	Name         string
+	Name string
+	// MAC, when set, is given to a bridge we create. A bridge without an
+	// address of its own takes its lowest port's, and changes it as ports come
+	// and go (to 00:00:00:00:00:00 when the last one leaves): guests' ARP
+	// caches would go stale.
+	MAC          net.HardwareAddr
 	MTU          int
 	STP          bool
 	ForwardDelay int // seconds
@@ -65,6 +70,7 @@ func EnsureBridge(spec BridgeSpec) (l netlink.Link, created bool, err error) {
 		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 		br.Name = spec.Name
 		br.MTU = spec.MTU
+		br.HardwareAddr = spec.MAC
 		if err := netlink.LinkAdd(br); err != nil {
 			return nil, false, fmt.Errorf("link: create bridge %s: %w", spec.Name, err)
 		}
@@ -351,6 +357,19 @@ func Configure(name string, mtu int, mac net.HardwareAddr) (netlink.Link, error)
 		return nil, err
 	}
 	return port, setUp(port)
+}
+
+// Restore gives a link back its MTU (0: leave it) and MAC (nil: leave it),
+// without changing whether it is up. A missing link is not an error.
+func Restore(name string, mtu int, mac net.HardwareAddr) error {
+	port, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return configure(port, mtu, mac)
 }
 
 func configure(port netlink.Link, mtu int, mac net.HardwareAddr) error {

@@ -56,6 +56,8 @@ type portRecord struct {
 	Local    []string  `json:"local,omitempty"`    // mode route: gateway addresses put on the port
 	Firewall string    `json:"firewall,omitempty"` // backend holding the port's antispoof rules
 	SetUp    bool      `json:"set_up,omitempty"`   // the port was down and Attach set it up
+	OldMAC   string    `json:"old_mac,omitempty"`  // the port's MAC before Attach changed it
+	OldMTU   int       `json:"old_mtu,omitempty"`  // the port's MTU before Attach changed it
 	Attached time.Time `json:"attached"`
 }
 
@@ -90,9 +92,12 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	}
 	pr := portRecord{Network: n.Name, Port: p.Name, Attached: time.Now().UTC()}
 	if reattach {
-		pr.SetUp = prev.SetUp
+		pr.SetUp, pr.OldMAC, pr.OldMTU = prev.SetUp, prev.OldMAC, prev.OldMTU
 	} else if l, err := link.Get(p.Name); err == nil {
-		pr.SetUp = l.Attrs().Flags&net.FlagUp == 0 // Xen's vifs come down; netback waits for us
+		// What Attach changes, so that Detach can put it back.
+		a := l.Attrs()
+		pr.SetUp = a.Flags&net.FlagUp == 0 // Xen's vifs come down; netback waits for us
+		pr.OldMAC, pr.OldMTU = a.HardwareAddr.String(), a.MTU
 	}
 	defer func() {
 		if err != nil && !reattach {
@@ -303,6 +308,9 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	}
 	if pr.SetUp {
 		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
+	}
+	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
+		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
 	}
 	return errors.Join(errs...)
 }

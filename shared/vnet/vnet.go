@@ -9,8 +9,10 @@
 package vnet
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -189,7 +191,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 // startBridge creates (or adopts) the bridge and gives it the network's
 // addresses, recording what it changed in rec and how to undo it in undo.
 func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
 		rec.CreatedBridge = true
@@ -232,6 +234,49 @@ func applyAggregate(n *config.Network) error {
 		ToGuest:   shape.Limit{Rate: n.Shaping.TotalToGuest},
 		FromGuest: shape.Limit{Rate: n.Shaping.TotalFromGuest},
 	})
+}
+
+// NetworkByBridge is the network a hook's bridge argument means (Xen's
+// bridge= key, QEMU's second script argument): the configured network using
+// that bridge, or the mode route network of that name; an existing bridge that
+// no config names is used as it is, in mode bridge (attach only), as Xen's
+// vif-bridge and QEMU's qemu-ifup do. A bridge that neither exists nor is
+// configured is an error.
+func (m *Manager) NetworkByBridge(br string) (*config.Network, error) {
+	if n := m.Config.NetworkByBridge(br); n != nil {
+		return n, nil
+	}
+	if err := config.ValidIfname(br); err != nil {
+		return nil, fmt.Errorf("vnet: bridge %w", err)
+	}
+	l, err := link.Get(br)
+	if errors.Is(err, link.ErrNotFound) {
+		where := m.Config.Path
+		if where == "" {
+			where = "the host config (none found)"
+		}
+		return nil, fmt.Errorf("vnet: bridge %s does not exist and no [network.NAME] in %s names it; start its network (network-virtual start) or name an existing bridge", br, where)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vnet: %w", err)
+	}
+	if l.Type() != "bridge" {
+		return nil, fmt.Errorf("vnet: %s is a %s link, not a bridge", br, l.Type())
+	}
+	mode := string(config.ModeBridge)
+	n, err := m.Config.Select("", &config.NetworkSpec{Bridge: &br, Mode: &mode})
+	if err != nil {
+		return nil, err
+	}
+	return n, m.Start(n) // mode bridge: only records that we attach to it
+}
+
+// bridgeMAC is the address of a bridge brouter creates: stable across
+// restarts of the network (guests keep their ARP entry for the gateway),
+// locally administered and unicast, derived from the network's name.
+func bridgeMAC(network string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("brouter bridge " + network))
+	return net.HardwareAddr{0x02, h[0], h[1], h[2], h[3], h[4]}
 }
 
 // rulesFor turns a network's mode into the firewall's terms.

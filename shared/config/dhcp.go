@@ -1,0 +1,254 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DHCPSpec is a [network.NAME.dhcp] table as written.
+type DHCPSpec struct {
+	RangeStart *string        `toml:"range_start"`
+	RangeEnd   *string        `toml:"range_end"`
+	LeaseTime  *string        `toml:"lease_time"`
+	Domain     *string        `toml:"domain"`
+	Upstream   []string       `toml:"upstream"`
+	Host       []DHCPHostSpec `toml:"host"`
+}
+
+// DHCPHostSpec is one [[network.NAME.dhcp.host]].
+type DHCPHostSpec struct {
+	MAC  *string `toml:"mac"`
+	IP   *string `toml:"ip"`
+	Name *string `toml:"name"`
+}
+
+// DHCP is a network's validated DHCP and DNS service.
+type DHCP struct {
+	RangeStart, RangeEnd netip.Addr
+	LeaseTime            time.Duration
+	Domain               string
+	Upstream             []netip.Addr
+	Hosts                []DHCPHost
+}
+
+// DHCPHost is a static lease with a DNS name.
+type DHCPHost struct {
+	MAC  net.HardwareAddr
+	IP   netip.Addr
+	Name string
+}
+
+// PortSpec is one [[network.NAME.port]]: what brouter knows about the guest
+// behind ports whose name matches (QEMU taps above all, whose callers pass
+// nothing but the tap's name).
+type PortSpec struct {
+	Name      *string  `toml:"name"`
+	MAC       *string  `toml:"mac"`
+	IPs       []string `toml:"ips"`
+	Antispoof *bool    `toml:"antispoof"`
+}
+
+// Port is a validated [[network.NAME.port]].
+type Port struct {
+	Name      string // glob over interface names
+	MAC       net.HardwareAddr
+	IPs       []netip.Addr
+	Antispoof bool // default: true when IPs are given
+}
+
+// Matches reports whether the rule applies to the interface.
+func (p *Port) Matches(ifname string) bool {
+	ok, _ := path.Match(p.Name, ifname)
+	return ok
+}
+
+// PortFor returns the first [[network.NAME.port]] matching the interface, or nil.
+func (n *Network) PortFor(ifname string) *Port {
+	for i := range n.Ports {
+		if n.Ports[i].Matches(ifname) {
+			return &n.Ports[i]
+		}
+	}
+	return nil
+}
+
+// NetworkForPort returns the configured network with a [[network.NAME.port]]
+// matching the interface (first by network name), or nil.
+func (c *Config) NetworkForPort(ifname string) *Network {
+	for _, name := range sortedKeys(c.Networks) {
+		if n := c.Networks[name]; n.PortFor(ifname) != nil {
+			return n
+		}
+	}
+	return nil
+}
+
+var (
+	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	domainRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+)
+
+func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
+	if s == nil {
+		return nil, nil
+	}
+	if n.Mode == ModeBridge || n.Mode == ModeRoute || !n.Subnet.IsValid() {
+		return nil, fmt.Errorf("%s: DHCP needs a network brouter addresses (mode nat, routed or isolated), not mode %q", key, n.Mode)
+	}
+	d := &DHCP{LeaseTime: time.Hour}
+	sub := n.Subnet
+	inSubnet := func(k, v string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() {
+			return a, fmt.Errorf("%s.%s = %q: want an IPv4 address in %s", key, k, v, sub)
+		}
+		if !sub.Contains(a) || a == sub.Addr() || a == lastAddr(sub) {
+			return a, fmt.Errorf("%s.%s = %q: not a host address of the network %s", key, k, v, sub)
+		}
+		if a == n.Gateway.Addr() {
+			return a, fmt.Errorf("%s.%s = %q: that is the gateway's own address", key, k, v)
+		}
+		return a, nil
+	}
+	// Default range: the upper half of the network, leaving the lower half
+	// (gateway included) for static addresses.
+	d.RangeStart, d.RangeEnd = defaultRange(sub)
+	var err error
+	if s.RangeStart != nil {
+		if d.RangeStart, err = inSubnet("range_start", *s.RangeStart); err != nil {
+			return nil, err
+		}
+	}
+	if s.RangeEnd != nil {
+		if d.RangeEnd, err = inSubnet("range_end", *s.RangeEnd); err != nil {
+			return nil, err
+		}
+	}
+	if d.RangeEnd.Less(d.RangeStart) {
+		return nil, fmt.Errorf("%s: range_end %s is before range_start %s", key, d.RangeEnd, d.RangeStart)
+	}
+	if s.LeaseTime != nil {
+		lt, err := time.ParseDuration(*s.LeaseTime)
+		if err != nil || lt < 2*time.Minute || lt > 365*24*time.Hour {
+			return nil, fmt.Errorf("%s.lease_time = %q: want a duration from \"2m\" to \"8760h\", e.g. \"1h\"", key, *s.LeaseTime)
+		}
+		d.LeaseTime = lt
+	}
+	if s.Domain != nil && *s.Domain != "" {
+		if len(*s.Domain) > 253 || !domainRE.MatchString(*s.Domain) {
+			return nil, fmt.Errorf("%s.domain = %q: want a DNS domain such as \"lab.internal\"", key, *s.Domain)
+		}
+		d.Domain = strings.ToLower(*s.Domain)
+	}
+	for i, u := range s.Upstream {
+		a, err := netip.ParseAddr(u)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%s.upstream[%d] = %q: want an IP address", key, i, u)
+		}
+		d.Upstream = append(d.Upstream, a)
+	}
+	seenMAC, seenIP, seenName := map[string]bool{}, map[netip.Addr]bool{}, map[string]bool{}
+	for i, h := range s.Host {
+		hk := fmt.Sprintf("%s.host[%d]", key, i)
+		if h.MAC == nil || h.IP == nil {
+			return nil, fmt.Errorf("%s: needs mac and ip", hk)
+		}
+		mac, err := parseMAC(*h.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("%s.mac = %q: %w", hk, *h.MAC, err)
+		}
+		ip, err := inSubnet(fmt.Sprintf("host[%d].ip", i), *h.IP)
+		if err != nil {
+			return nil, err
+		}
+		host := DHCPHost{MAC: mac, IP: ip}
+		if h.Name != nil {
+			if !hostnameRE.MatchString(*h.Name) {
+				return nil, fmt.Errorf("%s.name = %q: want a host name (letters, digits, '-', at most 63)", hk, *h.Name)
+			}
+			host.Name = strings.ToLower(*h.Name)
+		}
+		switch {
+		case seenMAC[mac.String()]:
+			return nil, fmt.Errorf("%s.mac = %q: listed twice", hk, *h.MAC)
+		case seenIP[ip]:
+			return nil, fmt.Errorf("%s.ip = %q: listed twice", hk, *h.IP)
+		case host.Name != "" && seenName[host.Name]:
+			return nil, fmt.Errorf("%s.name = %q: listed twice", hk, host.Name)
+		}
+		seenMAC[mac.String()], seenIP[ip], seenName[host.Name] = true, true, host.Name != ""
+		d.Hosts = append(d.Hosts, host)
+	}
+	return d, nil
+}
+
+func validatePorts(key string, specs []PortSpec) ([]Port, error) {
+	var out []Port
+	for i, s := range specs {
+		pk := fmt.Sprintf("%s[%d]", key, i)
+		if s.Name == nil || *s.Name == "" {
+			return nil, fmt.Errorf("%s: needs name (an interface name or glob, e.g. \"tap-web*\")", pk)
+		}
+		if _, err := path.Match(*s.Name, ""); err != nil || strings.ContainsAny(*s.Name, "/ \t\n") {
+			return nil, fmt.Errorf("%s.name = %q: want an interface name or glob", pk, *s.Name)
+		}
+		p := Port{Name: *s.Name}
+		if s.MAC != nil {
+			mac, err := parseMAC(*s.MAC)
+			if err != nil {
+				return nil, fmt.Errorf("%s.mac = %q: %w", pk, *s.MAC, err)
+			}
+			p.MAC = mac
+		}
+		for j, v := range s.IPs {
+			a, err := netip.ParseAddr(v)
+			if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+				return nil, fmt.Errorf("%s.ips[%d] = %q: want a guest's IPv4 or IPv6 address", pk, j, v)
+			}
+			p.IPs = append(p.IPs, a)
+		}
+		p.Antispoof = len(p.IPs) > 0
+		if s.Antispoof != nil {
+			p.Antispoof = *s.Antispoof
+		}
+		if p.Antispoof && p.MAC == nil {
+			return nil, fmt.Errorf("%s: antispoof needs the guest's mac", pk)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parseMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		return nil, fmt.Errorf("want a unicast MAC address like 00:16:3e:12:34:56")
+	}
+	return mac, nil
+}
+
+func defaultRange(sub netip.Prefix) (netip.Addr, netip.Addr) {
+	last := lastAddr(sub)
+	size := uint32(1) << (32 - sub.Bits())
+	start := addU32(sub.Addr(), size/2)
+	if size <= 4 {
+		start = addU32(sub.Addr(), 1)
+	}
+	return start, addU32(last, ^uint32(0)) // last - 1
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	return addU32(p.Masked().Addr(), (uint32(1)<<(32-p.Bits()))-1)
+}
+
+func addU32(a netip.Addr, d uint32) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += d
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

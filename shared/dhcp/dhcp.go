@@ -33,7 +33,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -353,5 +352,3 @@ var ErrNotInstalled = errors.New("dnsmasq not found: install the package dnsmasq
 
 // Binary is the dnsmasq program Start runs (dnsmasq-base installs it here).
 var Binary = "/usr/sbin/dnsmasq"
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -43,6 +43,11 @@ func Start(s Spec) error {
 			return fail("%w", err)
 		}
 	}
+	for _, d := range []string{DHCPHostDir, DNSHostDir} { // ours alone, whatever the umask
+		if err := os.Chmod(filepath.Join(s.RunDir, d), 0o755); err != nil {
+			return fail("%w", err)
+		}
+	}
 	u := s.runUser()
 	if err := reachable(filepath.Join(s.RunDir, DHCPHostDir)); err != nil {
 		return fail("dnsmasq runs as user %s and could not read its static leases: %w", u, err)

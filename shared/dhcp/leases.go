@@ -1,0 +1,108 @@
+package dhcp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Lease is one DHCPv4 lease from dnsmasq's lease database.
+type Lease struct {
+	Expiry   time.Time        `json:"expiry"` // zero: never expires
+	MAC      net.HardwareAddr `json:"mac"`
+	IP       netip.Addr       `json:"ip"`
+	Hostname string           `json:"hostname,omitempty"`  // as the client sent it; "" if none
+	ClientID string           `json:"client_id,omitempty"` // hex bytes with ':'; "" if none
+}
+
+// Leases reads the leases of the network whose state directory is stateDir,
+// in file order. No leases file yet: none.
+func Leases(stateDir string) ([]Lease, error) {
+	if err := validDir("state directory", stateDir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(stateDir, LeaseFile)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: leases: %w", err)
+	}
+	defer f.Close()
+	ls, err := parseLeases(f)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: leases %s: %w", path, err)
+	}
+	return ls, nil
+}
+
+// parseLeases parses dnsmasq's lease file: one lease a line,
+//
+//	EXPIRY MAC IP HOSTNAME CLIENTID
+//
+// with "*" for no hostname or client id and EXPIRY 0 for an infinite lease.
+// The "duid ..." line and DHCPv6 leases (whose second field is an IAID) are
+// skipped.
+func parseLeases(r io.Reader) ([]Lease, error) {
+	var out []Lease
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] == "duid" {
+			continue
+		}
+		if len(f) < 4 {
+			return nil, fmt.Errorf("line %d: want EXPIRY MAC IP HOSTNAME [CLIENTID], got %q", n, sc.Text())
+		}
+		exp, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || exp < 0 {
+			return nil, fmt.Errorf("line %d: expiry %q: want seconds since the epoch", n, f[0])
+		}
+		ip, err := netip.ParseAddr(f[2])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: address %q: %v", n, f[2], err)
+		}
+		if ip.Is6() {
+			continue
+		}
+		mac, err := net.ParseMAC(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: MAC %q: %v", n, f[1], err)
+		}
+		l := Lease{MAC: mac, IP: ip}
+		if exp != 0 {
+			l.Expiry = time.Unix(exp, 0)
+		}
+		if f[3] != "*" {
+			l.Hostname = f[3]
+		}
+		if len(f) > 4 && f[4] != "*" {
+			l.ClientID = f[4]
+		}
+		out = append(out, l)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func parseAddr4(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("address %q: want an IPv4 address", s)
+	}
+	return a, nil
+}

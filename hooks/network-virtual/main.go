@@ -247,6 +247,20 @@ func printStatus(w io.Writer, st *vnet.Status) {
 			fmt.Fprintf(w, "    %s\n", r)
 		}
 	}
+	if st.DHCP != nil {
+		state := "not running"
+		if st.DHCP.Running {
+			state = fmt.Sprintf("running (dnsmasq pid %d)", st.DHCP.PID)
+		}
+		fmt.Fprintf(w, "  dhcp:     %s, %d leases\n", state, len(st.DHCP.Leases))
+		for _, l := range st.DHCP.Leases {
+			exp := "never"
+			if !l.Expiry.IsZero() {
+				exp = l.Expiry.Local().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(w, "    %-15s %s %-20s expires %s\n", l.IP, l.MAC, l.Hostname, exp)
+		}
+	}
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}

@@ -266,8 +266,15 @@ func ValidNetworkName(name string) error {
 	if !networkNameRE.MatchString(name) {
 		return fmt.Errorf("network name %q: want 1-15 characters from A-Z a-z 0-9 _ -, starting with a letter or digit", name)
 	}
+	if reservedNames[name] {
+		return fmt.Errorf("network name %q is reserved (brouter keeps its own records under that name in run_dir)", name)
+	}
 	return nil
 }
+
+// reservedNames are run_dir entries of brouter's own; a network's own
+// directory (run_dir/NAME, for its DHCP server) must not collide with them.
+var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
 
 // ValidIfname reports whether name is a usable Linux interface name
 // (IFNAMSIZ: at most 15 bytes; no '/', ':', whitespace; not "." or "..").

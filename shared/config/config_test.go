@@ -146,6 +146,7 @@ func TestErrors(t *testing.T) {
 		{"dot bridge", "[network.a]\nbridge = \"..\"", "network.a.bridge"},
 		{"bad name", "[network.\"a b\"]\n", `network name "a b"`},
 		{"long name", "[network.abcdefghijklmnop]\n", "network name"},
+		{"reserved name", "[network.ports]\n", "reserved"},
 		{"mtu", "[network.a]\nmtu = 10", "network.a.mtu = 10: want 68..65535"},
 		{"forward delay", "[network.a]\nforward_delay = 99", "network.a.forward_delay = 99"},
 		{"forward delay stp", "[network.a]\nstp = true\nforward_delay = 0", "with stp = true"},

@@ -132,6 +132,9 @@ func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
 	if d.RangeEnd.Less(d.RangeStart) {
 		return nil, fmt.Errorf("%s: range_end %s is before range_start %s", key, d.RangeEnd, d.RangeStart)
 	}
+	if gw := n.Gateway.Addr(); !gw.Less(d.RangeStart) && !d.RangeEnd.Less(gw) {
+		return nil, fmt.Errorf("%s: the range %s-%s contains the gateway's own address %s", key, d.RangeStart, d.RangeEnd, gw)
+	}
 	if s.LeaseTime != nil {
 		lt, err := time.ParseDuration(*s.LeaseTime)
 		if err != nil || lt < 2*time.Minute || lt > 365*24*time.Hour {

@@ -55,6 +55,8 @@ func TestDHCPErrors(t *testing.T) {
 		{"[network.lab.dhcp]\nrange_start = \"10.98.98.1\"", "gateway"},
 		{"[network.lab.dhcp]\nrange_start = \"10.98.98.200\"\nrange_end = \"10.98.98.100\"", "before range_start"},
 		{"[network.lab.dhcp]\nlease_time = \"5s\"", "network.lab.dhcp.lease_time"},
+		{"[network.lab.dhcp]\nrange_start = \"10.98.98.0\"", "not a host address"},
+		{"[network.lab.dhcp]\nrange_start = \"10.98.98.2\"\nrange_end = \"10.98.98.9\"\n[network.x]\nbridge = \"brx\"\naddress = \"10.5.0.5/24\"\n[network.x.dhcp]\nrange_start = \"10.5.0.2\"\nrange_end = \"10.5.0.9\"", "contains the gateway"},
 		{"[network.lab.dhcp]\ndomain = \"bad domain\"", "network.lab.dhcp.domain"},
 		{"[network.lab.dhcp]\nupstream = [\"dns.example\"]", "network.lab.dhcp.upstream[0]"},
 		{"[[network.lab.dhcp.host]]\nmac = \"00:16:3e:00:00:20\"", "needs mac and ip"},

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -105,4 +106,13 @@ func parseAddr4(s string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("address %q: want an IPv4 address", s)
 	}
 	return a, nil
+}
+
+// MarshalJSON writes the MAC as text (net.HardwareAddr would be base64).
+func (l Lease) MarshalJSON() ([]byte, error) {
+	type plain Lease
+	return json.Marshal(struct {
+		plain
+		MAC string `json:"mac"`
+	}{plain(l), l.MAC.String()})
 }

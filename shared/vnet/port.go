@@ -58,6 +58,7 @@ type portRecord struct {
 	SetUp    bool      `json:"set_up,omitempty"`   // the port was down and Attach set it up
 	OldMAC   string    `json:"old_mac,omitempty"`  // the port's MAC before Attach changed it
 	OldMTU   int       `json:"old_mtu,omitempty"`  // the port's MTU before Attach changed it
+	Lease    string    `json:"lease,omitempty"`    // guest MAC registered as a static DHCP lease
 	Attached time.Time `json:"attached"`
 }
 
@@ -128,6 +129,14 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	}
 	if err := m.guard(n, &rec, p, &pr); err != nil {
 		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+	}
+	if pr.Lease, err = m.staticLease(n, p); err != nil {
+		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+	}
+	if reattach && prev.Lease != "" && prev.Lease != pr.Lease {
+		if err := m.removeStaticLease(n.Name, prev.Lease); err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
 	}
 	if reattach && prev.Firewall != "" && pr.Firewall == "" {
 		if err := m.removeGuard(&prev); err != nil {
@@ -293,6 +302,9 @@ func (m *Manager) Detach(n *config.Network, name string) error {
 func (m *Manager) undoPort(pr *portRecord) error {
 	var errs []error
 	errs = append(errs, m.removeGuard(pr), shape.RemovePort(pr.Port))
+	if pr.Lease != "" {
+		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
+	}
 	port, err := link.Get(pr.Port)
 	if errors.Is(err, link.ErrNotFound) {
 		return errors.Join(errs...) // routes and addresses went with the device

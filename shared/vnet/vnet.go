@@ -184,6 +184,12 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
+	if err := m.startDHCP(n); err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if !had {
+		undo = append(undo, func() { _ = m.stopDHCP(n.Name) })
+	}
 	rec.Backend = fw.Name()
 	return m.Run.Write(recordName(n.Name), &rec)
 }
@@ -345,6 +351,9 @@ func (m *Manager) Stop(n *config.Network) error {
 	if err := shape.RemoveNetwork(n.Name); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.stopDHCP(n.Name); err != nil {
+		errs = append(errs, err)
+	}
 	if rec.Backend != "" {
 		fw, err := m.NewFirewall(rec.Backend)
 		if err == nil {
@@ -400,6 +409,7 @@ type Status struct {
 	Ports         []PortStatus `json:"ports"`
 	Routes        []string     `json:"routes"`
 	Firewall      []string     `json:"firewall"`
+	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
 	Problems      []string     `json:"problems,omitempty"`
 }
 
@@ -442,6 +452,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 			return nil, err
 		}
 	}
+	m.dhcpStatus(n, st)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)
 		if err == nil {

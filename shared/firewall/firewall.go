@@ -55,6 +55,10 @@ type NetworkRules struct {
 	// Antispoof: drop packets forwarded from the bridge whose source address is
 	// not in Subnets.
 	Antispoof bool
+	// Services: the network's DHCP and DNS server runs on the host; DHCP
+	// (udp 67) and DNS (udp and tcp 53) from the bridge are accepted at the
+	// host's input, so a host firewall that drops input does not starve guests.
+	Services bool
 }
 
 // Backend is one packet-filter implementation (nftables, iptables, or a fake).
@@ -171,6 +175,9 @@ func (r NetworkRules) validate() error {
 		return err
 	}
 	if r.Bridge == "" {
+		if r.Services {
+			return errorf("network %s: DHCP and DNS need a bridge", r.Network)
+		}
 		if r.Masquerade || !r.Forward {
 			return errorf("network %s: a network without a bridge (mode route) is forwarded and never masqueraded", r.Network)
 		}

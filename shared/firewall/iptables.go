@@ -28,10 +28,12 @@ const (
 	dockerUser  = "DOCKER-USER"
 	builtinFwd  = "FORWARD"
 	builtinPost = "POSTROUTING"
+	builtinIn   = "INPUT"
 )
 
 func fwdChain(network string) string { return "BR-FWD-" + network }
 func natChain(network string) string { return "BR-NAT-" + network }
+func inChain(network string) string  { return "BR-IN-" + network }
 
 // iptFamily is iptables (4) or ip6tables (6) on this host.
 type iptFamily struct {
@@ -162,6 +164,9 @@ func (f *iptFamily) removeChains(network string) error {
 	if err := f.removeChain("filter", fwdChain(network), builtinFwd, dockerUser); err != nil {
 		return err
 	}
+	if err := f.removeChain("filter", inChain(network), builtinIn); err != nil {
+		return err
+	}
 	if f.family == 4 {
 		return f.removeChain("nat", natChain(network), builtinPost)
 	}
@@ -181,6 +186,7 @@ func (f *iptFamily) list(network string) ([]string, error) {
 	var out []string
 	for _, c := range []struct{ table, name, from string }{
 		{"filter", fwdChain(network), builtinFwd + " " + dockerUser},
+		{"filter", inChain(network), builtinIn},
 		{"nat", natChain(network), builtinPost},
 	} {
 		if ok, err := f.chainExists(c.table, c.name); err != nil || !ok {
@@ -328,12 +334,21 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			from = append(from, dockerUser)
 		}
 		chains := []ourChain{{table: "filter", name: fwdChain(r.Network), rules: f.specs(rules, chainForward, false), from: from}}
+		in := f.specs(rules, chainInput, false)
+		if len(in) > 0 {
+			chains = append(chains, ourChain{table: "filter", name: inChain(r.Network), rules: in, from: []string{builtinIn}})
+		}
 		nat := f.specs(rules, chainPostrouting, false)
 		if len(nat) > 0 {
 			chains = append(chains, ourChain{table: "nat", name: natChain(r.Network), rules: nat, from: []string{builtinPost}})
 		}
 		if err := f.apply(chains...); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
+		}
+		if len(in) == 0 {
+			if err := f.removeChain("filter", inChain(r.Network), builtinIn); err != nil {
+				return errorf("iptables: network %s: %w", r.Network, err)
+			}
 		}
 		if len(nat) == 0 && f.family == 4 {
 			if err := f.removeChain("nat", natChain(r.Network), builtinPost); err != nil {

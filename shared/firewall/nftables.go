@@ -91,6 +91,14 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 		}
 	}
 	for _, rl := range rules {
+		if rl.chain == chainInput {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainInput,
+				Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.InputHook),
+				Priority: knftables.PtrTo(knftables.FilterPriority)})
+			break
+		}
+	}
+	for _, rl := range rules {
 		tx.Add(&knftables.Rule{Family: fam, Table: name, Chain: rl.chain, Rule: nftRule(rl)})
 	}
 }

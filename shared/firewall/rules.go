@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -20,6 +21,7 @@ import (
 const (
 	chainForward     = "forward"     // filter, hook forward
 	chainPostrouting = "postrouting" // nat, hook postrouting
+	chainInput       = "input"       // filter, hook input
 )
 
 type verdict string
@@ -40,8 +42,10 @@ type rule struct {
 	notOif      string // oifname not equal
 	saddr       []netip.Prefix
 	daddr       []netip.Prefix
-	notDaddr    bool // daddr is a negative match (single prefix)
-	established bool // ct state established,related
+	notDaddr    bool   // daddr is a negative match (single prefix)
+	established bool   // ct state established,related
+	proto       string // "udp" or "tcp", with dport
+	dport       uint16
 	verdict     verdict
 }
 
@@ -84,10 +88,24 @@ var (
 
 // plan is the policy: the rules of network r, in order. r must be valid.
 func plan(r NetworkRules) []rule {
-	b, up := r.Bridge, r.Uplink
+	b := r.Bridge
 	if b == "" {
 		return planRoute(r)
 	}
+	var input []rule
+	if r.Services { // accepts only: the host's own input policy is not ours
+		input = []rule{
+			{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
+			{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
+			{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept},
+		}
+	}
+	return append(planBridge(r), input...)
+}
+
+// planBridge is the forward and nat plan of a network with a bridge.
+func planBridge(r NetworkRules) []rule {
+	b, up := r.Bridge, r.Uplink
 	// Routed between the bridge's own subnets: not ours to filter.
 	rules := []rule{{chain: chainForward, iif: b, oif: b, verdict: accept}}
 	if !r.Forward { // isolated
@@ -185,6 +203,9 @@ func nftRule(r rule) string {
 	if r.established {
 		w = append(w, "ct", "state", "established,related")
 	}
+	if r.proto != "" {
+		w = append(w, r.proto, "dport", strconv.Itoa(int(r.dport)))
+	}
 	return strings.Join(append(w, string(r.verdict)), " ")
 }
 
@@ -227,6 +248,9 @@ func iptRules(r rule, family int) [][]string {
 	var tail []string
 	if r.established {
 		tail = append(tail, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
+	}
+	if r.proto != "" {
+		tail = append(tail, "-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.dport)))
 	}
 	tail = append(tail, "-j", strings.ToUpper(string(r.verdict)))
 

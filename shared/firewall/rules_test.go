@@ -56,6 +56,15 @@ func TestPlan(t *testing.T) {
 		},
 		notWant: []string{"postrouting", "masquerade"},
 	}, {
+		name: "DHCP and DNS served on the bridge",
+		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24"), Forward: true, Services: true},
+		want: []string{
+			`input: iifname "brlab" udp dport 67 accept`,
+			`input: iifname "brlab" udp dport 53 accept`,
+			`input: iifname "brlab" tcp dport 53 accept`,
+		},
+		notWant: []string{"input: iifname \"brlab\" drop"},
+	}, {
 		name: "route (no bridge)",
 		r:    NetworkRules{Network: "lab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true},
 		want: []string{

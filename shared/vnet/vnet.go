@@ -295,6 +295,7 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Masquerade: n.Mode == config.ModeNAT,
 		Uplink:     n.Uplink,
 		Antispoof:  n.Antispoof,
+		Services:   n.DHCP != nil,
 	}
 }
 

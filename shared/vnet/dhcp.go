@@ -1,8 +1,11 @@
 package vnet
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/brouter/brouter/shared/config"
@@ -20,7 +23,7 @@ func (m *Manager) dhcpDirs(network string) (run, state string) {
 func (m *Manager) startDHCP(n *config.Network) error {
 	run, st := m.dhcpDirs(n.Name)
 	if n.DHCP == nil {
-		return dhcp.Stop(n.Name, run)
+		return m.stopDHCP(n.Name) // the config may have dropped it
 	}
 	spec := dhcp.Spec{
 		Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway,
@@ -33,8 +36,12 @@ func (m *Manager) startDHCP(n *config.Network) error {
 	return dhcp.Start(spec)
 }
 
+// stopDHCP stops the network's dnsmasq, if it ever ran (its directory exists).
 func (m *Manager) stopDHCP(network string) error {
 	run, _ := m.dhcpDirs(network)
+	if _, err := os.Stat(run); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	return dhcp.Stop(network, run)
 }
 

@@ -59,6 +59,7 @@ GUEST1=brdemo-g1-$$
 GUEST2=brdemo-g2-$$
 CREATED_NS=()
 TMP=$(mktemp -d /tmp/brouter-demo.XXXXXX)
+chmod 755 "$TMP" # dnsmasq drops root and must reach its files under it
 
 cleanup() {
 	local rc=$? ns pid
@@ -105,6 +106,14 @@ bridge = "brdemo0"
 address = "10.98.98.1/24"
 address6 = "fd00:98::1/64"
 mode = "nat"
+
+[network.demo.dhcp]
+domain = "demo.internal"
+
+[[network.demo.dhcp.host]]
+mac = "00:16:3e:00:00:09"
+ip = "10.98.98.9"
+name = "printer"
 TOML
 
 # snapshot FILE: everything network-virtual may change in dom0, for a before/after diff.
@@ -159,11 +168,13 @@ for g in "$GUEST1" "$GUEST2"; do
 	ip -n "$g" link add eth0 type veth peer name "vif$n.0" netns "$DOM0"
 	ip -n "$DOM0" link set "vif$n.0" address fe:ff:ff:ff:ff:ff
 	ip -n "$g" link set eth0 address "00:16:3e:00:00:0$n"
-	ip -n "$g" addr add "10.98.98.1$n/24" dev eth0
 	ip -n "$g" addr add "fd00:98::1$n/64" dev eth0
 	ip -n "$g" link set eth0 up
-	ip -n "$g" route add default via 10.98.98.1
 	ip -n "$g" -6 route add default via fd00:98::1
+	if [ "$n" = 1 ]; then # guest2 takes its IPv4 address by DHCP, below
+		ip -n "$g" addr add "10.98.98.1$n/24" dev eth0
+		ip -n "$g" route add default via 10.98.98.1
+	fi
 done
 
 # The outside host counts what arrives, by source address.
@@ -234,6 +245,24 @@ for d in 1 2; do
 	[ "$st" = connected ] || fail "vif$d.0: hotplug-status=$st, want connected"
 	ok "vif$d.0: hotplug-status=connected, frontend mtu=$(xenstore-read "/local/domain/$d/device/vif/0/mtu")"
 done
+step "guest2 asks for an address by DHCP (busybox udhcpc); its vif's ip= made it a static lease"
+cat >"$TMP/udhcpc.sh" <<'SH'
+#!/bin/sh
+# udhcpc's hook: apply the lease (address, default route, resolver) inside the guest.
+[ "$1" = bound ] || exit 0
+ip addr add "$ip/$mask" dev "$interface"
+ip route add default via "$router"
+echo "lease: $ip/$mask router $router dns $dns domain $domain"
+SH
+chmod 755 "$TMP/udhcpc.sh"
+run ip netns exec "$GUEST2" busybox udhcpc -i eth0 -f -n -q -t 6 -T 2 -s "$TMP/udhcpc.sh"
+ip -n "$GUEST2" -br addr show eth0 | grep -q '10\.98\.98\.12/24' || fail "guest2 did not get 10.98.98.12 by DHCP"
+ok "guest2 got 10.98.98.12 from the network's dnsmasq (router and DNS: the bridge)"
+printf '$ ip netns exec %s busybox nslookup printer.demo.internal 10.98.98.1\n' "$GUEST2"
+ip netns exec "$GUEST2" busybox nslookup printer.demo.internal 10.98.98.1 | sed 's/^/    /'
+ip netns exec "$GUEST2" busybox nslookup printer.demo.internal 10.98.98.1 | grep -q 10.98.98.9 || fail "printer.demo.internal did not resolve"
+ok "a static host's name resolves through the DNS forwarder on the bridge"
+
 step "status"
 rc=0; run ip netns exec "$DOM0" "$NV" status net=demo || rc=$?
 [ "$rc" -eq 0 ] || fail "status of a running network exited $rc, want 0"

@@ -104,7 +104,52 @@ func run(bin string, n int, inner bool) error {
 			return err
 		}
 	}
+	if err := benchQemu(bin, dir, n); err != nil {
+		return err
+	}
 	return benchPorts(n)
+}
+
+// benchQemu times qemu-ifup and qemu-ifdown as QEMU runs them: a fresh
+// process with the tap's name, once plain and once with a port rule that
+// gives the guest antispoof and a static lease.
+func benchQemu(bin, dir string, n int) error {
+	ifup := filepath.Join(bin, "qemu-ifup")
+	ifdown := filepath.Join(dir, "qemu-ifdown")
+	if err := os.Symlink(ifup, ifdown); err != nil {
+		return err
+	}
+	doc := "[network.bench]\nbridge = \"brbench0\"\naddress = \"10.77.0.1/24\"\n" +
+		"[[network.bench.port]]\nname = \"tapas*\"\nmac = \"00:16:3e:00:00:20\"\nips = [\"10.77.0.20\"]\n"
+	if err := os.WriteFile(os.Getenv(config.EnvConfig), []byte(doc), 0o644); err != nil {
+		return err
+	}
+	nv := filepath.Join(bin, "network-virtual")
+	if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+		return err
+	}
+	defer timeCmd(nv, "stop", "net=bench")
+	for _, c := range []struct{ tap, what string }{{"tapbench0", "plain"}, {"tapas0", "port rule: antispoof"}} {
+		if out, err := exec.Command("ip", "tuntap", "add", "mode", "tap", "name", c.tap).CombinedOutput(); err != nil {
+			return fmt.Errorf("tuntap: %v: %s", err, out)
+		}
+		var up, down []time.Duration
+		for i := 0; i < n; i++ {
+			d, err := timeCmd(ifup, c.tap)
+			if err != nil {
+				return err
+			}
+			up = append(up, d)
+			if d, err = timeCmd(ifdown, c.tap); err != nil {
+				return err
+			}
+			down = append(down, d)
+		}
+		exec.Command("ip", "link", "del", c.tap).Run()
+		report("qemu-ifup ("+c.what+")", up)
+		report("qemu-ifdown ("+c.what+")", down)
+	}
+	return nil
 }
 
 // benchPorts times Attach/Detach through the library, the path every hook takes.

@@ -11,7 +11,7 @@
 set -euo pipefail
 
 # Debian packages the build, tests, demo and benchmarks need. Later issues add to this list.
-PACKAGES="make iproute2 nftables iptables iputils-ping iperf3 dnsmasq-base busybox-static procps ca-certificates xenstore-utils"
+PACKAGES="make iproute2 nftables iptables iputils-ping iperf3 dnsmasq-base busybox-static procps ca-certificates xenstore-utils qemu-system-x86"
 
 cd "$(dirname "$0")/.."
 

@@ -47,6 +47,7 @@ test: setup
 demo: setup
 	$(MAKE) build
 	$(GO) build -o $(BINDIR)/xenstored-double ./e2e/xenstored-double
+	$(GO) build -o $(BINDIR)/qemu-guest ./e2e/qemu-guest
 	./scripts/demo.sh
 
 bench: setup

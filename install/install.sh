@@ -57,12 +57,14 @@ link() {
 	log "$2 -> $target"
 }
 
-# 1. Programs.
+# 1. Programs: the suite's own (hooks/ and plugins/), not the test tools the demo builds
+#    into the same directory (xenstored-double, qemu-guest).
 install -d -m 0755 "$DESTDIR$LIBDIR"
-for f in "$BINDIR"/*; do
+for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter; do
+	f=$BINDIR/$name
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	install -m 0755 "$f" "$DESTDIR$LIBDIR/"
-	log "$LIBDIR/$(basename "$f")"
+	log "$LIBDIR/$name"
 done
 link "../lib/brouter/network-virtual" "$PREFIX/sbin/network-virtual"
 

@@ -16,14 +16,11 @@ import (
 // state directories (t.TempDir makes them 0700).
 func (w *world) openForDnsmasq() {
 	w.t.Helper()
-	for d := w.runDir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			w.t.Fatal(err)
-		}
-	}
-	for d := w.stateDir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			w.t.Fatal(err)
+	for _, dir := range []string{w.runDir, w.stateDir} {
+		for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				w.t.Fatal(err)
+			}
 		}
 	}
 }

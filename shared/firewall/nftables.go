@@ -79,23 +79,20 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 	tx.Add(&knftables.Table{Family: fam, Name: name, Comment: knftables.PtrTo("brouter network " + r.Network)})
 
 	rules := plan(r)
-	tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainForward,
-		Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.ForwardHook),
-		Priority: knftables.PtrTo(knftables.FilterPriority)})
-	for _, rl := range rules {
-		if rl.chain == chainPostrouting {
-			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainPostrouting,
-				Type: knftables.PtrTo(knftables.NATType), Hook: knftables.PtrTo(knftables.PostroutingHook),
-				Priority: knftables.PtrTo(knftables.SNATPriority)})
-			break
-		}
-	}
-	for _, rl := range rules {
-		if rl.chain == chainInput {
-			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: chainInput,
-				Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.InputHook),
-				Priority: knftables.PtrTo(knftables.FilterPriority)})
-			break
+	// The base chains: forward always, the others when the plan uses them.
+	for _, c := range []struct {
+		name     string
+		typ      knftables.BaseChainType
+		hook     knftables.BaseChainHook
+		priority knftables.BaseChainPriority
+	}{
+		{chainForward, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority},
+		{chainPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority},
+		{chainInput, knftables.FilterType, knftables.InputHook, knftables.FilterPriority},
+	} {
+		if c.name == chainForward || slices.ContainsFunc(rules, func(rl rule) bool { return rl.chain == c.name }) {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: c.name,
+				Type: knftables.PtrTo(c.typ), Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(c.priority)})
 		}
 	}
 	for _, rl := range rules {

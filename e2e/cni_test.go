@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -11,7 +13,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -39,6 +43,7 @@ type cniWorld struct {
 	*world
 	binDir string
 	cni    *libcni.CNIConfig
+	exec   invoke.Exec
 	env    []string
 }
 
@@ -61,6 +66,7 @@ func newCNIWorld(t *testing.T) *cniWorld {
 	}
 	cw.env = []string{"BROUTER_CONFIG=" + w.config, "BROUTER_RUN_DIR=" + w.runDir, "BROUTER_STATE_DIR=" + w.stateDir}
 	ex := &cniEnv{DefaultExec: invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}, env: cw.env}
+	cw.exec = ex
 	cw.cni = libcni.NewCNIConfigWithCacheDir([]string{cw.binDir}, filepath.Join(t.TempDir(), "cache"), ex)
 	return cw
 }
@@ -294,5 +300,248 @@ address = "10.98.98.1/24"
 	}
 	if d := nstest.Diff(before, dump()); d != "" {
 		t.Errorf("dom0 after bad input differs (- before, + after):\n%s", d)
+	}
+}
+
+// cniHostVeth is the plugin's host veth name for a container (the plugin's
+// hostVethName).
+func cniHostVeth(containerID, ifname string) string {
+	h := sha256.Sum256([]byte(containerID + "\x00" + ifname))
+	return "brv" + hex.EncodeToString(h[:])[:12]
+}
+
+func TestCNIGC(t *testing.T) {
+	t.Parallel()
+	cw := newCNIWorld(t)
+	cw.writeConfig(`
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+`)
+	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw.mustRun(0, "start", "net=lab")
+	before := dump()
+	dataDir := t.TempDir()
+	list, _ := cniConflist(t, dataDir)
+
+	ctrs := []*nstest.NS{nstest.New(t, "ctr"), nstest.New(t, "ctr"), nstest.New(t, "ctr")}
+	rts := make([]*libcni.RuntimeConf, len(ctrs))
+	addrs := make([]string, len(ctrs))
+	for i, c := range ctrs {
+		rts[i] = &libcni.RuntimeConf{ContainerID: fmt.Sprintf("gc%d-%s", i, c.Name()), NetNS: c.Path(), IfName: "eth0"}
+		res, err := cw.add(list, rts[i])
+		if err != nil {
+			t.Fatalf("ADD %d: %v", i, err)
+		}
+		addrs[i] = res.IPs[0].Address.IP.String()
+	}
+	gone := cniHostVeth(rts[2].ContainerID, "eth0")
+	if set := cw.dom0.Exec(t, "nft", "list", "ruleset"); !strings.Contains(set, gone) {
+		t.Fatalf("no antispoof entries for %s before GC:\n%s", gone, set)
+	}
+
+	// A runtime that lost its cache (a fresh libcni cache dir) only has the
+	// plugins' GC to remove the third container: libcni's own cache-driven
+	// DELs do nothing here.
+	gcCNI := libcni.NewCNIConfigWithCacheDir([]string{cw.binDir}, t.TempDir(), cw.exec)
+	gcArgs := &libcni.GCArgs{ValidAttachments: []types.GCAttachment{
+		{ContainerID: rts[0].ContainerID, IfName: "eth0"},
+		{ContainerID: rts[1].ContainerID, IfName: "eth0"},
+	}}
+	gc := func() error {
+		return cw.in(func() error { return gcCNI.GCNetworkList(context.Background(), list, gcArgs) })
+	}
+	if err := gc(); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if out, err := cw.dom0.Try("ip", "link", "show", gone); err == nil {
+		t.Errorf("host veth %s still there after GC: %s", gone, out)
+	}
+	if _, err := os.Stat(filepath.Join(cw.runDir, "ports", "lab", gone+".json")); !os.IsNotExist(err) {
+		t.Errorf("port record of %s after GC: %v", gone, err)
+	}
+	if set := cw.dom0.Exec(t, "nft", "list", "ruleset"); strings.Contains(set, gone) || strings.Contains(set, addrs[2]+" ") {
+		t.Errorf("antispoof entries of %s (%s) left after GC:\n%s", gone, addrs[2], set)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "lab", addrs[2])); !os.IsNotExist(err) {
+		t.Errorf("host-local still holds %s after GC: %v", addrs[2], err)
+	}
+	for i := range 2 {
+		if _, err := os.Stat(filepath.Join(dataDir, "lab", addrs[i])); err != nil {
+			t.Errorf("host-local lost valid %s: %v", addrs[i], err)
+		}
+		mustPing(t, ctrs[i], fmt.Sprintf("ctr%d", i), gatewayIP)
+		if err := cw.check(list, rts[i]); err != nil {
+			t.Errorf("CHECK %d after GC: %v", i, err)
+		}
+	}
+	after := dump()
+	if err := gc(); err != nil {
+		t.Fatalf("GC again: %v", err)
+	}
+	if d := nstest.Diff(after, dump()); d != "" {
+		t.Errorf("second GC changed dom0 (- first, + second):\n%s", d)
+	}
+
+	for i := range ctrs {
+		if err := cw.del(list, rts[i]); err != nil {
+			t.Errorf("DEL %d: %v", i, err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
+		t.Errorf("IPAM allocations left after DEL: %v", left)
+	}
+	if d := nstest.Diff(before, dump()); d != "" {
+		t.Errorf("dom0 after DEL differs (- before, + after):\n%s", d)
+	}
+}
+
+// TestCNIFailedAddCleansUp makes ADD fail after the IPAM allocation and the
+// veth (a multicast runtime MAC the kernel refuses; a bandwidth below the
+// shaper's minimum, which fails inside vnet's Attach once the port is on the
+// bridge) and checks that nothing is left: dom0, host-local's allocations,
+// brouter's records, the container's namespace.
+func TestCNIFailedAddCleansUp(t *testing.T) {
+	t.Parallel()
+	cw := newCNIWorld(t)
+	cw.writeConfig(`
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+`)
+	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw.mustRun(0, "start", "net=lab")
+	before := dump()
+	dataDir := t.TempDir()
+	_, raw := cniConflist(t, dataDir)
+	raw = strings.Replace(raw, `"type": "brouter",`, `"type": "brouter", "capabilities": {"mac": true, "bandwidth": true},`, 1)
+	list, err := libcni.ConfListFromBytes([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		what string
+		caps map[string]any
+	}{
+		{"multicast runtime MAC", map[string]any{"mac": "03:00:00:00:00:01"}},
+		{"bandwidth below the minimum", map[string]any{"bandwidth": map[string]any{"ingressRate": 1, "ingressBurst": 8, "egressRate": 1, "egressBurst": 8}}},
+	}
+	ctr := nstest.New(t, "ctr")
+	for i, c := range cases {
+		rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("fail%d", i), NetNS: ctr.Path(), IfName: "eth0", CapabilityArgs: c.caps}
+		if _, err := cw.add(list, rt); err == nil {
+			t.Errorf("%s: ADD succeeded, want an error", c.what)
+			_ = cw.del(list, rt)
+			continue
+		} else {
+			t.Logf("%s: %v", c.what, err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
+			t.Errorf("%s: IPAM allocations left: %v", c.what, left)
+		}
+		for _, g := range []string{"ports/lab/*.json", "cni.d/*"} {
+			if left, _ := filepath.Glob(filepath.Join(cw.runDir, g)); len(left) != 0 {
+				t.Errorf("%s: records left: %v", c.what, left)
+			}
+		}
+		if out, err := ctr.Try("ip", "link", "show", "eth0"); err == nil {
+			t.Errorf("%s: eth0 left in the container: %s", c.what, out)
+		}
+		if d := nstest.Diff(before, dump()); d != "" {
+			t.Errorf("%s: dom0 after the failed ADD differs (- before, + after):\n%s", c.what, d)
+		}
+	}
+}
+
+// TestCNIParallel runs 50 ADDs at once, as runtimes do, then 50 DELs at once:
+// distinct addresses, every container attached with its antispoof rules, and
+// nothing left afterwards.
+func TestCNIParallel(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	cw := newCNIWorld(t)
+	cw.writeConfig(`
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+`)
+	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw.mustRun(0, "start", "net=lab")
+	before := dump()
+	dataDir := t.TempDir()
+	list, _ := cniConflist(t, dataDir)
+
+	ctrs := make([]*nstest.NS, n)
+	rts := make([]*libcni.RuntimeConf, n)
+	for i := range ctrs {
+		ctrs[i] = nstest.New(t, "ctr")
+		rts[i] = &libcni.RuntimeConf{ContainerID: fmt.Sprintf("par%d-%s", i, ctrs[i].Name()), NetNS: ctrs[i].Path(), IfName: "eth0"}
+	}
+	addrs := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			res, err := cw.add(list, rts[i])
+			if err == nil && len(res.IPs) != 1 {
+				err = fmt.Errorf("IPs %v", res.IPs)
+			}
+			if err == nil {
+				addrs[i] = res.IPs[0].Address.IP.String()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	t.Logf("%d parallel ADDs: %v", n, time.Since(start))
+	seen := map[string]int{}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("ADD %d: %v", i, err)
+			continue
+		}
+		if j, dup := seen[addrs[i]]; dup {
+			t.Errorf("containers %d and %d both got %s", j, i, addrs[i])
+		}
+		seen[addrs[i]] = i
+	}
+	ruleset := cw.dom0.Exec(t, "nft", "list", "ruleset")
+	onBridge := cw.dom0.Exec(t, "ip", "-o", "link", "show", "master", "brlab")
+	for i, rt := range rts {
+		if errs[i] != nil {
+			continue
+		}
+		hv := cniHostVeth(rt.ContainerID, "eth0")
+		if !strings.Contains(onBridge, " "+hv+"@") {
+			t.Errorf("container %d: %s not on brlab", i, hv)
+		}
+		if !strings.Contains(ruleset, `"`+hv+`" . `+addrs[i]) {
+			t.Errorf("container %d: no antispoof entry %s . %s", i, hv, addrs[i])
+		}
+		if _, err := os.Stat(filepath.Join(cw.runDir, "ports", "lab", hv+".json")); err != nil {
+			t.Errorf("container %d: port record: %v", i, err)
+		}
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		mustPing(t, ctrs[i], fmt.Sprintf("ctr%d", i), gatewayIP)
+	}
+
+	start = time.Now()
+	for i := range n {
+		wg.Go(func() { errs[i] = cw.del(list, rts[i]) })
+	}
+	wg.Wait()
+	t.Logf("%d parallel DELs: %v", n, time.Since(start))
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("DEL %d: %v", i, err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
+		t.Errorf("IPAM allocations left after DEL: %v", left)
+	}
+	if d := nstest.Diff(before, dump()); d != "" {
+		t.Errorf("dom0 after the DELs differs (- before, + after):\n%s", d)
 	}
 }

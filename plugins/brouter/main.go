@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,7 +16,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"strings"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -184,6 +188,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	hostName := hostVethName(args.ContainerID, args.IfName)
 	var (
 		ipamDone bool
+		recDone  bool
 		vethDone bool
 		attached bool
 	)
@@ -196,6 +201,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 		if vethDone {
 			_ = ip.DelLinkByName(hostName)
+		}
+		if recDone {
+			_ = m.Run.Remove(attachmentName(hostName))
 		}
 		if ipamDone {
 			_ = ipam.ExecDel(c.IPAM.Type, args.StdinData)
@@ -230,6 +238,12 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		_ = m.DetachPort(hostName)
 		_ = ip.DelLinkByName(hostName)
 	}
+	// The record first, so GC finds a veth left by an ADD killed midway.
+	rec := attachment{CNINetwork: c.Name, Network: n.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	if err := m.Run.Write(attachmentName(hostName), &rec); err != nil {
+		return cniError("record attachment "+hostName, err)
+	}
+	recDone = true
 	var hostIf, contIf net.Interface
 	err = netns.Do(func(hostNS ns.NetNS) error {
 		var e error
@@ -337,11 +351,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	hostName := hostVethName(args.ContainerID, args.IfName)
 	var errs []error
 	if config.ValidIfname(args.IfName) == nil {
-		if err := vnet.New(cfg).DetachPort(hostName); err != nil {
+		m := vnet.New(cfg)
+		if err := m.DetachPort(hostName); err != nil {
 			errs = append(errs, cniError("detach "+hostName, err))
 		}
 		if err := ip.DelLinkByName(hostName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
 			errs = append(errs, cniError("delete "+hostName, err))
+		} else if err := m.Run.Remove(attachmentName(hostName)); err != nil {
+			errs = append(errs, cniError("remove attachment "+hostName, err))
 		}
 	}
 	if c.IPAM.Type != "" {
@@ -439,10 +456,126 @@ func cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-// cmdGC: TODO (first cut) — remove attachments not in
-// cni.dev/valid-attachments and delegate GC to IPAM. For now it succeeds
-// without doing anything.
+// attachment is brouter's CNI record of one attachment, run_dir/cni.d/<host
+// veth>.json: which CNI network (conflist name) and brouter network it
+// belongs to, so GC of one CNI network never touches another's containers on
+// the same brouter network. ("cni.d" cannot collide with a network's own
+// run_dir entry: network names have no dot.)
+type attachment struct {
+	CNINetwork  string `json:"cni_network"`
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+}
+
+func attachmentName(hostName string) string { return "cni.d/" + hostName + ".json" }
+
+// cmdGC removes every attachment of this CNI network that is not in
+// cni.dev/valid-attachments: its port (antispoof, shaping, bridge), its host
+// veth and its records; then it delegates GC to the IPAM plugin, which gets
+// the same valid attachments.
 func cmdGC(args *skel.CmdArgs) error {
-	_, err := loadConf(args)
-	return err
+	c, err := loadConf(args)
+	if err != nil {
+		return err
+	}
+	cfg, n, err := selectNetwork(c)
+	if err != nil {
+		return err
+	}
+	m := vnet.New(cfg)
+	valid := map[string]bool{}
+	for _, a := range c.ValidAttachments {
+		valid[hostVethName(a.ContainerID, a.IfName)] = true
+	}
+	// Candidates: the network's CNI ports, and this CNI network's records
+	// (an ADD killed before it attached leaves a record and maybe a veth).
+	cands := map[string]bool{}
+	ports, err := m.Ports(n.Name)
+	if err != nil {
+		return cniError("list ports of "+n.Name, err)
+	}
+	for _, p := range ports {
+		if isCNIPort(p) {
+			cands[p] = true
+		}
+	}
+	recs, err := m.Run.List("cni.d")
+	if err != nil {
+		return cniError("list CNI attachments", err)
+	}
+	for _, f := range recs {
+		if p, ok := strings.CutSuffix(f, ".json"); ok && isCNIPort(p) {
+			cands[p] = true
+		}
+	}
+	var errs []error
+	for p := range cands {
+		if valid[p] {
+			continue
+		}
+		var rec attachment
+		had, err := m.Run.Read(attachmentName(p), &rec)
+		if err != nil {
+			errs = append(errs, cniError("read attachment "+p, err))
+			continue
+		}
+		if had && (rec.CNINetwork != c.Name || rec.Network != n.Name) {
+			continue // another CNI network's container
+		}
+		if err := m.DetachPort(p); err != nil {
+			errs = append(errs, cniError("detach "+p, err))
+			continue
+		}
+		if err := ip.DelLinkByName(p); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
+			errs = append(errs, cniError("delete "+p, err))
+			continue
+		}
+		// IPAM plugins without GC (host-local up to at least v1.9) keep the
+		// address: release it with a DEL for the attachment, which is
+		// idempotent for those that do implement GC.
+		if had && c.IPAM.Type != "" {
+			if err := ipamRelease(args, c.IPAM.Type, rec); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := m.Run.Remove(attachmentName(p)); err != nil {
+			errs = append(errs, cniError("remove attachment "+p, err))
+		}
+	}
+	if c.IPAM.Type != "" {
+		if err := invoke.DelegateGC(context.TODO(), c.IPAM.Type, args.StdinData, nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// ipamRelease runs the IPAM plugin's DEL for a recorded attachment (no
+// netns: DEL needs none).
+func ipamRelease(args *skel.CmdArgs, plugin string, rec attachment) error {
+	path, err := invoke.FindInPath(plugin, filepath.SplitList(args.Path))
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "IPAM plugin "+plugin, err.Error())
+	}
+	return invoke.ExecPluginWithoutResult(context.TODO(), path, args.StdinData, &invoke.Args{
+		Command:     "DEL",
+		ContainerID: rec.ContainerID,
+		IfName:      rec.IfName,
+		Path:        args.Path,
+	}, nil)
+}
+
+// isCNIPort reports whether a port name is one hostVethName makes.
+func isCNIPort(name string) bool {
+	rest, ok := strings.CutPrefix(name, "brv")
+	if !ok || len(rest) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil
 }

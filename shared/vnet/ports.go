@@ -1,0 +1,20 @@
+package vnet
+
+import "strings"
+
+// Ports lists the names of the ports recorded as attached to network (by
+// Attach, on any path: Xen, QEMU or CNI), whether or not their devices still
+// exist. A network with no ports gives an empty list.
+func (m *Manager) Ports(network string) ([]string, error) {
+	files, err := m.Run.List(portDir(network))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		if name, ok := strings.CutSuffix(f, ".json"); ok {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}

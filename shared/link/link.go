@@ -168,7 +168,7 @@ func EnsureAddr(l netlink.Link, addr netip.Prefix) (added bool, err error) {
 
 // HasAddr reports whether the link carries addr with that prefix length.
 func HasAddr(l netlink.Link, addr netip.Prefix) (bool, error) {
-	addrs, err := netlink.AddrList(l, family(addr.Addr()))
+	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family(addr.Addr())) })
 	if err != nil {
 		return false, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -191,7 +191,7 @@ func DelAddr(l netlink.Link, addr netip.Prefix) error {
 
 // Addrs returns the link's global addresses as prefixes.
 func Addrs(l netlink.Link) ([]netip.Prefix, error) {
-	addrs, err := netlink.AddrList(l, unix.AF_UNSPEC)
+	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_UNSPEC) })
 	if err != nil {
 		return nil, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -209,7 +209,9 @@ func Addrs(l netlink.Link) ([]netip.Prefix, error) {
 // It returns a sentence naming the interface and the route, or "".
 func Conflict(subnet netip.Prefix, skipIndex int) (string, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	routes, err := netlink.RouteListFiltered(family(subnet.Addr()), filter, netlink.RT_FILTER_TABLE)
+	routes, err := redump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family(subnet.Addr()), filter, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return "", fmt.Errorf("link: list routes: %w", err)
 	}
@@ -254,7 +256,7 @@ func routeType(t int) string {
 func Routes(l netlink.Link) ([]string, error) {
 	var out []string
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		rs, err := netlink.RouteList(l, fam)
+		rs, err := redump(func() ([]netlink.Route, error) { return netlink.RouteList(l, fam) })
 		if err != nil {
 			return nil, fmt.Errorf("link: list routes of %s: %w", l.Attrs().Name, err)
 		}
@@ -293,9 +295,28 @@ func Describe(l netlink.Link) Port {
 	return Port{Name: a.Name, MAC: a.HardwareAddr.String(), MTU: a.MTU, State: strings.ToLower(a.OperState.String())}
 }
 
+// List returns every link.
+func List() ([]netlink.Link, error) { return redump(netlink.LinkList) }
+
+// redump runs a netlink dump again when the kernel marks it interrupted
+// (links or addresses came or went meanwhile, as when containers start in
+// parallel): the results of an interrupted dump may be incomplete.
+func redump[T any](dump func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for i := 0; i < 10; i++ {
+		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
 // Ports lists the links whose master is the bridge, by name.
 func Ports(br netlink.Link) ([]Port, error) {
-	links, err := netlink.LinkList()
+	links, err := List()
 	if err != nil {
 		return nil, fmt.Errorf("link: list links: %w", err)
 	}

@@ -82,6 +82,8 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/brouter/brouter/shared/link"
 )
 
 // Limit is a token bucket.
@@ -549,7 +551,7 @@ type netIfb struct {
 
 // networkIfbs lists the network aggregate ifbs, by name.
 func networkIfbs() (map[string]netIfb, error) {
-	links, err := netlink.LinkList()
+	links, err := link.List()
 	if err != nil {
 		return nil, fmt.Errorf("shape: list links: %w", err)
 	}

@@ -48,6 +48,7 @@ demo: setup
 	$(MAKE) build
 	$(GO) build -o $(BINDIR)/xenstored-double ./e2e/xenstored-double
 	$(GO) build -o $(BINDIR)/qemu-guest ./e2e/qemu-guest
+	$(GO) build -o $(BINDIR)/host-local github.com/containernetworking/plugins/plugins/ipam/host-local
 	./scripts/demo.sh
 
 bench: setup

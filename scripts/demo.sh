@@ -43,7 +43,7 @@ trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
 [ "$(id -u)" -eq 0 ] || fail "the demo creates network namespaces: run it as root (e.g. sudo make demo)"
 NV=$BINDIR/network-virtual
 VIF=$BINDIR/vif-brouter
-for prog in network-virtual vif-brouter; do
+for prog in network-virtual vif-brouter qemu-ifup brouter host-local; do
 	[ -x "$BINDIR/$prog" ] || fail "$BINDIR/$prog not found: run 'make build' first (or 'make demo')"
 done
 for tool in ip nft ping xenstore-write xenstore-read; do
@@ -336,7 +336,46 @@ else
 	echo "(qemu-system-x86_64 not installed: skipping the QEMU guest; scripts/setup.sh installs it)"
 fi
 
-# Later issues add sections here: CNI plugin.
+# =======================================================================================
+section "CNI: a container joins the same network"
+# =======================================================================================
+# What containerd or CRI-O do: run /opt/cni/bin/brouter with CNI_* in the environment and the
+# network config on stdin; IPAM is delegated to host-local, found in CNI_PATH.
+CTR=brdemo-ctr-$$
+mkns "$CTR"
+mkdir -p "$TMP/cni"
+cp "$BINDIR/brouter" "$BINDIR/host-local" "$TMP/cni/"
+cat >"$TMP/cni/net.json" <<JSON
+{ "cniVersion": "1.1.0", "name": "demo", "type": "brouter", "network": "demo",
+  "runtimeConfig": { "bandwidth": { "ingressRate": 20000000, "egressRate": 20000000 } },
+  "ipam": { "type": "host-local", "dataDir": "$TMP/cni/ipam",
+            "ranges": [[ { "subnet": "10.98.98.0/24", "rangeStart": "10.98.98.60", "rangeEnd": "10.98.98.69", "gateway": "10.98.98.1" } ]] } }
+JSON
+cni() { # cni VERB [CONFIG]: run the plugin as a runtime does, for container "demo-ctr"
+	ip netns exec "$DOM0" env CNI_COMMAND="$1" CNI_CONTAINERID=demo-ctr CNI_NETNS="/run/netns/$CTR" \
+		CNI_IFNAME=eth0 CNI_PATH="$TMP/cni" "$TMP/cni/brouter" <"${2:-$TMP/cni/net.json}"
+}
+step "CNI ADD (container netns $CTR, IPAM host-local, 20 Mbit/s each way)"
+printf '$ CNI_COMMAND=ADD CNI_IFNAME=eth0 ... /opt/cni/bin/brouter < net.json\n'
+cni ADD >"$TMP/cni/add.json"
+sed 's/^/    /' "$TMP/cni/add.json"; echo
+# CHECK and DEL get the ADD result as prevResult, as runtimes pass it.
+{ printf '{ "prevResult": '; cat "$TMP/cni/add.json"; printf ','; tail -c +2 "$TMP/cni/net.json"; } >"$TMP/cni/prev.json"
+CTR_IP=$(ip -n "$CTR" -4 -o addr show dev eth0 | awk '{ print $4 }' | cut -d/ -f1)
+[ -n "$CTR_IP" ] || fail "the container got no address"
+ping_ok "$CTR" 10.98.98.11 "container $CTR_IP -> Xen guest1 10.98.98.11 (same bridge)"
+ping_ok "$CTR" 192.0.2.2   "container -> outside 192.0.2.2 (NAT)"
+step "status: the container's port, shaped like the Xen and QEMU guests"
+in_dom0 "$NV" status net=demo | sed -n '/ports:/,/routes:/p'
+step "CNI CHECK, DEL, DEL again"
+cni CHECK "$TMP/cni/prev.json" || fail "CNI CHECK failed"
+ok "CHECK against the ADD result"
+cni DEL "$TMP/cni/prev.json" || fail "CNI DEL failed"
+cni DEL "$TMP/cni/prev.json" || fail "the second CNI DEL failed"
+ok "DEL twice"
+ip -n "$DOM0" -br link | grep -q '^brv' && fail "the container's host veth is still there after DEL"
+ok "the container's veth, rules and shaping are gone"
+
 
 # =======================================================================================
 section "network-virtual: stop, and check nothing is left behind"

@@ -39,7 +39,7 @@ type PortSpec struct {
 	// routes them to the port.
 	IPs []netip.Addr
 	// Antispoof: the caller asks for it (Xen: when "ip" is set). The network's
-	// antispoof setting turns it on for every port with a known guest MAC.
+	// antispoof setting turns it on for every port whose guest MAC and IPs are known.
 	Antispoof bool
 	// Shaping given by the caller (Xen's "rate" key, CNI's bandwidth
 	// capability). nil: take it from the network's config for this port.
@@ -164,7 +164,7 @@ func validatePort(n *config.Network, p *PortSpec) error {
 	if n.Mode == config.ModeRoute && len(p.IPs) == 0 {
 		return fmt.Errorf("vnet: port %s: network %s is in mode route, which routes each guest address to its port: give the guest's addresses (Xen: ip= in the vif spec)", p.Name, n.Name)
 	}
-	if (p.Antispoof || n.Antispoof && p.GuestMAC != nil) && p.GuestMAC == nil {
+	if p.Antispoof && p.GuestMAC == nil {
 		return fmt.Errorf("vnet: port %s: antispoof needs the guest's MAC address", p.Name)
 	}
 	return nil
@@ -223,7 +223,11 @@ func dropStaleRoutes(port string, old, now []string) {
 // guard installs the port's antispoof rules when the caller or the network
 // asks for them.
 func (m *Manager) guard(n *config.Network, rec *record, p PortSpec, pr *portRecord) error {
-	if !p.Antispoof && !(n.Antispoof && p.GuestMAC != nil) {
+	// The network's antispoof setting guards every port whose guest's MAC and
+	// addresses are known; a guest whose address comes later (DHCP) cannot be
+	// pinned to it at attach, and is covered by the subnet check of the
+	// network's forward rules instead.
+	if !p.Antispoof && !(n.Antispoof && p.GuestMAC != nil && len(p.IPs) > 0) {
 		return nil
 	}
 	kind := rec.Backend

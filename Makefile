@@ -22,7 +22,7 @@ PREFIX      ?= /usr/local
 # Packages that fail to load are included too, so that `go build` reports their error.
 MAIN_DIRS = $(shell $(GO) list -e -f '{{if or (eq .Name "main") .Error}}{{.Dir}}{{end}}' ./hooks/... ./plugins/... 2>/dev/null)
 
-.PHONY: all build setup test demo bench bench-shaping install clean fmt vet
+.PHONY: all build setup test demo bench bench-shaping bench-cni install clean fmt vet
 
 all: build
 
@@ -58,6 +58,10 @@ bench: setup
 
 bench-shaping: setup
 	$(GO) run ./e2e/bench-shaping
+
+bench-cni: setup
+	$(MAKE) build
+	$(GO) run ./e2e/bench-cni -bin $(BINDIR)
 
 install: build
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' ./install/install.sh

@@ -176,7 +176,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return errConfig("network %s: mode route is not supported by the CNI plugin yet", n.Name)
 	}
 	m := vnet.New(cfg)
-	if err := m.Start(n); err != nil {
+	if err := m.EnsureStarted(n); err != nil {
 		return cniError("start network "+n.Name, err)
 	}
 	netns, err := ns.GetNS(args.Netns)

@@ -157,13 +157,7 @@ func cniConflist(t *testing.T, dataDir string) (*libcni.NetworkConfigList, strin
 
 func TestCNIAddCheckDel(t *testing.T) {
 	t.Parallel()
-	cw := newCNIWorld(t)
-	cw.writeConfig(`
-[network.lab]
-bridge = "brlab"
-address = "10.98.98.1/24"
-`)
-	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw, dump := newLabCNIWorld(t)
 	// Start the network first so the comparison is about the attachments.
 	cw.mustRun(0, "start", "net=lab")
 	before := dump()
@@ -233,23 +227,12 @@ address = "10.98.98.1/24"
 		t.Errorf("DEL with empty CNI_NETNS: %v", err)
 	}
 	// host-local released both addresses (only its bookkeeping files remain).
-	if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
-		t.Errorf("IPAM allocations left after DEL: %v", left)
-	}
-	if d := nstest.Diff(before, dump()); d != "" {
-		t.Errorf("dom0 after DEL differs (- before, + after):\n%s", d)
-	}
+	cleanAfterDel(t, dataDir, before, dump())
 }
 
 func TestCNIBadInput(t *testing.T) {
 	t.Parallel()
-	cw := newCNIWorld(t)
-	cw.writeConfig(`
-[network.lab]
-bridge = "brlab"
-address = "10.98.98.1/24"
-`)
-	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw, dump := newLabCNIWorld(t)
 	before := dump()
 	ctr := nstest.New(t, "ctr")
 	list, raw := cniConflist(t, t.TempDir())
@@ -312,13 +295,7 @@ func cniHostVeth(containerID, ifname string) string {
 
 func TestCNIGC(t *testing.T) {
 	t.Parallel()
-	cw := newCNIWorld(t)
-	cw.writeConfig(`
-[network.lab]
-bridge = "brlab"
-address = "10.98.98.1/24"
-`)
-	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw, dump := newLabCNIWorld(t)
 	cw.mustRun(0, "start", "net=lab")
 	before := dump()
 	dataDir := t.TempDir()
@@ -388,12 +365,7 @@ address = "10.98.98.1/24"
 			t.Errorf("DEL %d: %v", i, err)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
-		t.Errorf("IPAM allocations left after DEL: %v", left)
-	}
-	if d := nstest.Diff(before, dump()); d != "" {
-		t.Errorf("dom0 after DEL differs (- before, + after):\n%s", d)
-	}
+	cleanAfterDel(t, dataDir, before, dump())
 }
 
 // TestCNIFailedAddCleansUp makes ADD fail after the IPAM allocation and the
@@ -403,13 +375,7 @@ address = "10.98.98.1/24"
 // brouter's records, the container's namespace.
 func TestCNIFailedAddCleansUp(t *testing.T) {
 	t.Parallel()
-	cw := newCNIWorld(t)
-	cw.writeConfig(`
-[network.lab]
-bridge = "brlab"
-address = "10.98.98.1/24"
-`)
-	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw, dump := newLabCNIWorld(t)
 	cw.mustRun(0, "start", "net=lab")
 	before := dump()
 	dataDir := t.TempDir()
@@ -459,13 +425,7 @@ address = "10.98.98.1/24"
 func TestCNIParallel(t *testing.T) {
 	t.Parallel()
 	const n = 50
-	cw := newCNIWorld(t)
-	cw.writeConfig(`
-[network.lab]
-bridge = "brlab"
-address = "10.98.98.1/24"
-`)
-	dump := func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+	cw, dump := newLabCNIWorld(t)
 	cw.mustRun(0, "start", "net=lab")
 	before := dump()
 	dataDir := t.TempDir()
@@ -543,5 +503,30 @@ address = "10.98.98.1/24"
 	}
 	if d := nstest.Diff(before, dump()); d != "" {
 		t.Errorf("dom0 after the DELs differs (- before, + after):\n%s", d)
+	}
+}
+
+// newLabCNIWorld is a CNI world whose host config has the network "lab" on
+// brlab, and the dump of dom0 that CNI tests compare (see cniNeutral).
+func newLabCNIWorld(t *testing.T) (*cniWorld, func() string) {
+	t.Helper()
+	cw := newCNIWorld(t)
+	cw.writeConfig(`
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+`)
+	return cw, func() string { return cniNeutral(cw.dom0.Dump(t), "brlab") }
+}
+
+// cleanAfterDel checks that host-local released every address of dataDir
+// (only its bookkeeping files remain) and that dom0 is as it was before.
+func cleanAfterDel(t *testing.T, dataDir, before, after string) {
+	t.Helper()
+	if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
+		t.Errorf("IPAM allocations left after DEL: %v", left)
+	}
+	if d := nstest.Diff(before, after); d != "" {
+		t.Errorf("dom0 after DEL differs (- before, + after):\n%s", d)
 	}
 }

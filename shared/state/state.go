@@ -47,6 +47,14 @@ func (s *Store) Read(name string, v any) (bool, error) {
 	return true, nil
 }
 
+// tmpPath is the one temp file a record is written through. It is fixed, so
+// a writer killed before its rename leaves a file that Remove and the next
+// Write clean up. Writers of one record are serialised by their callers
+// (the network's lock, or one CNI attachment per container and interface).
+func tmpPath(dst string) string {
+	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+}
+
 // Write stores v as record name atomically.
 func (s *Store) Write(name string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
@@ -57,7 +65,7 @@ func (s *Store) Write(name string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
+	tmp, err := os.OpenFile(tmpPath(dst), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
@@ -79,11 +87,13 @@ func (s *Store) Write(name string, v any) error {
 	return nil
 }
 
-// Remove deletes record name; a missing record is not an error.
+// Remove deletes record name (and the temp file of a write that died
+// before its rename); a missing record is not an error.
 func (s *Store) Remove(name string) error {
-	err := os.Remove(s.path(name))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("state: %w", err)
+	for _, p := range []string{tmpPath(s.path(name)), s.path(name)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("state: %w", err)
+		}
 	}
 	return nil
 }
@@ -127,7 +137,7 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 		return nil, fmt.Errorf("state: lock: %w", err)
 	}
 	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
+	wait := 100 * time.Microsecond
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -141,8 +151,10 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 			f.Close()
 			return nil, fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", p, ErrLockTimeout, timeout)
 		}
+		// Short polls: locks are held for milliseconds (one attach), and a
+		// runtime's parallel CNI ADDs queue on the same network's lock.
 		time.Sleep(wait)
-		if wait < 20*time.Millisecond {
+		if wait < 2*time.Millisecond {
 			wait *= 2
 		}
 	}

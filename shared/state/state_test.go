@@ -97,3 +97,25 @@ func TestLockSerialises(t *testing.T) {
 		t.Fatalf("%d holders at once, want 1", maxInside)
 	}
 }
+
+// A writer killed between creating its temp file and the rename leaves the
+// temp file; Remove takes it away with the record.
+func TestRemoveTakesADeadWritersTempFile(t *testing.T) {
+	s := New(t.TempDir())
+	if err := s.Write("ports/a.json", map[string]int{"v": 1}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := tmpPath(s.path("ports/a.json"))
+	if err := os.WriteFile(tmp, []byte(`{"v":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := s.List("ports"); len(names) != 1 || names[0] != "a.json" {
+		t.Errorf("List = %v, want only a.json", names)
+	}
+	if err := s.Remove("ports/a.json"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(tmp)); len(ents) != 0 {
+		t.Errorf("left after Remove: %v", ents)
+	}
+}

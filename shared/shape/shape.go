@@ -2,7 +2,7 @@
 // HTB token buckets sized so that the achieved rate is the configured one.
 //
 // It is a mechanism: vnet decides which port gets which limits and calls
-// ApplyPort/RemovePort at attach/detach and ApplyNetwork/RemoveNetwork at
+// ApplyPort/RemovePortIn at attach/detach and ApplyNetwork/RemoveNetwork at
 // network start/stop. Xen vifs, QEMU taps and CNI veths are all "ports": the
 // host-side end of a guest's link.
 //
@@ -65,6 +65,18 @@
 //     (the kernel then restores the device's default qdisc).
 //   - Rates are layer 2: what the qdisc counts is the Ethernet frame without
 //     FCS. TCP goodput over IPv4 with timestamps is 1448/1514 = 95.6% of it.
+//   - ApplyPort and RemovePortIn cost the same on a host with 10 ports or
+//     1000: they ask the kernel about the port's own devices and the named
+//     network's ifbs (by name, and for qdiscs one device and parent at a
+//     time), never for host-wide lists; a network aggregate's members are
+//     rebalanced together, so joining or leaving one costs in proportion to
+//     that network's members. Only RemovePort (network unknown) lists all
+//     links, to find the port in every network's aggregate.
+//   - ApplyPort takes a port out of the aggregate its previous spec named
+//     (read back from its filters). A tag that an earlier port of the same
+//     name left in another network's aggregate (its device deleted without
+//     RemovePortIn) stays until RemovePortIn with that network, RemovePort,
+//     or RemoveNetwork.
 //   - Callers serialise operations on one network (vnet holds its lock); this
 //     package also serialises its own calls within the process.
 //   - Everything acts in the network namespace of the calling OS thread.
@@ -76,6 +88,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -342,16 +355,17 @@ func ApplyPort(s PortSpec) error {
 	if l == nil {
 		return fmt.Errorf("shape: port %s: %w", s.Port, ErrNoPort)
 	}
-	prev, hadPrev, err := readPortSpec(l)
+	prev, prevNets, hadPrev, err := readPortSpec(l)
 	if err != nil {
 		return err
 	}
-	if err := applyPort(l, s); err != nil {
+	if err := applyPort(l, s, prevNets...); err != nil {
+		// The failed attempt may have joined s.Network's aggregate already.
 		var undo error
 		if hadPrev {
-			undo = applyPort(l, prev)
+			undo = applyPort(l, prev, append(prevNets, s.Network)...)
 		} else {
-			undo = removePort(s.Port)
+			undo = removePort(s.Port, false, s.Network)
 		}
 		if undo != nil {
 			return fmt.Errorf("%w (restoring the previous shaping failed too: %v)", err, undo)
@@ -361,33 +375,46 @@ func ApplyPort(s PortSpec) error {
 	return nil
 }
 
-func applyPort(l netlink.Link, s PortSpec) error {
-	nets, err := networkIfbs()
-	if err != nil {
-		return err
-	}
+// applyPort brings the port to s. leave names the networks whose aggregates
+// the port may be a member of (those its previous spec named, read back from
+// its filters): it leaves them, except s.Network's when it joins that. Only
+// these networks' ifbs are looked at, by name: the cost does not depend on
+// how many ports or networks the host has.
+func applyPort(l netlink.Link, s PortSpec, leave ...string) error {
 	for _, d := range directions {
 		var target netlink.Link
 		if s.Network != "" {
-			if n, ok := nets[netIfbName(s.Network, d)]; ok {
-				target = n.link
+			var err error
+			if target, err = aggregateIfb(s.Network, d); err != nil {
+				return err
 			}
 		}
 		if err := applyDir(l, d, s.limit(d), s.Priority, s.Network, target); err != nil {
 			return err
 		}
-		// Leave any other aggregate of this direction (a port renamed into
-		// another network, or a stale tag of an earlier port of that name).
-		for _, n := range nets {
-			if n.dir != d || target != nil && n.link.Attrs().Index == target.Attrs().Index {
+		// Leave the aggregate of this direction the port was in (a port
+		// moved into another network or out of one).
+		for _, n := range distinct(leave) {
+			if target != nil && n == s.Network {
 				continue
 			}
-			if err := leaveNetwork(n.link, s.Port); err != nil {
+			if err := leaveAggregate(n, d, s.Port); err != nil {
 				return err
 			}
 		}
 	}
 	return delClsactIfEmpty(l)
+}
+
+// distinct returns the non-empty names in ns, each once.
+func distinct(ns []string) []string {
+	var out []string
+	for _, n := range ns {
+		if n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // applyDir brings one direction of a port to its wanted state: a member of
@@ -505,22 +532,67 @@ func delIfb(name string) error {
 // ifb, and its classes in network aggregates. A port that is gone already
 // (its qdiscs and filters went with it) is not an error: what it left
 // elsewhere is removed.
-func RemovePort(port string) error {
+//
+// Not knowing the port's network, it looks for the port in the aggregates of
+// every network on the host, which costs a dump of all links: callers that
+// know the network use RemovePortIn.
+func RemovePort(port string) error { return RemovePortIn(port, "") }
+
+// RemovePortIn is RemovePort for a port that may have joined network's
+// aggregate (the network it was applied with); network "" means unknown,
+// as RemovePort. It looks only at that network's aggregate ifbs and at those
+// of the network the port's own filters name, so its cost does not grow with
+// the number of ports or networks on the host. A port that is gone already
+// still loses its ifb and its classes in network's aggregates.
+func RemovePortIn(port, network string) error {
 	if err := validPort(port); err != nil {
+		return err
+	}
+	if network != "" {
+		if err := validNetwork(network); err != nil {
+			return err
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return removePort(port, network == "", network)
+}
+
+// removePort removes the port's shaping and its membership in the
+// aggregates of networks, and of the networks its filters name; with
+// scanAll, in the aggregates of every network on the host.
+// ForgetPort removes what a port's shaping leaves outside the port device:
+// its ifb and its classes in network's aggregates. It never touches the
+// device itself, so a caller that is deleting the device (whose qdiscs and
+// filters go with it) can run both at once.
+func ForgetPort(port, network string) error {
+	if err := validPort(port); err != nil {
+		return err
+	}
+	if err := validNetwork(network); err != nil {
 		return err
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return removePort(port)
+	errs := []error{delIfb(PortIfb(port))}
+	for _, d := range directions {
+		errs = append(errs, leaveAggregate(network, d, port))
+	}
+	return errors.Join(errs...)
 }
 
-func removePort(port string) error {
+func removePort(port string, scanAll bool, networks ...string) error {
 	var errs []error
 	l, err := linkByName(port)
 	if err != nil {
 		return err
 	}
 	if l != nil {
+		_, named, _, err := readPortSpec(l)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		networks = append(networks, named...)
 		for _, d := range directions {
 			if err := applyDir(l, d, Limit{}, Medium, "", nil); err != nil {
 				errs = append(errs, err)
@@ -532,51 +604,59 @@ func removePort(port string) error {
 	} else {
 		errs = append(errs, delIfb(PortIfb(port)))
 	}
-	nets, err := networkIfbs()
-	if err != nil {
-		return errors.Join(append(errs, err)...)
+	if scanAll {
+		ifbs, err := allAggregateIfbs()
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		for _, ifb := range ifbs {
+			errs = append(errs, leaveNetwork(ifb, port))
+		}
+		return errors.Join(errs...)
 	}
-	for _, n := range nets {
-		errs = append(errs, leaveNetwork(n.link, port))
+	for _, n := range distinct(networks) {
+		for _, d := range directions {
+			errs = append(errs, leaveAggregate(n, d, port))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// netIfb is an ifb of a network aggregate found in the kernel.
-type netIfb struct {
-	link    netlink.Link
-	network string
-	dir     direction
+// aggregateIfb returns the ifb of network's aggregate in direction d, looked
+// up by its name; nil if there is none (or the name belongs to a link that is
+// not an ifb, which is not brouter's).
+func aggregateIfb(network string, d direction) (netlink.Link, error) {
+	l, err := linkByName(netIfbName(network, d))
+	if err != nil || l == nil || l.Type() != "ifb" {
+		return nil, err
+	}
+	return l, nil
 }
 
-// networkIfbs lists the network aggregate ifbs, by name.
-func networkIfbs() (map[string]netIfb, error) {
+// leaveAggregate removes the port from network's aggregate in direction d, if
+// there is one and the port is in it.
+func leaveAggregate(network string, d direction, port string) error {
+	ifb, err := aggregateIfb(network, d)
+	if err != nil || ifb == nil {
+		return err
+	}
+	return leaveNetwork(ifb, port)
+}
+
+// allAggregateIfbs lists the aggregate ifbs of all networks. It dumps every
+// link of the host: only for RemovePort of a port whose network is unknown.
+func allAggregateIfbs() ([]netlink.Link, error) {
+	countHostDump()
 	links, err := link.List()
 	if err != nil {
 		return nil, fmt.Errorf("shape: list links: %w", err)
 	}
-	out := map[string]netIfb{}
+	var out []netlink.Link
 	for _, l := range links {
 		a := l.Attrs()
-		if l.Type() != "ifb" || len(a.Name) != 15 {
-			continue
+		if l.Type() == "ifb" && len(a.Name) == 15 && (strings.HasPrefix(a.Name, netToIfbPre) || strings.HasPrefix(a.Name, netFromIfbPr)) {
+			out = append(out, l)
 		}
-		var d direction
-		switch {
-		case strings.HasPrefix(a.Name, netToIfbPre):
-			d = toGuest
-		case strings.HasPrefix(a.Name, netFromIfbPr):
-			d = fromGuest
-		default:
-			continue
-		}
-		n := netIfb{link: l, dir: d}
-		for _, f := range strings.Fields(a.Alias) {
-			if v, ok := strings.CutPrefix(f, "network="); ok {
-				n.network = v
-			}
-		}
-		out[a.Name] = n
 	}
 	return out, nil
 }
@@ -829,13 +909,15 @@ func dissolve(network string, d direction) error {
 }
 
 // readPortSpec reads back the spec a port was applied with, from the names
-// of its classifier filters; ok is false if the port is not shaped.
-func readPortSpec(l netlink.Link) (s PortSpec, ok bool, err error) {
+// of its classifier filters; ok is false if the port is not shaped. nets are
+// the networks those names give (normally one, or none), whose aggregates the
+// port may have joined.
+func readPortSpec(l netlink.Link) (s PortSpec, nets []string, ok bool, err error) {
 	s.Port = l.Attrs().Name
 	for _, d := range directions {
 		hf, err := listHook(l, d.hook())
 		if err != nil {
-			return s, false, err
+			return s, nil, false, err
 		}
 		if hf.classify == nil {
 			continue
@@ -851,8 +933,11 @@ func readPortSpec(l netlink.Link) (s PortSpec, ok bool, err error) {
 			s.FromGuest = p.limit
 		}
 		s.Priority, s.Network = p.prio, p.network
+		if p.network != "" && !slices.Contains(nets, p.network) {
+			nets = append(nets, p.network)
+		}
 	}
-	return s, ok, nil
+	return s, nets, ok, nil
 }
 
 // readNetwork reads back a network's aggregates from the aliases of its ifbs.

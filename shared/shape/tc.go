@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -49,41 +51,139 @@ func linkByName(name string) (netlink.Link, error) {
 	return l, nil
 }
 
-func qdiscList(l netlink.Link) ([]netlink.Qdisc, error) {
-	qs, err := netlink.QdiscList(l)
-	if err != nil {
-		return nil, fmt.Errorf("shape: list qdiscs of %s: %w", l.Attrs().Name, err)
-	}
-	return qs, nil
+// hostDumps counts the requests whose answer grows with the number of
+// devices on the host: link dumps, and qdisc dumps (the kernel ignores the
+// device of an RTM_GETQDISC dump and sends every qdisc of every device).
+// Every helper that makes one adds to it; ApplyPort and RemovePortIn with a
+// network make none, which TestNoHostWideDumps holds them to (and
+// TestDumpsAreCounted keeps new dumps from going uncounted).
+var hostDumps atomic.Int64
+
+// countHostDump is called by every helper that dumps links or qdiscs.
+func countHostDump() { hostDumps.Add(1) }
+
+// qdisc is what this package reads back of one qdisc.
+type qdisc struct {
+	kind           string
+	ifindex        int32
+	handle, parent uint32
+	defcls         uint32 // htb: the default class
+	target         uint32 // fq_codel, µs
+	interval       uint32 // fq_codel, µs
+	ecn            uint32 // fq_codel
+	limit          uint32 // bfifo (bytes), pfifo (packets)
 }
 
-func qdiscAt(qs []netlink.Qdisc, parent uint32) netlink.Qdisc {
-	for _, q := range qs {
-		if q.Attrs().Parent == parent {
-			return q
+// qdiscGet asks the kernel for the qdisc attached to the device at parent:
+// netlink.HANDLE_ROOT, the clsact/ingress parent netlink.HANDLE_CLSACT, or an
+// HTB class for its leaf queue. It is a single RTM_GETQDISC for that device
+// and parent (the kernel's tc_get_qdisc), not a dump: its cost does not grow
+// with the number of devices on the host. It returns nil when there is none:
+// no such parent or device (ENOENT, ENODEV, EINVAL), or a qdisc the kernel
+// does not show (a builtin or an HTB class's default queue). A device without
+// a root qdisc of its own shows its default one (noqueue, pfifo_fast, mq),
+// with handle 0.
+//
+// The kernel answers an RTM_GETQDISC only when asked to echo, and then also
+// multicasts the answer to RTNLGRP_TC listeners (tc monitor sees a "qdisc"
+// line per call); the ack tells when no qdisc was shown at all.
+func qdiscGet(l netlink.Link, parent uint32) (*qdisc, error) {
+	index := int32(l.Attrs().Index)
+	req := nl.NewNetlinkRequest(unix.RTM_GETQDISC, unix.NLM_F_ECHO|unix.NLM_F_ACK)
+	req.AddData(&nl.TcMsg{Family: nl.FAMILY_ALL, Ifindex: index, Parent: parent})
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWQDISC)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENODEV) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("shape: get qdisc %s of %s: %w", netlink.HandleStr(parent), l.Attrs().Name, err)
+	}
+	for _, m := range msgs {
+		q, err := parseQdisc(m)
+		if err != nil {
+			return nil, fmt.Errorf("shape: qdisc %s of %s: %w", netlink.HandleStr(parent), l.Attrs().Name, err)
+		}
+		if q.ifindex == index && q.parent == parent {
+			return q, nil
 		}
 	}
-	return nil
+	return nil, nil
+}
+
+// parseQdisc reads an RTM_NEWQDISC message: struct tcmsg, then attributes.
+func parseQdisc(m []byte) (*qdisc, error) {
+	if len(m) < nl.SizeofTcMsg {
+		return nil, fmt.Errorf("short RTM_NEWQDISC message (%d bytes)", len(m))
+	}
+	msg := nl.DeserializeTcMsg(m)
+	q := &qdisc{ifindex: msg.Ifindex, handle: msg.Handle, parent: msg.Parent}
+	attrs, err := nl.ParseRouteAttr(m[msg.Len():])
+	if err != nil {
+		return nil, err
+	}
+	var opts []byte
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case nl.TCA_KIND:
+			q.kind = strings.TrimRight(string(a.Value), "\x00")
+		case nl.TCA_OPTIONS:
+			opts = a.Value
+		}
+	}
+	u32 := func(b []byte) uint32 {
+		if len(b) < 4 {
+			return 0
+		}
+		return binary.NativeEndian.Uint32(b)
+	}
+	switch q.kind {
+	case "htb":
+		nested, err := nl.ParseRouteAttr(opts)
+		if err != nil {
+			return nil, fmt.Errorf("htb options: %w", err)
+		}
+		for _, a := range nested {
+			if a.Attr.Type == nl.TCA_HTB_INIT && len(a.Value) >= nl.SizeofTcHtbGlob {
+				q.defcls = nl.DeserializeTcHtbGlob(a.Value).Defcls // struct tc_htb_glob
+			}
+		}
+	case "fq_codel":
+		nested, err := nl.ParseRouteAttr(opts)
+		if err != nil {
+			return nil, fmt.Errorf("fq_codel options: %w", err)
+		}
+		for _, a := range nested {
+			switch a.Attr.Type {
+			case nl.TCA_FQ_CODEL_TARGET:
+				q.target = u32(a.Value)
+			case nl.TCA_FQ_CODEL_INTERVAL:
+				q.interval = u32(a.Value)
+			case nl.TCA_FQ_CODEL_ECN:
+				q.ecn = u32(a.Value)
+			}
+		}
+	case "bfifo", "pfifo":
+		q.limit = u32(opts) // struct tc_fifo_qopt { __u32 limit; }
+	}
+	return q, nil
 }
 
 // ensureRootHTB makes the device's root qdisc HTB 1: with default class defcls.
 func ensureRootHTB(l netlink.Link, defcls uint32) error {
-	qs, err := qdiscList(l)
+	root, err := qdiscGet(l, netlink.HANDLE_ROOT)
 	if err != nil {
 		return err
 	}
 	name := l.Attrs().Name
 	want := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: htbHandle})
 	want.Defcls = defcls
-	if root := qdiscAt(qs, netlink.HANDLE_ROOT); root != nil {
-		if h, ok := root.(*netlink.Htb); ok && h.Handle == htbHandle {
-			if h.Defcls == defcls {
-				return nil
-			}
-			// HTB cannot change its default class in place.
-			if err := netlink.QdiscDel(root); err != nil && !isNotExist(err) {
-				return fmt.Errorf("shape: replace root qdisc of %s: %w", name, err)
-			}
+	if root != nil && root.kind == "htb" && root.handle == htbHandle {
+		if root.defcls == defcls {
+			return nil
+		}
+		// HTB cannot change its default class in place.
+		if err := netlink.QdiscDel(want); err != nil && !isNotExist(err) {
+			return fmt.Errorf("shape: replace root qdisc of %s: %w", name, err)
 		}
 	}
 	if err := netlink.QdiscReplace(want); err != nil {
@@ -95,16 +195,17 @@ func ensureRootHTB(l netlink.Link, defcls uint32) error {
 // delRootHTB removes the device's root qdisc if it is this package's HTB 1:;
 // the kernel then puts the device's default qdisc back.
 func delRootHTB(l netlink.Link) error {
-	qs, err := qdiscList(l)
+	root, err := qdiscGet(l, netlink.HANDLE_ROOT)
 	if err != nil {
 		return err
 	}
-	if root := qdiscAt(qs, netlink.HANDLE_ROOT); root != nil {
-		if h, ok := root.(*netlink.Htb); ok && h.Handle == htbHandle {
-			if err := netlink.QdiscDel(root); err != nil && !isNotExist(err) {
-				return fmt.Errorf("shape: remove htb root qdisc of %s: %w", l.Attrs().Name, err)
-			}
-		}
+	if root == nil || root.kind != "htb" || root.handle != htbHandle {
+		return nil
+	}
+	// With the handle given, the kernel deletes the root only if it is still 1:.
+	q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: htbHandle})
+	if err := netlink.QdiscDel(q); err != nil && !isNotExist(err) {
+		return fmt.Errorf("shape: remove htb root qdisc of %s: %w", l.Attrs().Name, err)
 	}
 	return nil
 }
@@ -194,17 +295,16 @@ func fqCodelKnownMissing() bool {
 
 // ensureLeaf puts the leaf queue sized for rate under class parent.
 func ensureLeaf(l netlink.Link, parent, handle uint32, rate uint64) error {
-	qs, err := qdiscList(l)
+	cur, err := qdiscGet(l, parent)
 	if err != nil {
 		return err
 	}
-	cur := qdiscAt(qs, parent)
 	name := l.Attrs().Name
 	if !fqCodelKnownMissing() {
 		want := netlink.NewFqCodel(netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: parent, Handle: handle})
 		want.Target = codelTarget(rate)
 		want.Interval = want.Target * codelIntervals
-		if q, ok := cur.(*netlink.FqCodel); ok && q.Handle == handle && q.Target == want.Target && q.Interval == want.Interval && q.ECN == want.ECN {
+		if cur != nil && cur.kind == "fq_codel" && cur.handle == handle && cur.target == want.Target && cur.interval == want.Interval && cur.ecn == want.ECN {
 			return nil
 		}
 		err := netlink.QdiscReplace(want)
@@ -219,10 +319,8 @@ func ensureLeaf(l netlink.Link, parent, handle uint32, rate uint64) error {
 		leafMu.Unlock()
 	}
 	limit := uint32(QueueLimit(rate))
-	if q, ok := cur.(*netlink.GenericQdisc); ok && q.QdiscType == "bfifo" && q.Handle == handle {
-		if have, err := fifoLimit(l.Attrs().Index, handle); err == nil && have == limit {
-			return nil
-		}
+	if cur != nil && cur.kind == "bfifo" && cur.handle == handle && cur.limit == limit {
+		return nil
 	}
 	if err := bfifoReplace(l.Attrs().Index, parent, handle, limit); err != nil {
 		return fmt.Errorf("shape: add bfifo queue %s (limit %s) to %s: %w", netlink.HandleStr(handle), FormatSize(uint64(limit)), name, err)
@@ -242,60 +340,36 @@ func bfifoReplace(index int, parent, handle, limit uint32) error {
 	return err
 }
 
-// fifoLimit reads the limit of the [bp]fifo with this handle.
-func fifoLimit(index int, handle uint32) (uint32, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETQDISC, unix.NLM_F_DUMP)
-	req.AddData(&nl.TcMsg{Family: nl.FAMILY_ALL, Ifindex: int32(index)})
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWQDISC)
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		msg := nl.DeserializeTcMsg(m)
-		if msg.Ifindex != int32(index) || msg.Handle != handle {
-			continue
-		}
-		attrs, err := nl.ParseRouteAttr(m[msg.Len():])
-		if err != nil {
-			return 0, err
-		}
-		for _, a := range attrs {
-			if a.Attr.Type == nl.TCA_OPTIONS && len(a.Value) >= 4 {
-				return binary.NativeEndian.Uint32(a.Value[:4]), nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("qdisc %s not found", netlink.HandleStr(handle))
-}
-
 // ensureClsact adds the clsact qdisc (ingress and egress hooks) to a port.
 func ensureClsact(l netlink.Link) error {
-	qs, err := qdiscList(l)
+	q, err := qdiscGet(l, netlink.HANDLE_CLSACT)
 	if err != nil {
 		return err
 	}
-	if q := qdiscAt(qs, netlink.HANDLE_CLSACT); q != nil {
-		if q.Type() == "clsact" {
+	if q != nil {
+		if q.kind == "clsact" {
 			return nil
 		}
 		return fmt.Errorf("shape: %s has an %s qdisc that brouter did not create; remove it (tc qdisc del dev %s %s) to shape this port",
-			l.Attrs().Name, q.Type(), l.Attrs().Name, q.Type())
+			l.Attrs().Name, q.kind, l.Attrs().Name, q.kind)
 	}
-	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(0xffff, 0)}}
-	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := netlink.QdiscAdd(clsactOf(l)); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("shape: add clsact qdisc to %s: %w", l.Attrs().Name, err)
 	}
 	return nil
 }
 
+func clsactOf(l netlink.Link) *netlink.Clsact {
+	return &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(0xffff, 0)}}
+}
+
 // delClsactIfEmpty removes the clsact qdisc when no filter is left on either hook.
 func delClsactIfEmpty(l netlink.Link) error {
-	qs, err := qdiscList(l)
+	q, err := qdiscGet(l, netlink.HANDLE_CLSACT)
 	if err != nil {
 		return err
 	}
-	q := qdiscAt(qs, netlink.HANDLE_CLSACT)
-	if q == nil || q.Type() != "clsact" {
+	if q == nil || q.kind != "clsact" {
 		return nil
 	}
 	for _, hook := range []uint32{hookIngress, hookEgress} {
@@ -307,7 +381,7 @@ func delClsactIfEmpty(l netlink.Link) error {
 			return nil
 		}
 	}
-	if err := netlink.QdiscDel(q); err != nil && !isNotExist(err) {
+	if err := netlink.QdiscDel(clsactOf(l)); err != nil && !isNotExist(err) {
 		return fmt.Errorf("shape: remove clsact qdisc of %s: %w", l.Attrs().Name, err)
 	}
 	return nil

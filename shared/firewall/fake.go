@@ -1,20 +1,26 @@
 package firewall
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 )
 
 // Fake is an in-memory Backend for unit tests. It records, per network, the
 // rules the nftables backend would install ("chain: rule" lines from the same
-// rule generation), the NetworkRules it was given, and the PortRules of each
-// guarded port. Safe for concurrent use.
+// rule generation), the NetworkRules it was given, the PortRules of each
+// guarded port and the Forwards of each port with published ports. It checks
+// the hints it is given against what it holds (StaleHints) and, like the real
+// backends, refuses a host port that another port of the network publishes.
+// Safe for concurrent use.
 type Fake struct {
-	mu    sync.Mutex
-	nets  map[string]fakeNet
-	ports map[string]map[string]PortRules // network → port → rules
-	err   error
-	calls int
+	mu         sync.Mutex
+	nets       map[string]fakeNet
+	ports      map[string]map[string]PortRules // network → port → rules
+	fwds       map[string]map[string]Forwards  // network → port → published ports
+	err        error
+	calls      int
+	staleHints int
 }
 
 type fakeNet struct {
@@ -24,12 +30,13 @@ type fakeNet struct {
 
 // NewFake returns an empty Fake.
 func NewFake() *Fake {
-	return &Fake{nets: map[string]fakeNet{}, ports: map[string]map[string]PortRules{}}
+	return &Fake{nets: map[string]fakeNet{}, ports: map[string]map[string]PortRules{}, fwds: map[string]map[string]Forwards{}}
 }
 
 func (f *Fake) Name() string { return "fake" }
 
-// FailWith makes every later Ensure, Remove, EnsurePort and RemovePort return err (nil: succeed again),
+// FailWith makes every later Ensure, Remove, EnsurePort, RemovePort,
+// EnsureForwards and RemoveForwards return err (nil: succeed again),
 // to test the caller's error paths.
 func (f *Fake) FailWith(err error) {
 	f.mu.Lock()
@@ -65,6 +72,7 @@ func (f *Fake) Remove(network string) error {
 	}
 	delete(f.nets, network)
 	delete(f.ports, network)
+	delete(f.fwds, network)
 	return nil
 }
 
@@ -83,10 +91,19 @@ func (f *Fake) List(network string) ([]string, error) {
 		}
 		out = append(out, line)
 	}
+	for _, port := range sortedKeys(f.fwds[network]) {
+		l := slices.Clone(f.fwds[network][port].Forwards)
+		sortForwards(l)
+		for _, fw := range l {
+			out = append(out, forwardLine(port, fw))
+		}
+	}
 	return out, nil
 }
 
-func (f *Fake) EnsurePort(p PortRules) error {
+// EnsurePort records p. A hint (prev) that differs from what the Fake holds
+// for the port is counted (StaleHints); it changes nothing else.
+func (f *Fake) EnsurePort(p PortRules, prev *PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -97,6 +114,7 @@ func (f *Fake) EnsurePort(p PortRules) error {
 	if f.err != nil {
 		return f.err
 	}
+	f.checkPortHint(p.Network, p.Port, prev)
 	if f.ports[p.Network] == nil {
 		f.ports[p.Network] = map[string]PortRules{}
 	}
@@ -104,7 +122,7 @@ func (f *Fake) EnsurePort(p PortRules) error {
 	return nil
 }
 
-func (f *Fake) RemovePort(network, port string) error {
+func (f *Fake) RemovePort(network, port string, prev *PortRules) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
@@ -114,6 +132,7 @@ func (f *Fake) RemovePort(network, port string) error {
 	if f.err != nil {
 		return f.err
 	}
+	f.checkPortHint(network, port, prev)
 	delete(f.ports[network], port)
 	if len(f.ports[network]) == 0 {
 		delete(f.ports, network)
@@ -161,9 +180,129 @@ func (f *Fake) Networks() []string {
 	return sortedKeys(f.nets)
 }
 
-// Calls returns how many Ensure, Remove, EnsurePort and RemovePort calls the Fake has seen.
+// Calls returns how many Ensure, Remove, EnsurePort, RemovePort,
+// EnsureForwards and RemoveForwards calls the Fake has seen.
 func (f *Fake) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls
+}
+
+// StaleHints returns how many hints (prev of EnsurePort, RemovePort,
+// EnsureForwards, RemoveForwards) disagreed with what the Fake held for the
+// port: a caller that keeps its records right has none.
+func (f *Fake) StaleHints() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.staleHints
+}
+
+// checkPortHint counts prev if it is not what the Fake holds. f.mu is held.
+func (f *Fake) checkPortHint(network, port string, prev *PortRules) {
+	if prev == nil {
+		return
+	}
+	have, ok := f.ports[network][port]
+	if !ok {
+		if prev.installed() {
+			f.staleHints++
+		}
+		return
+	}
+	v4, v6 := have.addrs()
+	p4, p6 := prev.addrs()
+	if !prev.installed() || prev.Bridged != have.Bridged || !bytes.Equal(prev.MAC, have.MAC) ||
+		!slices.Equal(v4, p4) || !slices.Equal(v6, p6) {
+		f.staleHints++
+	}
+}
+
+// checkFwdHint counts prev if it is not what the Fake holds. f.mu is held.
+func (f *Fake) checkFwdHint(network, port string, prev *Forwards) {
+	if prev == nil {
+		return
+	}
+	have := fwdEntries(port, f.fwds[network][port].Forwards)
+	hint := fwdEntries(port, prev.Forwards)
+	same := len(have) == len(hint)
+	for id, e := range hint {
+		if h, ok := have[id]; !ok || !bytes.Equal(h.val, e.val) {
+			same = false
+		}
+	}
+	if !same {
+		f.staleHints++
+	}
+}
+
+// EnsureForwards records fw (no forwards: none). A host port that another
+// port of the network publishes is refused, as the real backends do.
+func (f *Fake) EnsureForwards(fw Forwards, prev *Forwards) error {
+	if err := fw.validate(); err != nil {
+		return err
+	}
+	fw = fw.clone()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	f.checkFwdHint(fw.Network, fw.Port, prev)
+	for port, other := range f.fwds[fw.Network] {
+		if port == fw.Port {
+			continue
+		}
+		for _, x := range fw.Forwards {
+			if slices.ContainsFunc(other.Forwards, func(o Forward) bool { return o.key() == x.key() }) {
+				return conflict(fw.Port, x, port)
+			}
+		}
+	}
+	if len(fw.Forwards) == 0 {
+		f.removeForwards(fw.Network, fw.Port)
+		return nil
+	}
+	if f.fwds[fw.Network] == nil {
+		f.fwds[fw.Network] = map[string]Forwards{}
+	}
+	f.fwds[fw.Network][fw.Port] = fw
+	return nil
+}
+
+func (f *Fake) RemoveForwards(network, port string, prev *Forwards) error {
+	if err := validPortRef(network, port); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	f.checkFwdHint(network, port, prev)
+	f.removeForwards(network, port)
+	return nil
+}
+
+func (f *Fake) removeForwards(network, port string) {
+	delete(f.fwds[network], port)
+	if len(f.fwds[network]) == 0 {
+		delete(f.fwds, network)
+	}
+}
+
+// Forwards returns the Forwards last installed for the port, if it has published ports.
+func (f *Fake) Forwards(network, port string) (Forwards, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fw, ok := f.fwds[network][port]
+	return fw.clone(), ok
+}
+
+// ForwardPorts returns the ports of network that have published ports, sorted.
+func (f *Fake) ForwardPorts(network string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sortedKeys(f.fwds[network])
 }

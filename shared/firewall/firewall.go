@@ -18,6 +18,11 @@
 //     per port, MAC and address; iptables: one chain per port, BRAS-PORT, in
 //     ebtables (bridged) or in iptables/ip6tables raw and arptables (routed),
 //     jumped from BROUTER-AS-NET.
+//   - Published ports (Forwards, DNAT): nftables table "inet brouter-NET.fwd"
+//     with maps keyed by host address, protocol and port, one element per
+//     published port (nftables_forwards.go); iptables: nat chain BR-DNAT-NET
+//     with one chain per guest port, BRFW-PORT, and BR-HAIRPIN-NET for the
+//     masquerade (iptables_forwards.go).
 //   - Docker hosts (filter FORWARD policy DROP or a DOCKER-USER chain): the
 //     accept rules are also installed in iptables and jumped from DOCKER-USER,
 //     whichever backend is in use, so guests still reach the outside.
@@ -81,12 +86,35 @@ type Backend interface {
 	// replacing the port's previous entries atomically. Idempotent. The number
 	// of rules does not grow with the number of ports where the backend has
 	// sets (nftables): a port is a handful of set elements.
-	EnsurePort(p PortRules) error
+	//
+	// prev is the caller's record of what is installed for the port: nil when
+	// unknown (the backend reads what is there), else exactly these entries
+	// are installed (a PortRules without MAC and IPs: nothing is). With a hint
+	// the nftables backend changes only the difference prev → p without
+	// reading its sets, so the cost does not grow with the number of guarded
+	// ports; when the kernel disagrees (the change fails: an entry or table
+	// that is not there), it reads the kernel and ends at p all the same. A
+	// hint wrong only about entries the change does not touch (prev equal to
+	// p, or entries of the port that prev does not name) is not noticed; see
+	// nftables_ports.go. A hint whose Network or Port differs from the call's,
+	// or that could not have been written (entries without a valid MAC), is
+	// ignored (nil). Remove(network) voids every record of its ports.
+	EnsurePort(p PortRules, prev *PortRules) error
 	// RemovePort removes every entry of the port from the network's tables
 	// (and the tables once no guarded port is left). A port without entries
 	// (never guarded, already removed) succeeds. Remove(network) removes all
-	// the network's ports too.
-	RemovePort(network, port string) error
+	// the network's ports too. prev is a hint as for EnsurePort.
+	RemovePort(network, port string, prev *PortRules) error
+	// EnsureForwards makes port f.Port's published ports exactly f.Forwards
+	// (empty: none), atomically; the port's other published ports go.
+	// A host address and port that another port of the network publishes is
+	// an error wrapping ErrAlreadyPublished, and changes nothing.
+	// prev is a hint as for EnsurePort (nil: unknown; no Forwards: none
+	// installed); see nftables_forwards.go.
+	EnsureForwards(f Forwards, prev *Forwards) error
+	// RemoveForwards removes the port's published ports. Idempotent: a port
+	// without any succeeds. Remove(network) removes them all too.
+	RemoveForwards(network, port string, prev *Forwards) error
 }
 
 // Kinds accepted by New.
@@ -195,12 +223,16 @@ func (r NetworkRules) validate() error {
 			return errorf("network %s: uplink %s is the bridge itself", r.Network, r.Uplink)
 		}
 	}
-	for _, p := range r.Subnets {
+	return validSubnets(r.Network, r.Subnets)
+}
+
+func validSubnets(network string, subnets []netip.Prefix) error {
+	for _, p := range subnets {
 		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
-			return errorf("network %s: invalid subnet %v", r.Network, p)
+			return errorf("network %s: invalid subnet %v", network, p)
 		}
 		if p != p.Masked() {
-			return errorf("network %s: subnet %v is not masked (want %v)", r.Network, p, p.Masked())
+			return errorf("network %s: subnet %v is not masked (want %v)", network, p, p.Masked())
 		}
 	}
 	return nil

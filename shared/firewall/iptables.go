@@ -15,6 +15,7 @@ import (
 //	filter BR-FWD-NET  jumped from FORWARD (and from DOCKER-USER when it exists)
 //	nat    BR-NAT-NET  jumped from POSTROUTING (IPv4, nat mode only)
 //	raw    BROUTER-AS-NET, BRAS-PORT: routed guest ports (iptables_ports.go)
+//	nat    BR-DNAT-NET, BRFW-PORT, BR-HAIRPIN-NET: published ports (iptables_forwards.go)
 //
 // Atomicity: a chain's content is replaced by one `iptables-restore --noflush`
 // run that declares the chain (which flushes it) and appends its rules. The
@@ -165,6 +166,9 @@ func (f *iptFamily) removeChains(network string) error {
 		return err
 	}
 	if err := f.removeChain("filter", inChain(network), builtinIn); err != nil {
+		return err
+	}
+	if err := f.removeAllForwards(network); err != nil {
 		return err
 	}
 	if f.family == 4 {
@@ -355,6 +359,14 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
 		}
+		// Published ports' masquerade follows the network's bridge and subnets.
+		if ok, err := f.chainExists("nat", hairpinChain(r.Network)); err != nil {
+			return errorf("iptables: network %s: %w", r.Network, err)
+		} else if ok {
+			if err := f.apply(ourChain{table: "nat", name: hairpinChain(r.Network), rules: f.hairpinSpecs(r.Bridge, r.Subnets), from: []string{builtinPost}}); err != nil {
+				return errorf("iptables: network %s: %w", r.Network, err)
+			}
+		}
 	}
 	return nil
 }
@@ -385,12 +397,27 @@ func (b *iptBackend) List(network string) ([]string, error) {
 		return nil, err
 	}
 	var out []string
+	published := map[string][]Forward{}
 	for _, f := range b.families() {
 		l, err := f.list(network)
 		if err != nil {
 			return nil, errorf("iptables: network %s: %w", network, err)
 		}
 		out = append(out, l...)
+		l, pub, err := f.listForwards(network)
+		if err != nil {
+			return nil, errorf("iptables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
+		for port, fws := range pub {
+			published[port] = append(published[port], fws...)
+		}
+	}
+	for _, port := range sortedKeys(published) {
+		sortForwards(published[port])
+		for _, fw := range published[port] {
+			out = append(out, forwardLine(port, fw))
+		}
 	}
 	tools, err := b.allPortTools()
 	if err != nil {

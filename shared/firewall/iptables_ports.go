@@ -485,7 +485,9 @@ func (b *iptBackend) allPortTools() ([]xtChains, error) {
 	return append(br, rt...), err
 }
 
-func (b *iptBackend) EnsurePort(p PortRules) error {
+// EnsurePort ignores the hint: replacing a port's chain does not depend on
+// what was in it, and other operations look at one chain per port anyway.
+func (b *iptBackend) EnsurePort(p PortRules, _ *PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -522,7 +524,7 @@ func (b *iptBackend) EnsurePort(p PortRules) error {
 	return nil
 }
 
-func (b *iptBackend) RemovePort(network, port string) error {
+func (b *iptBackend) RemovePort(network, port string, _ *PortRules) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -32,6 +33,11 @@ type nftBackend struct {
 
 	compatOnce sync.Once
 	compatFams []*iptFamily // iptables families present on the host, for Docker compatibility
+
+	// Test seams for the creation of port and published-ports tables
+	// (nft, through knftables); nil: the real ones.
+	createPortTables func(network string, tables []nftPortTable) error
+	createFwdTable   func(network, bridge string, subnets []netip.Prefix) error
 }
 
 func newNftables() (*nftBackend, error) {
@@ -68,6 +74,16 @@ func (b *nftBackend) compat() []*iptFamily {
 func (b *nftBackend) Name() string { return KindNftables }
 
 func nftTableName(network string) string { return "brouter-" + network }
+
+// listExistingTables is existingTables on a connection of its own.
+func listExistingTables(network string) (nftTables, error) {
+	conn, err := nlOpen()
+	if err != nil {
+		return nftTables{}, err
+	}
+	defer nlClose(conn)
+	return existingTables(conn, network)
+}
 
 // nftTransaction adds to tx the operations that replace network r's table:
 // add (so the delete cannot fail), delete, then add the table and its content.
@@ -115,13 +131,15 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	// Port tables that exist get the current rules again in the same
-	// transaction (their set elements stay), so that an upgrade's rule changes
-	// reach networks that are already running.
-	ports, err := existingPortTables(r.Network)
+	// Port tables and the published-ports table, if they exist, get the
+	// current rules again in the same transaction (their elements stay), so
+	// that an upgrade's rule changes, and a change of the network's bridge or
+	// subnets, reach them.
+	have, err := listExistingTables(r.Network)
 	if err != nil {
 		return errorf("nftables: network %s: %w", r.Network, err)
 	}
+	ports := have.ports
 	// The network's own kind of port table is created with the network, so
 	// that guarding a guest port is only a change of set elements (netlink,
 	// no nft process) even for the first port.
@@ -139,6 +157,9 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	for _, t := range ports {
 		nftPortSetup(tx, t, r.Network)
 	}
+	if have.fwd != nil {
+		nftFwdSetup(tx, r.Network, r.Bridge, r.Subnets)
+	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
 	}
@@ -155,7 +176,7 @@ func (b *nftBackend) Remove(network string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	fam, name := knftables.InetFamily, nftTableName(network)
-	ports, err := existingPortTables(network)
+	have, err := listExistingTables(network)
 	if err != nil {
 		return errorf("nftables: network %s: %w", network, err)
 	}
@@ -166,8 +187,11 @@ func (b *nftBackend) Remove(network string) error {
 	tx := nft.NewTransaction()
 	tx.Add(&knftables.Table{Family: fam, Name: name}) // so that the delete cannot fail
 	tx.Delete(&knftables.Table{Family: fam, Name: name})
-	for _, t := range ports { // with their guarded ports
+	for _, t := range have.ports { // with their guarded ports
 		tx.Delete(&knftables.Table{Family: t.family, Name: t.name})
+	}
+	if have.fwd != nil { // and the published ports
+		tx.Delete(&knftables.Table{Family: fam, Name: nftFwdTableName(network)})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
@@ -200,22 +224,43 @@ func (b *nftBackend) List(network string) ([]string, error) {
 	} else {
 		out = parseNftList(stdout.String())
 	}
-	ports, err := existingPortTables(network)
+	conn, err := nlOpen()
 	if err != nil {
 		return nil, errorf("nftables: network %s: %w", network, err)
 	}
-	for _, t := range ports {
+	defer nlClose(conn)
+	have, err := existingTables(conn, network)
+	if err != nil {
+		return nil, errorf("nftables: network %s: %w", network, err)
+	}
+	listTable := func(family knftables.Family, name string) error {
 		stdout.Reset()
 		stderr.Reset()
-		cmd := exec.CommandContext(ctx, b.nftPath, "list", "table", string(t.family), t.name)
+		cmd := exec.CommandContext(ctx, b.nftPath, "list", "table", string(family), name)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
-			return nil, errorf("nftables: list table %s: %w: %s", t, err, strings.TrimSpace(stderr.String()))
+			return errorf("nftables: list table %s %s: %w: %s", family, name, err, strings.TrimSpace(stderr.String()))
 		}
 		for _, l := range parseNftList(stdout.String()) {
-			out = append(out, t.String()+" "+l)
+			out = append(out, string(family)+" "+name+" "+l)
 		}
-		l, err := listPorts(t)
+		return nil
+	}
+	for _, t := range have.ports {
+		if err := listTable(t.family, t.name); err != nil {
+			return nil, err
+		}
+		l, err := listPorts(conn, t)
+		if err != nil {
+			return nil, errorf("nftables: network %s: %w", network, err)
+		}
+		out = append(out, l...)
+	}
+	if have.fwd != nil {
+		if err := listTable(knftables.InetFamily, nftFwdTableName(network)); err != nil {
+			return nil, err
+		}
+		l, err := listForwards(conn, network)
 		if err != nil {
 			return nil, errorf("nftables: network %s: %w", network, err)
 		}

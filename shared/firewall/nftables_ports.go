@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	gnftables "github.com/google/nftables"
@@ -36,8 +38,10 @@ import (
 //	as_ip4    ifname . ipv4_addr   its IPv4 addresses
 //	as_ip6    ifname . ipv6_addr   its IPv6 addresses (not in the arp table)
 //
-// A table is created (with its rules) the first time a port needs it, and
-// deleted in the same transaction that removes its last port.
+// Ensure creates the network's kind of table (bridged or routed); a table is
+// otherwise created (with its rules) the first time a port needs it, and stays
+// until the network is removed, so that guarding a port is only ever a change
+// of set elements.
 //
 // Set elements are read and written over netlink (github.com/google/nftables)
 // rather than through the nft tool: `nft -f` loads every element of a set to
@@ -46,6 +50,20 @@ import (
 // port's elements (only those that differ) is one nf_tables transaction:
 // packets see the old entries or the new ones. Tables, chains and rules (rare)
 // go through knftables as text.
+//
+// Finding a port's current elements means reading (dumping) the four sets,
+// whose size grows with the guests. The caller's record of what it installed
+// (the prev hint of EnsurePort and RemovePort) avoids that: the difference
+// prev → p is sent as is, deletes of prev-only elements and adds of p-only
+// ones, and only listing the tables (a handful) is read. The kernel checks
+// the hint as it applies the batch: deleting an element that is not there, or
+// touching a set or table that is not, fails the whole batch, which then
+// changed nothing; the sets are read and the port synced from them. A hint
+// that is wrong only about elements the batch does not touch goes unnoticed:
+// prev equal to p (nothing sent), or the kernel holding elements of the port
+// that prev does not name (adds carry no NLM_F_EXCL, which google/nftables
+// does not send, so they succeed over an existing element). Such elements
+// stay until an EnsurePort or RemovePort without hint.
 
 const (
 	setPorts = "as_ports"
@@ -240,23 +258,173 @@ type nftPortOp interface {
 	GetSetElements(s *gnftables.Set) ([]gnftables.SetElement, error)
 	SetAddElements(s *gnftables.Set, vals []gnftables.SetElement) error
 	SetDeleteElements(s *gnftables.Set, vals []gnftables.SetElement) error
-	DelTable(t *gnftables.Table)
 	Flush() error
+}
+
+// nftSetDumps counts the set and map element dumps of this package (every
+// read of a whole set goes through dumpSet): a test hook, to check that
+// operations with a correct hint read no set, so that their cost does not
+// grow with the number of guests.
+var nftSetDumps atomic.Int64
+
+func dumpSet(conn interface {
+	GetSetElements(*gnftables.Set) ([]gnftables.SetElement, error)
+}, s *gnftables.Set) ([]gnftables.SetElement, error) {
+	nftSetDumps.Add(1)
+	return conn.GetSetElements(s)
+}
+
+// nlOpen opens the one netlink connection of an operation; nlClose closes it.
+//
+// Every operation opens one connection and closes it once, at its end (retries
+// and the fallback from a hint to reading the kernel reuse it), because
+// closing costs: when nf_tables has destroy work pending, as it has right
+// after a batch that deleted set elements, rules or tables, close() of an
+// nfnetlink socket blocks for about 10 ms. The kernel's NETLINK_URELEASE
+// handler (nft_rcv_nl_event) flushes nf_tables' destroy work, which waits for
+// an RCU grace period. A batch that only adds elements leaves no such work.
+func nlOpen() (*gnftables.Conn, error) {
+	conn, err := gnftables.New(gnftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return conn, nil
+}
+
+// nlClose closes an operation's connection without waiting (see nlOpen for
+// why close can block): the close runs on its own goroutine, and the
+// operation returns (and its caller releases the network's lock) while the
+// kernel finishes. A process that exits meanwhile still waits for the rest
+// of that grace period in exit, once, after everything else it did.
+func nlClose(conn *gnftables.Conn) { go conn.CloseLasting() }
+
+// connBroken reports whether a failed batch leaves the connection unusable
+// (the library returns before reading every acknowledgement) or is not the
+// kernel disagreeing with what we asked.
+func connBroken(err error) bool {
+	var q queueError
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, os.ErrPermission) || errors.As(err, &q)
+}
+
+// setChange is one queued change of a set's (or map's) elements.
+type setChange struct {
+	set   *gnftables.Set
+	del   bool
+	elems []gnftables.SetElement
+}
+
+// setOp is what queue needs from a connection.
+type setOp interface {
+	SetAddElements(*gnftables.Set, []gnftables.SetElement) error
+	SetDeleteElements(*gnftables.Set, []gnftables.SetElement) error
+	Flush() error
+}
+
+// queue queues changes on conn, in order, without sending them.
+func queue(conn setOp, changes []setChange) error {
+	for _, c := range changes {
+		var err error
+		if c.del {
+			err = conn.SetDeleteElements(c.set, c.elems)
+		} else {
+			err = conn.SetAddElements(c.set, c.elems)
+		}
+		if err != nil {
+			// Earlier changes may be queued: the connection must not send another batch.
+			return queueError{err}
+		}
+	}
+	return nil
+}
+
+// queueError is a change that could not be queued (a marshalling error).
+type queueError struct{ error }
+
+func (e queueError) Unwrap() error { return e.error }
+
+// apply queues changes on conn and sends them as one batch: one nf_tables
+// transaction, so packets see the old entries or the new ones.
+func apply(conn setOp, changes []setChange) error {
+	if err := queue(conn, changes); err != nil {
+		return err
+	}
+	return conn.Flush()
+}
+
+// keyChanges returns the changes of one set from the keys in old to those in
+// want: only the difference, so that an unchanged port costs no transaction
+// at all (and the kernel's commit is slower when it deletes something). Adds
+// carry no NLM_F_EXCL: a key that is already there is fine.
+func keyChanges(s *gnftables.Set, old, want [][]byte) []setChange {
+	var del, add []gnftables.SetElement
+	for _, k := range old {
+		if !slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, k) }) {
+			del = append(del, gnftables.SetElement{Key: k})
+		}
+	}
+	for _, k := range want {
+		if !slices.ContainsFunc(old, func(o []byte) bool { return bytes.Equal(o, k) }) {
+			add = append(add, gnftables.SetElement{Key: k})
+		}
+	}
+	var out []setChange
+	if len(del) > 0 {
+		out = append(out, setChange{set: s, del: true, elems: del})
+	}
+	if len(add) > 0 {
+		out = append(out, setChange{set: s, elems: add})
+	}
+	return out
+}
+
+// installed reports whether a PortRules hint says the port has entries.
+func (p *PortRules) installed() bool { return len(p.MAC) > 0 || len(p.IPs) > 0 }
+
+// portHint returns prev if it can serve as the record of what is installed
+// for network's port, else nil (unknown: read the kernel). Its Network and
+// Port, when set, must be those of the call; a record with entries must have
+// a MAC and valid addresses (a record we could not have written is not one).
+func portHint(network, port string, prev *PortRules) *PortRules {
+	if prev == nil || (prev.Network != "" && prev.Network != network) || (prev.Port != "" && prev.Port != port) {
+		return nil
+	}
+	if !prev.installed() {
+		return prev
+	}
+	h := prev.clone()
+	h.Network, h.Port = network, port
+	if h.validate() != nil {
+		return nil
+	}
+	return &h
 }
 
 // syncPort makes port's entries in network's port tables be want's (nil:
 // none), creating the table that needs it. Tables stay until the network is
 // removed: a guarded port is then only ever a change of set elements.
-func (b *nftBackend) syncPort(network, port string, want *PortRules) error {
+// With a hint (prev), only the difference is sent, without reading any set;
+// if the kernel refuses it, the sets are read and the port synced from them.
+func (b *nftBackend) syncPort(network, port string, want, prev *PortRules) error {
+	conn, err := nlOpen()
+	if err != nil {
+		return errorf("nftables: port %s: %w", port, err)
+	}
+	defer nlClose(conn)
+	return b.syncPortOn(conn, network, port, want, prev)
+}
+
+// syncPortOn is syncPort on an open connection.
+func (b *nftBackend) syncPortOn(conn nftPortOp, network, port string, want, prev *PortRules) error {
 	var err error
+	if prev != nil {
+		done, err := b.syncPortHinted(conn, network, port, want, prev)
+		if err != nil || done {
+			return err
+		}
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		var missing []nftPortTable
-		conn, cerr := gnftables.New(gnftables.AsLasting())
-		if cerr != nil {
-			return errorf("nftables: netlink: %w", cerr)
-		}
 		missing, err = planPortSync(conn, network, port, want)
-		_ = conn.CloseLasting()
 		if err == nil && len(missing) == 0 {
 			return nil
 		}
@@ -267,15 +435,86 @@ func (b *nftBackend) syncPort(network, port string, want *PortRules) error {
 			err = fmt.Errorf("table %s vanished right after its creation", missing[0])
 			continue // the tables exist now: sync again
 		}
+		if connBroken(err) {
+			break
+		}
 		// A concurrent change (an element or table that vanished between
 		// reading and writing) fails the whole batch, which changed nothing: retry.
 	}
 	return errorf("nftables: port %s: %w", port, err)
 }
 
+// syncPortHinted applies the difference prev → want. It reports false (and
+// no error) when the kernel disagrees with prev: the caller then reads it.
+func (b *nftBackend) syncPortHinted(conn nftPortOp, network, port string, want, prev *PortRules) (bool, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		missing, err := planPortHint(conn, network, port, want, prev)
+		if len(missing) > 0 {
+			if err := b.setupPortTables(network, missing); err != nil {
+				return false, err
+			}
+			continue
+		}
+		if err == nil {
+			return true, nil
+		}
+		if connBroken(err) {
+			return false, errorf("nftables: port %s: %w", port, err)
+		}
+		return false, nil
+	}
+	return false, nil
+}
+
+// planPortHint queues on conn, and flushes as one batch, the changes from
+// prev's entries (what the caller says is installed) to want's, without
+// reading any set: deletes of prev-only keys, adds of want-only keys. A
+// table that does not exist holds nothing, whatever prev says. It returns the
+// tables that must be created first (then nothing was changed). An error from
+// the batch (an element or set that is not there) means prev was wrong.
+func planPortHint(conn nftPortOp, network, port string, want, prev *PortRules) ([]nftPortTable, error) {
+	existing, err := conn.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	exists := func(t nftPortTable) bool {
+		return slices.ContainsFunc(existing, func(e *gnftables.Table) bool { return e.Family == t.nl && e.Name == t.name })
+	}
+	var missing []nftPortTable
+	var changes []setChange
+	for _, t := range nftPortTables(network) {
+		here := want != nil && want.Bridged == t.bridged
+		was := prev.installed() && prev.Bridged == t.bridged
+		if !exists(t) {
+			if here {
+				missing = append(missing, t)
+			}
+			continue
+		}
+		var old, add map[string][][]byte
+		if was {
+			old = t.portElements(*prev)
+		}
+		if here {
+			add = t.portElements(*want)
+		}
+		table := &gnftables.Table{Family: t.nl, Name: t.name}
+		for _, s := range t.sets {
+			changes = append(changes, keyChanges(&gnftables.Set{Table: table, Name: s}, old[s], add[s])...)
+		}
+	}
+	if len(missing) > 0 {
+		return missing, nil
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	return nil, apply(conn, changes)
+}
+
 // planPortSync queues on conn, and flushes as one batch, the changes that make
-// port's entries be want's. It returns the tables that must be created first
-// (then nothing was changed).
+// port's entries be want's, reading the sets to find the port's entries. It
+// returns the tables that must be created first (then nothing was changed).
 func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftPortTable, error) {
 	existing, err := conn.ListTables()
 	if err != nil {
@@ -286,6 +525,7 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 	}
 	prefix := keyIfname(port)
 	var missing []nftPortTable
+	var changes []setChange
 	for _, t := range nftPortTables(network) {
 		here := want != nil && want.Bridged == t.bridged
 		if !exists(t) {
@@ -295,15 +535,12 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 			continue
 		}
 		table := &gnftables.Table{Family: t.nl, Name: t.name}
-		old := map[string][]gnftables.SetElement{}
-		otherPorts := false
+		old := map[string][][]byte{}
+		setMissing := false
 		for _, s := range t.sets {
-			elems, err := conn.GetSetElements(&gnftables.Set{Table: table, Name: s})
+			elems, err := dumpSet(conn, &gnftables.Set{Table: table, Name: s})
 			if errors.Is(err, syscall.ENOENT) {
-				if here {
-					missing = append(missing, t) // table without the set: set it up again
-					break
-				}
+				setMissing = true
 				continue
 			}
 			if err != nil {
@@ -311,54 +548,38 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 			}
 			for _, e := range elems {
 				if bytes.HasPrefix(e.Key, prefix) {
-					old[s] = append(old[s], gnftables.SetElement{Key: e.Key})
-				} else if s == setPorts {
-					otherPorts = true
+					old[s] = append(old[s], e.Key)
 				}
 			}
 		}
-		if !here && !otherPorts && len(old) == 0 {
-			continue // nothing of this port here
+		if setMissing && here {
+			missing = append(missing, t) // table without the set: set it up again
+			continue
 		}
 		var add map[string][][]byte
 		if here {
 			add = t.portElements(*want)
 		}
-		// Only the difference: an unchanged port costs no transaction at all,
-		// and the kernel's commit is slower when it deletes something.
 		for _, s := range t.sets {
-			var del []gnftables.SetElement
-			for _, e := range old[s] {
-				if i := slices.IndexFunc(add[s], func(k []byte) bool { return bytes.Equal(k, e.Key) }); i >= 0 {
-					add[s] = slices.Delete(add[s], i, i+1) // already there
-				} else {
-					del = append(del, e)
-				}
-			}
-			if len(del) > 0 {
-				if err := conn.SetDeleteElements(&gnftables.Set{Table: table, Name: s}, del); err != nil {
-					return nil, err
-				}
-			}
-			if len(add[s]) > 0 {
-				elems := make([]gnftables.SetElement, len(add[s]))
-				for i, k := range add[s] {
-					elems[i].Key = k
-				}
-				if err := conn.SetAddElements(&gnftables.Set{Table: table, Name: s}, elems); err != nil {
-					return nil, err
-				}
+			if len(old[s]) > 0 || len(add[s]) > 0 {
+				changes = append(changes, keyChanges(&gnftables.Set{Table: table, Name: s}, old[s], add[s])...)
 			}
 		}
 	}
 	if len(missing) > 0 {
 		return missing, nil
 	}
-	return nil, conn.Flush()
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	return nil, apply(conn, changes)
 }
 
 // setupPortTables creates tables (or refreshes their rules) in one transaction.
 func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) error {
+	if b.createPortTables != nil {
+		return b.createPortTables(network, tables)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	nft, err := b.knft()
@@ -380,53 +601,54 @@ func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) erro
 	return nil
 }
 
-func (b *nftBackend) EnsurePort(p PortRules) error {
+func (b *nftBackend) EnsurePort(p PortRules, prev *PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	return b.syncPort(p.Network, p.Port, &p)
+	return b.syncPort(p.Network, p.Port, &p, portHint(p.Network, p.Port, prev))
 }
 
-func (b *nftBackend) RemovePort(network, port string) error {
+func (b *nftBackend) RemovePort(network, port string, prev *PortRules) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	return b.syncPort(network, port, nil)
+	prev = portHint(network, port, prev)
+	if prev != nil && !prev.installed() {
+		return nil // nothing installed: nothing to do, not even a netlink socket
+	}
+	return b.syncPort(network, port, nil, prev)
 }
 
-// existingPortTables returns the port tables of network that exist.
-func existingPortTables(network string) ([]nftPortTable, error) {
-	conn, err := gnftables.New(gnftables.AsLasting())
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	defer conn.CloseLasting()
+// nftTables is what exists of a network's tables besides "inet brouter-NET".
+type nftTables struct {
+	ports []nftPortTable // port tables that exist
+	fwd   *gnftables.Table
+}
+
+// existingTables lists the port tables and the published-ports table of network that exist.
+func existingTables(conn nftPortOp, network string) (nftTables, error) {
+	var out nftTables
 	existing, err := conn.ListTables()
 	if err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
+		return out, fmt.Errorf("list tables: %w", err)
 	}
-	var out []nftPortTable
 	for _, t := range nftPortTables(network) {
 		if slices.ContainsFunc(existing, func(e *gnftables.Table) bool { return e.Family == t.nl && e.Name == t.name }) {
-			out = append(out, t)
+			out.ports = append(out.ports, t)
 		}
 	}
+	out.fwd = findFwdTable(existing, network)
 	return out, nil
 }
 
 // listPorts returns, for List, a line per guarded port of table t:
 // `bridge brouter-lab port "vif1.0": 52:54:00:00:00:01 10.0.0.2 fd00::2`.
-func listPorts(t nftPortTable) ([]string, error) {
-	conn, err := gnftables.New(gnftables.AsLasting())
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	defer conn.CloseLasting()
+func listPorts(conn nftPortOp, t nftPortTable) ([]string, error) {
 	table := &gnftables.Table{Family: t.nl, Name: t.name}
 	byPort := map[string][]string{}
 	var ports []string
 	for _, s := range t.sets {
-		elems, err := conn.GetSetElements(&gnftables.Set{Table: table, Name: s})
+		elems, err := dumpSet(conn, &gnftables.Set{Table: table, Name: s})
 		if err != nil {
 			return nil, fmt.Errorf("list set %s %s: %w", t, s, err)
 		}

@@ -8,10 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
-	gnftables "github.com/google/nftables"
 	"sigs.k8s.io/knftables"
 )
 
@@ -61,7 +59,7 @@ func TestPortValidate(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "firewall: ") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: validate(%+v) = %v, want a one-line firewall: error", name, p, err)
 		}
-		if err := NewFake().EnsurePort(p); err == nil {
+		if err := NewFake().EnsurePort(p, nil); err == nil {
 			t.Errorf("%s: Fake.EnsurePort accepted %+v", name, p)
 		}
 	}
@@ -71,7 +69,7 @@ func TestPortValidate(t *testing.T) {
 		}
 	}
 	for _, ref := range [][2]string{{"", "vif1.0"}, {"lab", ""}, {"lab", "x/y"}} {
-		if err := NewFake().RemovePort(ref[0], ref[1]); err == nil {
+		if err := NewFake().RemovePort(ref[0], ref[1], nil); err == nil {
 			t.Errorf("RemovePort(%q, %q) accepted", ref[0], ref[1])
 		}
 	}
@@ -122,111 +120,6 @@ func TestNftPortSetup(t *testing.T) {
 	}
 }
 
-// fakeNL is an in-memory nftPortOp: tables with their sets' element keys.
-type fakeNL struct {
-	tables map[string]map[string][][]byte // "family name" → set → keys
-	queued []func()
-	failOn error
-}
-
-func fkey(f gnftables.TableFamily, name string) string {
-	return map[gnftables.TableFamily]string{gnftables.TableFamilyBridge: "bridge", gnftables.TableFamilyINet: "inet", gnftables.TableFamilyARP: "arp"}[f] + " " + name
-}
-
-func (f *fakeNL) ListTables() ([]*gnftables.Table, error) {
-	var out []*gnftables.Table
-	for k := range f.tables {
-		fam, name, _ := strings.Cut(k, " ")
-		nl := map[string]gnftables.TableFamily{"bridge": gnftables.TableFamilyBridge, "inet": gnftables.TableFamilyINet, "arp": gnftables.TableFamilyARP}[fam]
-		out = append(out, &gnftables.Table{Family: nl, Name: name})
-	}
-	return out, nil
-}
-
-func (f *fakeNL) GetSetElements(s *gnftables.Set) ([]gnftables.SetElement, error) {
-	sets, ok := f.tables[fkey(s.Table.Family, s.Table.Name)]
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	keys, ok := sets[s.Name]
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	var out []gnftables.SetElement
-	for _, k := range keys {
-		out = append(out, gnftables.SetElement{Key: k})
-	}
-	return out, nil
-}
-
-func (f *fakeNL) SetAddElements(s *gnftables.Set, vals []gnftables.SetElement) error {
-	f.queued = append(f.queued, func() {
-		m := f.tables[fkey(s.Table.Family, s.Table.Name)]
-		for _, v := range vals {
-			if !slices.ContainsFunc(m[s.Name], func(k []byte) bool { return bytes.Equal(k, v.Key) }) {
-				m[s.Name] = append(m[s.Name], v.Key)
-			}
-		}
-	})
-	return nil
-}
-
-func (f *fakeNL) SetDeleteElements(s *gnftables.Set, vals []gnftables.SetElement) error {
-	f.queued = append(f.queued, func() {
-		m := f.tables[fkey(s.Table.Family, s.Table.Name)]
-		for _, v := range vals {
-			m[s.Name] = slices.DeleteFunc(m[s.Name], func(k []byte) bool { return bytes.Equal(k, v.Key) })
-		}
-	})
-	return nil
-}
-
-func (f *fakeNL) DelTable(t *gnftables.Table) {
-	f.queued = append(f.queued, func() { delete(f.tables, fkey(t.Family, t.Name)) })
-}
-
-func (f *fakeNL) Flush() error {
-	q := f.queued
-	f.queued = nil
-	if f.failOn != nil {
-		return f.failOn
-	}
-	for _, op := range q {
-		op()
-	}
-	return nil
-}
-
-// create makes the tables that planPortSync asked for, as setupPortTables would.
-func (f *fakeNL) create(tables []nftPortTable) {
-	for _, t := range tables {
-		k := fkey(t.nl, t.name)
-		if f.tables[k] == nil {
-			f.tables[k] = map[string][][]byte{}
-		}
-		for _, s := range t.sets {
-			if _, ok := f.tables[k][s]; !ok {
-				f.tables[k][s] = nil
-			}
-		}
-	}
-}
-
-// dump renders the fake's elements as nft prints them, sorted.
-func (f *fakeNL) dump() []string {
-	var out []string
-	for tk, sets := range f.tables {
-		out = append(out, tk)
-		for s, keys := range sets {
-			for _, k := range keys {
-				out = append(out, tk+" "+s+" "+describeKey(s, k))
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func syncPort(t *testing.T, f *fakeNL, network, port string, want *PortRules) {
 	t.Helper()
 	missing, err := planPortSync(f, network, port, want)
@@ -244,7 +137,7 @@ func syncPort(t *testing.T, f *fakeNL, network, port string, want *PortRules) {
 // EnsurePort/RemovePort as set element changes: a port's elements only, the
 // old ones replaced, tables created on demand and deleted with their last port.
 func TestPlanPortSync(t *testing.T) {
-	f := &fakeNL{tables: map[string]map[string][][]byte{}}
+	f := newFakeNL()
 	g := guest()
 	syncPort(t, f, "lab", g.Port, &g)
 	want := []string{
@@ -405,7 +298,7 @@ func TestPortSpecs(t *testing.T) {
 func TestFakePorts(t *testing.T) {
 	f := NewFake()
 	g := guest()
-	if err := f.EnsurePort(g); err != nil {
+	if err := f.EnsurePort(g, nil); err != nil {
 		t.Fatal(err)
 	}
 	g.IPs[0] = netip.MustParseAddr("10.7.0.99") // the Fake keeps its own copy
@@ -415,7 +308,7 @@ func TestFakePorts(t *testing.T) {
 	}
 	h := guest()
 	h.Port = "vif2.0"
-	if err := f.EnsurePort(h); err != nil {
+	if err := f.EnsurePort(h, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p := f.Ports("lab"); !slices.Equal(p, []string{"vif1.0", "vif2.0"}) {
@@ -425,7 +318,7 @@ func TestFakePorts(t *testing.T) {
 		t.Errorf("List = %q", l)
 	}
 	for range 2 {
-		if err := f.RemovePort("lab", "vif1.0"); err != nil {
+		if err := f.RemovePort("lab", "vif1.0", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -434,7 +327,7 @@ func TestFakePorts(t *testing.T) {
 	}
 	boom := errors.New("boom")
 	f.FailWith(boom)
-	if err := f.EnsurePort(g); !errors.Is(err, boom) {
+	if err := f.EnsurePort(g, nil); !errors.Is(err, boom) {
 		t.Errorf("EnsurePort with FailWith = %v", err)
 	}
 	f.FailWith(nil)
@@ -450,7 +343,7 @@ func TestFakePorts(t *testing.T) {
 // which package to install, before touching anything.
 func TestIPTablesPortMissingTool(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	err := (&iptBackend{}).EnsurePort(guest())
+	err := (&iptBackend{}).EnsurePort(guest(), nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "firewall: iptables: port vif1.0: ebtables not found") ||
 		!strings.Contains(err.Error(), "Debian package iptables") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("EnsurePort without ebtables = %v", err)
@@ -458,7 +351,7 @@ func TestIPTablesPortMissingTool(t *testing.T) {
 	routed := guest()
 	routed.Bridged = false
 	b := &iptBackend{v4: &iptFamily{family: 4, cmd: "iptables"}}
-	if err := b.EnsurePort(routed); err == nil || !strings.Contains(err.Error(), "ip6tables not found") {
+	if err := b.EnsurePort(routed, nil); err == nil || !strings.Contains(err.Error(), "ip6tables not found") {
 		t.Errorf("routed EnsurePort without ip6tables = %v", err)
 	}
 }

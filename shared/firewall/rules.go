@@ -11,11 +11,11 @@ import (
 // nftables, iptables and Docker-compatibility rules identical in meaning, and
 // lets unit tests check rule generation without root.
 //
-// Growth: per-guest data (antispoof MAC/IP pairs, port forwards) will go into
-// nft sets/maps keyed by port name (e.g. "iifname . ether saddr . ip saddr"
-// set, "dnat to tcp dport map") referenced by a fixed number of rules, so
-// attaching a guest adds set elements, never rules. In iptables the same
-// would be an ipset, or one small chain per port jumped from BR-FWD-NET.
+// Growth: per-guest data (antispoof MAC/IP pairs, published ports) lives in
+// tables of its own, in nft sets and maps keyed by port name or host port
+// (nftables_ports.go, nftables_forwards.go) referenced by a fixed number of
+// rules, so attaching a guest adds elements, never rules. In iptables, which
+// has no sets, it is one small chain per port.
 
 // Chains of a network, by role. Backends map them to their own names.
 const (
@@ -44,6 +44,7 @@ type rule struct {
 	daddr       []netip.Prefix
 	notDaddr    bool   // daddr is a negative match (single prefix)
 	established bool   // ct state established,related
+	ctDNAT      bool   // ct status dnat: a published port (Forwards)
 	proto       string // "udp" or "tcp", with dport
 	dport       uint16
 	verdict     verdict
@@ -130,9 +131,12 @@ func planBridge(r NetworkRules) []rule {
 	}
 	rules = append(rules, rule{chain: chainForward, iif: b, verdict: drop})
 
-	// Inbound: replies always; new connections only toward routed subnets
-	// (all of them when not masquerading, else the IPv6 ones, as libvirt does).
+	// Inbound: replies and published ports (DNAT) always; other new
+	// connections only toward routed subnets (all of them when not
+	// masquerading, else the IPv6 ones, as libvirt does).
 	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, established: true, verdict: accept})
+	// Published ports (EnsureForwards): new connections DNATed toward a guest.
+	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, ctDNAT: true, verdict: accept})
 	for _, fam := range bySubnetFamily(r.Subnets) {
 		if !r.Masquerade || fam[0].Addr().Is6() {
 			rules = append(rules, rule{chain: chainForward, iif: up, oif: b, daddr: fam, verdict: accept})
@@ -203,6 +207,9 @@ func nftRule(r rule) string {
 	if r.established {
 		w = append(w, "ct", "state", "established,related")
 	}
+	if r.ctDNAT {
+		w = append(w, "ct", "status", "dnat")
+	}
 	if r.proto != "" {
 		w = append(w, r.proto, "dport", strconv.Itoa(int(r.dport)))
 	}
@@ -248,6 +255,9 @@ func iptRules(r rule, family int) [][]string {
 	var tail []string
 	if r.established {
 		tail = append(tail, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
+	}
+	if r.ctDNAT {
+		tail = append(tail, "-m", "conntrack", "--ctstate", "DNAT")
 	}
 	if r.proto != "" {
 		tail = append(tail, "-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.dport)))

@@ -39,6 +39,7 @@ func TestPlan(t *testing.T) {
 			`forward: iifname "brlab" oifname != "brlab" accept`,
 			`forward: iifname "brlab" drop`,
 			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`forward: oifname "brlab" drop`,
 			`postrouting: ip saddr 10.7.0.0/24 ip daddr 224.0.0.0/24 return`,
 			`postrouting: ip saddr 10.7.0.0/24 ip daddr 255.255.255.255/32 return`,
@@ -51,6 +52,7 @@ func TestPlan(t *testing.T) {
 		want: []string{
 			`forward: iifname "brlab" oifname != "brlab" accept`,
 			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`forward: oifname "brlab" ip daddr 10.7.0.0/24 accept`,
 			`forward: oifname "brlab" drop`,
 		},
@@ -82,7 +84,7 @@ func TestPlan(t *testing.T) {
 			`forward: iifname "brlab" drop`,
 			`forward: oifname "brlab" drop`,
 		},
-		notWant: []string{"postrouting", "masquerade", "established", "oifname !="},
+		notWant: []string{"postrouting", "masquerade", "established", "oifname !=", "dnat"},
 	}, {
 		name: "antispoof",
 		r: NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "10.8.0.0/24", "fd00:7::/64"),
@@ -100,6 +102,7 @@ func TestPlan(t *testing.T) {
 			`forward: iifname "brlab" oifname "eth0" accept`,
 			`forward: iifname "brlab" drop`,
 			`forward: iifname "eth0" oifname "brlab" ct state established,related accept`,
+			`forward: iifname "eth0" oifname "brlab" ct status dnat accept`,
 			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
 		},
 		notWant: []string{`oifname != "brlab"`},
@@ -163,6 +166,7 @@ func TestIPTRules(t *testing.T) {
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
 		"-i brlab -j DROP",
 		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-o brlab -j DROP",
 	})
 	check("v4 nat", join(v4.specs(rules, chainPostrouting, false)), []string{
@@ -175,6 +179,7 @@ func TestIPTRules(t *testing.T) {
 		"-i brlab -o eth0 -s fd00:7::/64 -j ACCEPT",
 		"-i brlab -j DROP",
 		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-i eth0 -o brlab -d fd00:7::/64 -j ACCEPT",
 		"-o brlab -j DROP",
 	})
@@ -183,6 +188,7 @@ func TestIPTRules(t *testing.T) {
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
 		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 	})
 }
 

@@ -51,6 +51,29 @@ type PortShaping struct {
 // IsZero reports whether the port is not shaped at all.
 func (p PortShaping) IsZero() bool { return p.ToGuest == 0 && p.FromGuest == 0 }
 
+// Validate checks limits given through an API (CNI's bandwidth capability)
+// against what the shaper can do, so a caller can refuse them before it
+// changes anything.
+func (p PortShaping) Validate() error {
+	for _, d := range []struct {
+		what        string
+		rate, burst uint64
+	}{{"to guest (ingress)", p.ToGuest, p.ToGuestBurst}, {"from guest (egress)", p.FromGuest, p.FromGuestBurst}} {
+		switch {
+		case d.rate == 0 && d.burst != 0:
+			return fmt.Errorf("%s: burst %s given without a rate", d.what, shape.FormatSize(d.burst))
+		case d.rate == 0:
+		case d.rate < shape.MinRate:
+			return fmt.Errorf("%s: rate %d bit/s is below the minimum of %s", d.what, d.rate, shape.FormatRate(shape.MinRate))
+		case d.rate > shape.MaxRate:
+			return fmt.Errorf("%s: rate %s is above the maximum of %s", d.what, shape.FormatRate(d.rate), shape.FormatRate(shape.MaxRate))
+		case d.burst > shape.MaxBurst:
+			return fmt.Errorf("%s: burst %s is above the maximum of %s", d.what, shape.FormatSize(d.burst), shape.FormatSize(shape.MaxBurst))
+		}
+	}
+	return nil
+}
+
 // PortRule overrides the defaults for ports matching MAC and/or Name (a glob).
 type PortRule struct {
 	MAC  net.HardwareAddr

@@ -336,6 +336,9 @@ type AttachSpec struct {
 	Bridge string
 	MTU    int              // 0: the bridge's
 	MAC    net.HardwareAddr // nil: leave as is
+	// Hairpin lets frames leave through the port they came in by (the
+	// bridge port's hairpin_mode). false leaves the setting as it is.
+	Hairpin bool
 }
 
 // Attach puts the port on the bridge with the MTU and MAC asked for, and sets it up.
@@ -362,6 +365,11 @@ func Attach(spec AttachSpec) error {
 	if port.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMasterByIndex(port, br.Attrs().Index); err != nil {
 			return fmt.Errorf("link: attach %s to bridge %s: %w", spec.Name, spec.Bridge, err)
+		}
+	}
+	if spec.Hairpin {
+		if err := netlink.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("link: hairpin mode on %s: %w", spec.Name, err)
 		}
 	}
 	return setUp(port)
@@ -500,6 +508,14 @@ func hostRoute(l netlink.Link, addr netip.Addr) *netlink.Route {
 // setting lives and dies with the link.
 func SetProxyARP(name string) error {
 	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/proxy_arp", "1")
+}
+
+// SetRouteLocalnet lets the link route packets with loopback addresses
+// (net.ipv4.conf.NAME.route_localnet), which connections from the host to
+// 127.0.0.1 that are DNATed to a guest behind the link need. The setting
+// lives and dies with the link.
+func SetRouteLocalnet(name string) error {
+	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", "1")
 }
 
 // Detach takes the port off whatever bridge it is on. A missing port, or one

@@ -8,10 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
@@ -45,10 +49,29 @@ type PortSpec struct {
 	// capability). nil: take it from the network's config for this port.
 	// The priority always comes from the config.
 	Shaping *config.PortShaping
+	// Forwards are the guest's published ports (CNI's portMappings). A host
+	// port is published by one attached port at a time, host-wide.
+	Forwards []Forward
+	// Hairpin: frames may leave the bridge through the port they came in by
+	// (CNI's hairpinMode).
+	Hairpin bool
+	// Owned: the caller created the device for this attachment (the host end
+	// of a CNI veth). Detach deletes it, first, so that nothing reaches the
+	// guest through it while the rest is undone.
+	Owned bool
 }
 
 // portRecord remembers a port so Detach and Stop can undo exactly what Attach did.
+//
+// It is written before Attach changes anything and removed only after Detach
+// has undone everything, so a port without a record has nothing installed.
+// The firewall entries it lists (Guard, Forwards) are what the firewall is
+// told was installed, which spares it reading whole sets; they are marked
+// unknown while a change is under way (the firewall then reads the kernel).
 type portRecord struct {
+	// V is the record's format: 2 has Guard and Forwards; before, Firewall
+	// alone meant "antispoof entries, unknown which".
+	V        int       `json:"v,omitempty"`
 	Network  string    `json:"network"`
 	Port     string    `json:"port"`
 	Bridge   string    `json:"bridge,omitempty"`   // bridged ports
@@ -59,7 +82,42 @@ type portRecord struct {
 	OldMAC   string    `json:"old_mac,omitempty"`  // the port's MAC before Attach changed it
 	OldMTU   int       `json:"old_mtu,omitempty"`  // the port's MTU before Attach changed it
 	Lease    string    `json:"lease,omitempty"`    // guest MAC registered as a static DHCP lease
+	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	Attached time.Time `json:"attached"`
+
+	Guard         *guardRecord `json:"guard,omitempty"`          // antispoof entries (V 2; nil: none)
+	Forwards      []Forward    `json:"forwards,omitempty"`       // published ports
+	ForwardsKnown bool         `json:"forwards_known,omitempty"` // Forwards are exactly what is installed
+}
+
+// guardRecord is a port's antispoof entries.
+type guardRecord struct {
+	MAC     string       `json:"mac"`
+	IPs     []netip.Addr `json:"ips,omitempty"`
+	Bridged bool         `json:"bridged"`
+	Known   bool         `json:"known"` // exactly these are installed
+}
+
+const portRecordVersion = 2
+
+func (g *guardRecord) rules(network, port string) firewall.PortRules {
+	mac, _ := net.ParseMAC(g.MAC)
+	return firewall.PortRules{Network: network, Port: port, MAC: mac, IPs: g.IPs, Bridged: g.Bridged}
+}
+
+// guardHint is what the firewall is told is installed for the port's
+// antispoof: nil when the record cannot tell.
+func (pr *portRecord) guardHint() *firewall.PortRules {
+	switch {
+	case pr.V < portRecordVersion:
+		return nil
+	case pr.Guard == nil:
+		return &firewall.PortRules{Network: pr.Network, Port: pr.Port}
+	case pr.Guard.Known:
+		r := pr.Guard.rules(pr.Network, pr.Port)
+		return &r
+	}
+	return nil
 }
 
 func portDir(network string) string              { return "ports/" + network }
@@ -91,25 +149,96 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	if err != nil {
 		return err
 	}
-	pr := portRecord{Network: n.Name, Port: p.Name, Attached: time.Now().UTC()}
+	pr := portRecord{V: portRecordVersion, Network: n.Name, Port: p.Name, Owned: p.Owned, Attached: time.Now().UTC()}
 	if reattach {
 		pr.SetUp, pr.OldMAC, pr.OldMTU = prev.SetUp, prev.OldMAC, prev.OldMTU
+		pr.Owned = pr.Owned || prev.Owned
 	} else if l, err := link.Get(p.Name); err == nil {
 		// What Attach changes, so that Detach can put it back.
 		a := l.Attrs()
 		pr.SetUp = a.Flags&net.FlagUp == 0 // Xen's vifs come down; netback waits for us
 		pr.OldMAC, pr.OldMTU = a.HardwareAddr.String(), a.MTU
 	}
+
+	// The firewall entries are decided before anything changes, and recorded
+	// first: a crash midway leaves Detach a record of everything that may be
+	// installed. A fresh port has nothing yet, so the record can tell the
+	// firewall exactly what to remove; during a change it says "unknown".
+	guard := wantGuard(n, p)
+	var fw firewall.Backend
+	if guard != nil || len(p.Forwards) > 0 || prev.Firewall != "" {
+		if fw, err = m.backendFor(n, &rec); err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
+		pr.Firewall = fw.Name()
+	}
+	if guard != nil {
+		pr.Guard = &guardRecord{MAC: guard.MAC.String(), IPs: guard.IPs, Bridged: guard.Bridged, Known: !reattach}
+	} else if reattach && prev.Firewall != "" && (prev.V < portRecordVersion || prev.Guard != nil) {
+		pr.Guard = &guardRecord{} // being removed: which entries are left is unknown
+	}
+	pr.Forwards, pr.ForwardsKnown = p.Forwards, !reattach
+	if reattach {
+		pr.Forwards = unionForwards(prev.Forwards, p.Forwards)
+	}
 	defer func() {
 		if err != nil && !reattach {
-			_ = m.undoPort(&pr)
-			_ = m.Run.Remove(portRecordName(n.Name, p.Name))
+			// The record goes only when everything it lists is gone.
+			if m.undoPort(&pr) == nil {
+				_ = m.Run.Remove(portRecordName(n.Name, p.Name))
+			}
 		}
 	}()
 	if err := m.Run.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
-		return err // first, so that a crash mid-way still leaves Detach a record
+		return err
 	}
 
+	// The port's shaping, antispoof entries and published ports are
+	// independent, and each waits on the kernel (an ifb's creation, an
+	// nf_tables commit): they are set up at once, and before the port joins
+	// the network, so the guest's first frame already meets them.
+	prevGuard := &firewall.PortRules{Network: n.Name, Port: p.Name} // a fresh port: nothing
+	if reattach {
+		prevGuard = prev.guardHint()
+	}
+	var prevFw *[]Forward
+	if !reattach {
+		prevFw = &[]Forward{}
+	} else if prev.ForwardsKnown || prev.V >= portRecordVersion && len(prev.Forwards) == 0 {
+		prevFw = &prev.Forwards
+	}
+	err = parallel(
+		func() error {
+			// A device made for this attachment has no shaping to remove.
+			if sh := m.portShaping(n, p); reattach || !p.Owned || !sh.IsZero() || n.Shaping != nil {
+				return applyShaping(n, p.Name, sh)
+			}
+			return nil
+		},
+		func() error {
+			switch {
+			case guard != nil:
+				return fw.EnsurePort(*guard, prevGuard)
+			case reattach && prev.Firewall != "":
+				return m.removeGuard(&prev)
+			}
+			return nil
+		},
+		func() error {
+			if fw == nil {
+				return nil
+			}
+			return m.publish(n, &rec, fw, p.Name, p.Forwards, prev.Forwards, prevFw)
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+	}
+	if guard == nil {
+		pr.Guard = nil
+	} else {
+		pr.Guard.Known = true
+	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
@@ -120,16 +249,11 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		}
 	} else {
 		pr.Bridge = rec.Bridge
-		if err := link.Attach(link.AttachSpec{Name: p.Name, Bridge: rec.Bridge, MTU: p.MTU, MAC: p.MAC}); err != nil {
+		if err := link.Attach(link.AttachSpec{Name: p.Name, Bridge: rec.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0}); err != nil {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 	}
-	if err := applyShaping(n, p.Name, m.portShaping(n, p)); err != nil {
-		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
-	}
-	if err := m.guard(n, &rec, p, &pr); err != nil {
-		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
-	}
+	pr.Forwards, pr.ForwardsKnown = p.Forwards, true
 	if pr.Lease, err = m.staticLease(n, p); err != nil {
 		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 	}
@@ -138,12 +262,67 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 	}
-	if reattach && prev.Firewall != "" && pr.Firewall == "" {
-		if err := m.removeGuard(&prev); err != nil {
-			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
-		}
+	if pr.Guard == nil && len(pr.Forwards) == 0 {
+		pr.Firewall = ""
 	}
 	return m.Run.Write(portRecordName(n.Name, p.Name), &pr)
+}
+
+// parallel runs the functions at once and returns their errors, joined.
+// They run in the caller's network namespace, also when the caller's thread
+// was switched to another one than the rest of the process (as tests do):
+// a goroutine that finds itself elsewhere moves to it, on a thread it never
+// unlocks, which Go then discards rather than reuse.
+func parallel(fns ...func() error) error {
+	want, err := threadNetns()
+	if err != nil {
+		return err
+	}
+	callerTid := unix.Gettid()
+	errs := make([]error, len(fns))
+	done := make(chan struct{}, len(fns))
+	for i, fn := range fns {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if here, err := threadNetns(); err != nil || here != want {
+				runtime.LockOSThread()
+				h, err := netns.GetFromThread(os.Getpid(), callerTid)
+				if err == nil {
+					err = netns.Set(h)
+					h.Close()
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("vnet: enter the caller's network namespace: %w", err)
+					return
+				}
+			}
+			errs[i] = fn()
+		}()
+	}
+	for range fns {
+		<-done
+	}
+	return errors.Join(errs...)
+}
+
+// threadNetns identifies the calling thread's network namespace.
+func threadNetns() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("vnet: network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// unionForwards is a and the forwards of b not in a.
+func unionForwards(a, b []Forward) []Forward {
+	out := slices.Clone(a)
+	for _, f := range b {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func validatePort(n *config.Network, p *PortSpec) error {
@@ -167,7 +346,7 @@ func validatePort(n *config.Network, p *PortSpec) error {
 	if p.Antispoof && p.GuestMAC == nil {
 		return fmt.Errorf("vnet: port %s: antispoof needs the guest's MAC address", p.Name)
 	}
-	return nil
+	return validateForwards(n, p)
 }
 
 // attachRouted sets up a port of a mode route network: up with its MTU and
@@ -220,9 +399,9 @@ func dropStaleRoutes(port string, old, now []string) {
 	}
 }
 
-// guard installs the port's antispoof rules when the caller or the network
-// asks for them.
-func (m *Manager) guard(n *config.Network, rec *record, p PortSpec, pr *portRecord) error {
+// wantGuard is the port's antispoof, when the caller or the network asks
+// for it: nil for none.
+func wantGuard(n *config.Network, p PortSpec) *firewall.PortRules {
 	// The network's antispoof setting guards every port whose guest's MAC and
 	// addresses are known; a guest whose address comes later (DHCP) cannot be
 	// pinned to it at attach, and is covered by the subnet check of the
@@ -230,22 +409,23 @@ func (m *Manager) guard(n *config.Network, rec *record, p PortSpec, pr *portReco
 	if !p.Antispoof && !(n.Antispoof && p.GuestMAC != nil && len(p.IPs) > 0) {
 		return nil
 	}
-	kind := rec.Backend
-	if kind == "" { // mode bridge: the network has no rules of its own
-		kind = n.Firewall
-	}
-	fw, err := m.NewFirewall(kind)
-	if err != nil {
-		return err
-	}
-	pr.Firewall = fw.Name()
-	return fw.EnsurePort(firewall.PortRules{
+	return &firewall.PortRules{
 		Network: n.Name,
 		Port:    p.Name,
 		MAC:     p.GuestMAC,
 		IPs:     p.IPs,
 		Bridged: n.Mode != config.ModeRoute,
-	})
+	}
+}
+
+// backendFor is the firewall backend holding a network's port entries: the
+// one its rules are in (mode bridge has none of its own: the configured kind).
+func (m *Manager) backendFor(n *config.Network, rec *record) (firewall.Backend, error) {
+	kind := rec.Backend
+	if kind == "" {
+		kind = n.Firewall
+	}
+	return m.NewFirewall(kind)
 }
 
 // portShaping is the policy for a port's limits: what the caller asked for,
@@ -263,7 +443,7 @@ func (m *Manager) portShaping(n *config.Network, p PortSpec) config.PortShaping 
 // applyShaping puts the port's limits in place, or removes them when there are none.
 func applyShaping(n *config.Network, port string, sh config.PortShaping) error {
 	if sh.IsZero() && (n.Shaping == nil || n.Shaping.TotalToGuest == 0 && n.Shaping.TotalFromGuest == 0) {
-		return shape.RemovePort(port)
+		return shape.RemovePortIn(port, n.Name)
 	}
 	return shape.ApplyPort(shape.PortSpec{
 		Port:      port,
@@ -304,8 +484,11 @@ func (m *Manager) Detach(n *config.Network, name string) error {
 // someone moved to another bridge stays there). Whatever is already gone is
 // not an error.
 func (m *Manager) undoPort(pr *portRecord) error {
+	if pr.Owned {
+		return m.undoOwnedPort(pr)
+	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), shape.RemovePort(pr.Port))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -331,6 +514,26 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	return errors.Join(errs...)
 }
 
+// undoOwnedPort undoes a port whose device Attach's caller created for it:
+// the device goes first (its bridge membership, qdiscs, filters, routes and
+// addresses go with it, and nothing reaches the guest any more), then what
+// outlives it. Deleting links and nf_tables set elements each wait for an
+// RCU grace period in the kernel, so the independent parts run at once.
+func (m *Manager) undoOwnedPort(pr *portRecord) error {
+	return parallel(
+		func() error { return link.Delete(pr.Port) },
+		func() error { return shape.ForgetPort(pr.Port, pr.Network) },
+		func() error { return m.removeGuard(pr) },
+		func() error { return m.unpublish(pr) },
+		func() error {
+			if pr.Lease == "" {
+				return nil
+			}
+			return m.removeStaticLease(pr.Network, pr.Lease)
+		},
+	)
+}
+
 func undoRouted(port netlink.Link, pr *portRecord) error {
 	var errs []error
 	for _, s := range pr.Routed {
@@ -347,14 +550,14 @@ func undoRouted(port netlink.Link, pr *portRecord) error {
 }
 
 func (m *Manager) removeGuard(pr *portRecord) error {
-	if pr.Firewall == "" {
+	if pr.Firewall == "" || pr.V >= portRecordVersion && pr.Guard == nil {
 		return nil
 	}
 	fw, err := m.NewFirewall(pr.Firewall)
 	if err != nil {
 		return err
 	}
-	return fw.RemovePort(pr.Network, pr.Port)
+	return fw.RemovePort(pr.Network, pr.Port, pr.guardHint())
 }
 
 // detachRecordedPorts undoes Attach for every port recorded on the network
@@ -401,6 +604,9 @@ func (m *Manager) DetachPort(name string) error {
 		var pr portRecord
 		ok, err := m.Run.Read(portRecordName(network, name), &pr)
 		if err != nil || !ok {
+			// An Attach killed before its first record write may have
+			// left that write's temp file.
+			_ = m.Run.Remove(portRecordName(network, name))
 			continue
 		}
 		found = true
@@ -413,7 +619,7 @@ func (m *Manager) DetachPort(name string) error {
 		}
 	}
 	if !found {
-		if err := shape.RemovePort(name); err != nil {
+		if err := shape.RemovePortIn(name, ""); err != nil {
 			return fmt.Errorf("vnet: detach %s: %w", name, err)
 		}
 	}

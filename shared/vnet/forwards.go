@@ -1,0 +1,246 @@
+package vnet
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/firewall"
+	"github.com/brouter/brouter/shared/link"
+)
+
+// Forward is one published port of a guest (CNI's portMappings): traffic to
+// the host's HostIP:HostPort (any local address when HostIP is the zero
+// Addr) is DNATed to GuestIP:GuestPort.
+type Forward = firewall.Forward
+
+// Published host ports are claimed host-wide, whatever the network or the
+// firewall backend: a claim is a file run_dir/hostports/PROTO-HOSTIP-PORT
+// naming its owner "network/port". A claim whose owner has no port record
+// any more is stale and taken over. Claims are made and released under
+// one host-wide lock (held for a few file operations).
+const hostPortsDir = "hostports"
+
+func hostPortLock() string { return "locks/hostports.lock" }
+
+// claimName is the claim file of a forward's host side.
+func claimName(f Forward) string {
+	host := "any4"
+	if f.GuestIP.Is6() {
+		host = "any6"
+	}
+	if f.HostIP.IsValid() {
+		host = strings.ReplaceAll(f.HostIP.String(), ":", "_")
+	}
+	return fmt.Sprintf("%s/%s-%s-%d", hostPortsDir, f.Proto, host, f.HostPort)
+}
+
+func describeHost(f Forward) string {
+	host := "0.0.0.0"
+	if f.GuestIP.Is6() {
+		host = "[::]"
+	}
+	if f.HostIP.IsValid() {
+		host = f.HostIP.String()
+		if f.HostIP.Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	return fmt.Sprintf("%s %s:%d", f.Proto, host, f.HostPort)
+}
+
+// validateForwards checks a port's forwards against its network before
+// anything changes.
+func validateForwards(n *config.Network, p *PortSpec) error {
+	if len(p.Forwards) == 0 {
+		return nil
+	}
+	if n.Mode == config.ModeBridge || n.Mode == config.ModeRoute {
+		return fmt.Errorf("vnet: port %s: network %s is in mode %s; published ports need a network the host routes for (mode nat, routed or isolated)", p.Name, n.Name, n.Mode)
+	}
+	seen := map[string]bool{}
+	for _, f := range p.Forwards {
+		if !f.GuestIP.IsValid() {
+			return fmt.Errorf("vnet: port %s: published port %s has no guest address", p.Name, describeHost(f))
+		}
+		inNet := n.Subnet.IsValid() && n.Subnet.Contains(f.GuestIP) || n.Subnet6.IsValid() && n.Subnet6.Contains(f.GuestIP)
+		if !inNet {
+			return fmt.Errorf("vnet: port %s: published port %s: guest address %s is not in network %s's subnets", p.Name, describeHost(f), f.GuestIP, n.Name)
+		}
+		k := claimName(f)
+		if seen[k] {
+			return fmt.Errorf("vnet: port %s: %s is published twice", p.Name, describeHost(f))
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+// claimHostPorts makes this port the owner of its forwards' host ports, and
+// releases the ones it no longer publishes. A host port owned by another
+// attached port is an error that changes nothing.
+func (m *Manager) claimHostPorts(network, port string, want, had []Forward) error {
+	if len(want) == 0 && len(had) == 0 {
+		return nil
+	}
+	l, err := m.Run.Acquire(hostPortLock(), m.Config.LockTimeout)
+	if err != nil {
+		return fmt.Errorf("vnet: published ports: %w", err)
+	}
+	defer l.Release()
+	owner := network + "/" + port
+	var take []string
+	for _, f := range want {
+		name := claimName(f)
+		cur, err := os.ReadFile(filepath.Join(m.Run.Dir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("vnet: published ports: %w", err)
+		case string(cur) == owner:
+			continue
+		default:
+			if other, ok := m.claimOwnerAttached(string(cur)); ok {
+				return fmt.Errorf("vnet: port %s: %s is already published by port %s", port, describeHost(f), other)
+			}
+		}
+		take = append(take, name)
+	}
+	for _, name := range take {
+		if err := m.writeClaim(name, owner); err != nil {
+			return err
+		}
+	}
+	return m.releaseClaimsLocked(owner, had, want)
+}
+
+// claimOwnerAttached reports whether the owner ("network/port") of a claim
+// is still attached, and names it.
+func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
+	network, port, ok := strings.Cut(owner, "/")
+	if !ok || config.ValidNetworkName(network) != nil || config.ValidIfname(port) != nil {
+		return "", false
+	}
+	var pr portRecord
+	had, err := m.Run.Read(portRecordName(network, port), &pr)
+	if err != nil {
+		return owner, true // unreadable: not ours to take
+	}
+	return port + " (network " + network + ")", had
+}
+
+func (m *Manager) writeClaim(name, owner string) error {
+	p := filepath.Join(m.Run.Dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("vnet: published ports: %w", err)
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(owner), 0o644); err != nil {
+		return fmt.Errorf("vnet: published ports: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("vnet: published ports: %w", err)
+	}
+	return nil
+}
+
+// releaseHostPorts drops the port's claims on its forwards.
+func (m *Manager) releaseHostPorts(network, port string, had []Forward) error {
+	if len(had) == 0 {
+		return nil
+	}
+	l, err := m.Run.Acquire(hostPortLock(), m.Config.LockTimeout)
+	if err != nil {
+		return fmt.Errorf("vnet: published ports: %w", err)
+	}
+	defer l.Release()
+	return m.releaseClaimsLocked(network+"/"+port, had, nil)
+}
+
+// releaseClaimsLocked removes owner's claims on the forwards in had that are
+// not in keep (the caller holds the host port lock).
+func (m *Manager) releaseClaimsLocked(owner string, had, keep []Forward) error {
+	kept := map[string]bool{}
+	for _, f := range keep {
+		kept[claimName(f)] = true
+	}
+	var errs []error
+	for _, f := range had {
+		name := claimName(f)
+		if kept[name] {
+			continue
+		}
+		p := filepath.Join(m.Run.Dir, name)
+		if cur, err := os.ReadFile(p); err == nil && string(cur) == owner {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("vnet: published ports: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// forwardRules is what the firewall needs for a port's forwards.
+func forwardRules(n *config.Network, rec *record, port string, fw []Forward) firewall.Forwards {
+	f := firewall.Forwards{Network: n.Name, Bridge: rec.Bridge, Port: port, Forwards: fw}
+	for _, p := range []netip.Prefix{n.Subnet, n.Subnet6} {
+		if p.IsValid() {
+			f.Subnets = append(f.Subnets, p.Masked())
+		}
+	}
+	return f
+}
+
+// publish makes want the port's forwards: host ports claimed, DNAT entries
+// installed, and those of had (its forwards before) it no longer wants
+// removed. hint is what the firewall has installed for the port (nil:
+// unknown, the firewall reads the kernel).
+func (m *Manager) publish(n *config.Network, rec *record, fw firewall.Backend, port string, want, had []Forward, hint *[]Forward) error {
+	if len(want) == 0 && len(had) == 0 && hint != nil {
+		return nil
+	}
+	if err := m.claimHostPorts(n.Name, port, want, had); err != nil {
+		return err
+	}
+	var prev *firewall.Forwards
+	if hint != nil {
+		h := forwardRules(n, rec, port, *hint)
+		prev = &h
+	}
+	if len(want) == 0 {
+		return fw.RemoveForwards(n.Name, port, prev)
+	}
+	if n.Gateway.IsValid() && rec.Bridge != "" {
+		// Connections from the host to 127.0.0.1:HostPort are DNATed to the
+		// guest and leave through the bridge with a loopback source (then
+		// masqueraded): the kernel drops those unless route_localnet is on.
+		if err := link.SetRouteLocalnet(rec.Bridge); err != nil {
+			return err
+		}
+	}
+	return fw.EnsureForwards(forwardRules(n, rec, port, want), prev)
+}
+
+// unpublish removes the port's forwards and releases their host ports.
+func (m *Manager) unpublish(pr *portRecord) error {
+	if len(pr.Forwards) == 0 {
+		return nil
+	}
+	fw, err := m.NewFirewall(pr.Firewall)
+	if err != nil {
+		return err
+	}
+	var hint *firewall.Forwards
+	if pr.ForwardsKnown {
+		hint = &firewall.Forwards{Network: pr.Network, Bridge: pr.Bridge, Port: pr.Port, Forwards: pr.Forwards}
+	}
+	if err := fw.RemoveForwards(pr.Network, pr.Port, hint); err != nil {
+		return err
+	}
+	return m.releaseHostPorts(pr.Network, pr.Port, pr.Forwards)
+}

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -42,21 +43,34 @@ type bandwidth struct {
 	EgressBurst  uint64 `json:"egressBurst"`
 }
 
+// portMapping is one entry of the CNI "portMappings" capability.
+type portMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
 // netConf is the plugin's stdin config.
 type netConf struct {
 	types.NetConf
 	Network          string `json:"network,omitempty"`
 	Bridge           string `json:"bridge,omitempty"`
-	IsGateway        bool   `json:"isGateway,omitempty"`
+	IsGateway        *bool  `json:"isGateway,omitempty"`
 	IsDefaultGateway *bool  `json:"isDefaultGateway,omitempty"`
 	IPMasq           *bool  `json:"ipMasq,omitempty"`
 	MTU              int    `json:"mtu,omitempty"`
+	HairpinMode      bool   `json:"hairpinMode,omitempty"`
 	Antispoof        *bool  `json:"antispoof,omitempty"`
 	RuntimeConfig    struct {
-		Mac       string     `json:"mac,omitempty"`
-		IPs       []string   `json:"ips,omitempty"`
-		Bandwidth *bandwidth `json:"bandwidth,omitempty"`
+		Mac          string        `json:"mac,omitempty"`
+		IPs          []string      `json:"ips,omitempty"`
+		Bandwidth    *bandwidth    `json:"bandwidth,omitempty"`
+		PortMappings []portMapping `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+
+	mac      net.HardwareAddr // RuntimeConfig.Mac, parsed
+	mappings []vnet.Forward   // RuntimeConfig.PortMappings, parsed (GuestIP unset)
 	// Args.cni.ips / Args.cni.mac (the older "args" convention) are passed
 	// through to the IPAM plugin untouched.
 }
@@ -107,8 +121,11 @@ func loadConf(args *skel.CmdArgs) (*netConf, error) {
 			return nil, errConfig("bridge: %v", err)
 		}
 	}
-	if c.MTU < 0 || c.MTU > 65535 {
-		return nil, errConfig("mtu %d out of range", c.MTU)
+	if c.MTU < 0 || c.MTU > 65535 || c.MTU > 0 && c.MTU < 68 {
+		return nil, errConfig("mtu %d out of range (68..65535)", c.MTU)
+	}
+	if err := checkRuntimeConfig(c); err != nil {
+		return nil, err
 	}
 	if err := version.ParsePrevResult(&c.NetConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse prevResult", err.Error())
@@ -116,26 +133,198 @@ func loadConf(args *skel.CmdArgs) (*netConf, error) {
 	return c, nil
 }
 
-// selectNetwork loads the host TOML and picks the network the CNI config means.
-func selectNetwork(c *netConf) (*config.Config, *config.Network, error) {
-	cfg, err := config.Load("")
+// checkRuntimeConfig validates the capabilities a runtime passed, before
+// anything on the host changes: a bad value is an invalid config (code 7).
+func checkRuntimeConfig(c *netConf) error {
+	rc := &c.RuntimeConfig
+	if rc.Mac != "" {
+		mac, err := net.ParseMAC(rc.Mac)
+		if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+			return errConfig("runtimeConfig.mac %q: want a unicast Ethernet address", rc.Mac)
+		}
+		c.mac = mac
+	}
+	for _, s := range rc.IPs {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			if _, err := netip.ParseAddr(s); err != nil {
+				return errConfig("runtimeConfig.ips: %q is not an address", s)
+			}
+		}
+	}
+	if b := rc.Bandwidth; b != nil {
+		sh := config.PortShaping{ToGuest: b.IngressRate, ToGuestBurst: b.IngressBurst / 8, FromGuest: b.EgressRate, FromGuestBurst: b.EgressBurst / 8}
+		if err := sh.Validate(); err != nil {
+			return errConfig("runtimeConfig.bandwidth: %v", err)
+		}
+	}
+	for i, pm := range rc.PortMappings {
+		f, err := forwardOf(pm)
+		if err != nil {
+			return errConfig("runtimeConfig.portMappings[%d]: %v", i, err)
+		}
+		c.mappings = append(c.mappings, f)
+	}
+	return nil
+}
+
+// forwardOf checks one port mapping and turns it into a forward without its
+// guest address.
+func forwardOf(pm portMapping) (vnet.Forward, error) {
+	proto := strings.ToLower(pm.Protocol)
+	if proto == "" {
+		proto = "tcp"
+	}
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return vnet.Forward{}, fmt.Errorf("protocol %q: want tcp, udp or sctp", pm.Protocol)
+	}
+	if pm.HostPort < 1 || pm.HostPort > 65535 {
+		return vnet.Forward{}, fmt.Errorf("hostPort %d: want 1..65535", pm.HostPort)
+	}
+	if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
+		return vnet.Forward{}, fmt.Errorf("containerPort %d: want 1..65535", pm.ContainerPort)
+	}
+	f := vnet.Forward{Proto: proto, HostPort: uint16(pm.HostPort), GuestPort: uint16(pm.ContainerPort)}
+	if pm.HostIP != "" {
+		a, err := netip.ParseAddr(pm.HostIP)
+		if err != nil || a.Zone() != "" {
+			return vnet.Forward{}, fmt.Errorf("hostIP %q is not an address", pm.HostIP)
+		}
+		if !a.IsUnspecified() { // 0.0.0.0 and :: mean any address
+			if a.Is4In6() || a.IsMulticast() {
+				return vnet.Forward{}, fmt.Errorf("hostIP %q: want a unicast address of the host", pm.HostIP)
+			}
+			f.HostIP = a
+		} else if a.Is6() {
+			f.HostIP = netip.Addr{}
+			f.GuestIP = netip.IPv6Unspecified() // marks "IPv6 only" until the guest address is known
+		} else {
+			f.GuestIP = netip.IPv4Unspecified()
+		}
+	}
+	return f, nil
+}
+
+// forwardsFor gives each port mapping the container's address of its family
+// (a mapping without hostIP applies to every family the container has).
+func forwardsFor(maps []vnet.Forward, ips []netip.Addr) []vnet.Forward {
+	var out []vnet.Forward
+	for _, m := range maps {
+		for _, ip := range ips {
+			switch {
+			case m.HostIP.IsValid() && m.HostIP.Is4() != ip.Is4():
+				continue
+			case m.GuestIP.IsValid() && m.GuestIP.Is4() != ip.Is4(): // 0.0.0.0 or ::
+				continue
+			}
+			f := m
+			f.GuestIP = ip
+			if !slices.ContainsFunc(out, func(o vnet.Forward) bool {
+				return o.Proto == f.Proto && o.HostIP == f.HostIP && o.HostPort == f.HostPort && o.GuestIP.Is4() == f.GuestIP.Is4()
+			}) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// selectNetwork loads the host TOML and picks the network the CNI config
+// means. adHoc: the config names a bridge that no [network.NAME] uses, as
+// the reference bridge plugin's configs do; such a network's address comes
+// from the IPAM result (adHocNetwork), so n is only good for its name.
+func selectNetwork(c *netConf) (cfg *config.Config, n *config.Network, adHoc bool, err error) {
+	cfg, err = config.Load("")
 	if err != nil {
-		return nil, nil, errConfig("host config: %v", err)
+		return nil, nil, false, errConfig("host config: %v", err)
 	}
 	spec := &config.NetworkSpec{}
 	if c.Bridge != "" {
 		b := c.Bridge
 		spec.Bridge = &b
+		adHoc = c.Network == "" && cfg.NetworkByBridge(b) == nil
 	}
 	if c.MTU != 0 {
 		m := c.MTU
 		spec.MTU = &m
 	}
-	n, err := cfg.Select(c.Network, spec)
+	n, err = cfg.Select(c.Network, spec)
 	if err != nil {
-		return nil, nil, errConfig("%v", err)
+		return nil, nil, false, errConfig("%v", err)
 	}
-	return cfg, n, nil
+	if !adHoc && c.IPMasq != nil && *c.IPMasq != (n.Mode == config.ModeNAT) {
+		return nil, nil, false, errConfig("ipMasq is %v but network %s is in mode %s (set mode in [network.%s] of %s, or drop ipMasq)",
+			*c.IPMasq, n.Name, n.Mode, n.Name, cfg.Path)
+	}
+	if n.Mode == config.ModeRoute {
+		return nil, nil, false, errConfig("network %s is in mode route (one routed port per guest, for Xen); the CNI plugin needs a bridge", n.Name)
+	}
+	return cfg, n, adHoc, nil
+}
+
+// isGateway: the bridge carries the containers' gateway address
+// (isDefaultGateway implies it, as in the bridge plugin).
+func (c *netConf) isGateway() bool {
+	return c.IsGateway != nil && *c.IsGateway || c.IsDefaultGateway != nil && *c.IsDefaultGateway
+}
+
+// adHocNetwork is the network of a bridge the host TOML does not know, built
+// the way the bridge plugin would: with isGateway the IPAM gateways go on
+// the bridge and ipMasq chooses between mode nat and routed; without it the
+// bridge must exist and is only attached to (mode bridge).
+func adHocNetwork(cfg *config.Config, c *netConf, r *current.Result) (*config.Network, error) {
+	spec := &config.NetworkSpec{Bridge: &c.Bridge}
+	if c.MTU != 0 {
+		spec.MTU = &c.MTU
+	}
+	mode := string(config.ModeBridge)
+	if c.isGateway() {
+		mode = string(config.ModeRouted)
+		if c.IPMasq != nil && *c.IPMasq {
+			mode = string(config.ModeNAT)
+		}
+		for _, ipc := range r.IPs {
+			if ipc.Gateway == nil {
+				continue
+			}
+			a := (&net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}).String()
+			if ipc.Gateway.To4() != nil && spec.Address == nil {
+				spec.Address = &a
+			} else if ipc.Gateway.To4() == nil && spec.Address6 == nil {
+				spec.Address6 = &a
+			}
+		}
+		if spec.Address == nil {
+			return nil, errConfig("isGateway: the IPAM result has no IPv4 gateway to put on bridge %s", c.Bridge)
+		}
+	}
+	spec.Mode = &mode
+	n, err := cfg.Select("", spec)
+	if err != nil {
+		return nil, errConfig("%v", err)
+	}
+	if n.Mode == config.ModeBridge {
+		if _, err := netlink.LinkByName(c.Bridge); err != nil {
+			return nil, errConfig("bridge %s does not exist: without isGateway brouter attaches to an existing bridge only (create it, set isGateway, or name a [network.NAME] of the host config)", c.Bridge)
+		}
+	}
+	return n, nil
+}
+
+// checkGateway refuses an IPAM gateway inside the network that is not the
+// network's own address: the containers' routes would lead nowhere.
+func checkGateway(n *config.Network, r *current.Result) error {
+	for _, ipc := range r.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		gw := mustAddr(ipc.Gateway)
+		for _, p := range []netip.Prefix{n.Gateway, n.Gateway6} {
+			if p.IsValid() && p.Masked().Contains(gw) && p.Addr() != gw {
+				return errConfig("IPAM gateway %s is not network %s's address %s: set the IPAM range's gateway to %s", gw, n.Name, p.Addr(), p.Addr())
+			}
+		}
+	}
+	return nil
 }
 
 // hostVethName is the host end's name, derived from the container ID and
@@ -168,16 +357,15 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for ADD", "")
 	}
-	cfg, n, err := selectNetwork(c)
+	cfg, n, adHoc, err := selectNetwork(c)
 	if err != nil {
 		return err
 	}
-	if n.Mode == config.ModeRoute {
-		return errConfig("network %s: mode route is not supported by the CNI plugin yet", n.Name)
-	}
 	m := vnet.New(cfg)
-	if err := m.EnsureStarted(n); err != nil {
-		return cniError("start network "+n.Name, err)
+	if !adHoc {
+		if err := m.EnsureStarted(n); err != nil {
+			return cniError("start network "+n.Name, err)
+		}
 	}
 	netns, err := ns.GetNS(args.Netns)
 	if err != nil {
@@ -185,12 +373,26 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	defer netns.Close()
 
+	// The IPAM plugin runs while the veth is made: they do not depend on
+	// each other, and the IPAM exec is the slowest step of an ADD.
+	type ipamOut struct {
+		r   types.Result
+		err error
+	}
+	var ipamCh chan ipamOut
+	if c.IPAM.Type != "" {
+		ipamCh = make(chan ipamOut, 1)
+		go func() {
+			r, err := ipam.ExecAdd(c.IPAM.Type, args.StdinData)
+			ipamCh <- ipamOut{r, err}
+		}()
+	}
 	hostName := hostVethName(args.ContainerID, args.IfName)
 	var (
-		ipamDone bool
-		recDone  bool
-		vethDone bool
-		attached bool
+		ipamWaited bool
+		recDone    bool
+		vethDone   bool
+		attached   bool
 	)
 	defer func() {
 		if err == nil {
@@ -205,28 +407,15 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		if recDone {
 			_ = m.Run.Remove(attachmentName(hostName))
 		}
-		if ipamDone {
+		if ipamCh != nil {
+			if !ipamWaited {
+				<-ipamCh
+			}
+			// Whether or not its ADD failed: DEL of what was never
+			// allocated succeeds.
 			_ = ipam.ExecDel(c.IPAM.Type, args.StdinData)
 		}
 	}()
-
-	result := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if c.IPAM.Type != "" {
-		r, err := ipam.ExecAdd(c.IPAM.Type, args.StdinData)
-		if err != nil {
-			return err
-		}
-		ipamDone = true
-		ir, err := current.NewResultFromResult(r)
-		if err != nil {
-			return cniError("convert IPAM result", err)
-		}
-		if len(ir.IPs) == 0 {
-			return types.NewError(types.ErrInternal, "IPAM plugin returned no IP configuration", "")
-		}
-		result.IPs, result.Routes, result.DNS = ir.IPs, ir.Routes, ir.DNS
-	}
-	addDefaultRoutes(c, n, result)
 
 	mtu := n.MTU
 	if c.MTU != 0 {
@@ -252,24 +441,58 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			return e
 		}
 		vethDone = true
-		result.Interfaces = []*current.Interface{
-			{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String()},
-			{Name: contIf.Name, Mac: contIf.HardwareAddr.String(), Sandbox: args.Netns},
-		}
-		for _, ipc := range result.IPs {
-			ipc.Interface = current.Int(1)
-		}
-		if len(result.IPs) > 0 {
-			if e := ipam.ConfigureIface(args.IfName, result); e != nil {
-				return e
-			}
-		} else if l, e := netlink.LinkByName(args.IfName); e == nil {
-			_ = netlink.LinkSetUp(l)
-		}
 		return nil
 	})
 	if err != nil {
 		return cniError("set up veth "+args.IfName, err)
+	}
+
+	result := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	result.Interfaces = []*current.Interface{
+		{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String()},
+		{Name: contIf.Name, Mac: contIf.HardwareAddr.String(), Sandbox: args.Netns},
+	}
+	if ipamCh != nil {
+		out := <-ipamCh
+		ipamWaited = true
+		if out.err != nil {
+			return out.err
+		}
+		ir, err := current.NewResultFromResult(out.r)
+		if err != nil {
+			return cniError("convert IPAM result", err)
+		}
+		if len(ir.IPs) == 0 {
+			return types.NewError(types.ErrInternal, "IPAM plugin returned no IP configuration", "")
+		}
+		result.IPs, result.Routes, result.DNS = ir.IPs, ir.Routes, ir.DNS
+	}
+	if adHoc {
+		if n, err = adHocNetwork(cfg, c, result); err != nil {
+			return err
+		}
+		if err := m.EnsureStarted(n); err != nil {
+			return cniError("start network "+n.Name, err)
+		}
+	} else if err := checkGateway(n, result); err != nil {
+		return err
+	}
+	addDefaultRoutes(c, n, result)
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(1)
+	}
+	err = netns.Do(func(ns.NetNS) error {
+		if len(result.IPs) > 0 {
+			return ipam.ConfigureIface(args.IfName, result)
+		}
+		l, e := netlink.LinkByName(args.IfName)
+		if e == nil {
+			e = netlink.LinkSetUp(l)
+		}
+		return e
+	})
+	if err != nil {
+		return cniError("configure "+args.IfName, err)
 	}
 
 	spec := vnet.PortSpec{
@@ -278,11 +501,17 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		Antispoof: c.Antispoof == nil || *c.Antispoof,
 		Shaping:   shapingOf(c.RuntimeConfig.Bandwidth),
 		MTU:       c.MTU,
+		Owned:     true,
+		Hairpin:   c.HairpinMode,
 	}
 	for _, ipc := range result.IPs {
 		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
 			spec.IPs = append(spec.IPs, a.Unmap())
 		}
+	}
+	spec.Forwards = forwardsFor(c.mappings, spec.IPs)
+	if len(c.mappings) > 0 && len(spec.Forwards) == 0 {
+		return errConfig("portMappings: the container has no address of the mappings' family")
 	}
 	attached = true // Attach may leave partial state even when it fails
 	if err := m.Attach(n, spec); err != nil {
@@ -348,6 +577,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return errConfig("host config: %v", err)
 	}
+	// The IPAM release runs while the port is taken apart: they are
+	// independent, and both wait on exec or the kernel.
+	ipamErr := make(chan error, 1)
+	if c.IPAM.Type != "" {
+		go func() { ipamErr <- ipam.ExecDel(c.IPAM.Type, args.StdinData) }()
+	} else {
+		ipamErr <- nil
+	}
 	hostName := hostVethName(args.ContainerID, args.IfName)
 	var errs []error
 	if config.ValidIfname(args.IfName) == nil {
@@ -355,16 +592,18 @@ func cmdDel(args *skel.CmdArgs) error {
 		if err := m.DetachPort(hostName); err != nil {
 			errs = append(errs, cniError("detach "+hostName, err))
 		}
+		// DetachPort deleted the veth if it had a record; an ADD killed
+		// before its port record left it to us.
 		if err := ip.DelLinkByName(hostName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
 			errs = append(errs, cniError("delete "+hostName, err))
-		} else if err := m.Run.Remove(attachmentName(hostName)); err != nil {
-			errs = append(errs, cniError("remove attachment "+hostName, err))
+		} else if len(errs) == 0 {
+			if err := m.Run.Remove(attachmentName(hostName)); err != nil {
+				errs = append(errs, cniError("remove attachment "+hostName, err))
+			}
 		}
 	}
-	if c.IPAM.Type != "" {
-		if err := ipam.ExecDel(c.IPAM.Type, args.StdinData); err != nil {
-			errs = append(errs, err)
-		}
+	if err := <-ipamErr; err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return errs[0]
@@ -384,7 +623,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
 	}
-	_, n, err := selectNetwork(c)
+	_, n, _, err := selectNetwork(c)
 	if err != nil {
 		return err
 	}
@@ -447,7 +686,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := selectNetwork(c); err != nil {
+	if _, _, _, err := selectNetwork(c); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "brouter network not available", err.Error())
 	}
 	if c.IPAM.Type != "" {
@@ -479,7 +718,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	cfg, n, err := selectNetwork(c)
+	cfg, n, _, err := selectNetwork(c)
 	if err != nil {
 		return err
 	}

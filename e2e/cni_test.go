@@ -49,7 +49,13 @@ type cniWorld struct {
 
 func newCNIWorld(t *testing.T) *cniWorld {
 	t.Helper()
-	w := newWorld(t, worldOpts{})
+	return newCNIWorldWith(t, worldOpts{})
+}
+
+// newCNIWorldWith is newCNIWorld with an outside namespace or guests.
+func newCNIWorldWith(t *testing.T, o worldOpts) *cniWorld {
+	t.Helper()
+	w := newWorld(t, o)
 	cw := &cniWorld{world: w, binDir: t.TempDir()}
 	if err := os.Symlink(binary(t, "brouter"), filepath.Join(cw.binDir, "brouter")); err != nil {
 		t.Fatal(err)
@@ -135,19 +141,26 @@ func cniNeutral(dump, bridge string) string {
 
 func cniConflist(t *testing.T, dataDir string) (*libcni.NetworkConfigList, string) {
 	t.Helper()
+	return cniConflistWith(t, dataDir, "")
+}
+
+// cniConflistWith is cniConflist with extra keys for the plugin's config
+// (e.g. `"capabilities": {...},`).
+func cniConflistWith(t *testing.T, dataDir, extra string) (*libcni.NetworkConfigList, string) {
+	t.Helper()
 	s := fmt.Sprintf(`{
   "cniVersion": "1.1.0",
   "name": "lab",
   "plugins": [{
     "type": "brouter",
-    "network": "lab",
+    "network": "lab",%s
     "ipam": {
       "type": "host-local",
       "ranges": [[{"subnet": "10.98.98.0/24", "rangeStart": "10.98.98.100", "rangeEnd": "10.98.98.150", "gateway": "10.98.98.1"}]],
       "dataDir": %q
     }
   }]
-}`, dataDir)
+}`, extra, dataDir)
 	list, err := libcni.ConfListFromBytes([]byte(s))
 	if err != nil {
 		t.Fatal(err)

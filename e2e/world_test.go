@@ -277,12 +277,12 @@ func withoutEmptyBuiltins(dump string) string {
 		}
 		out = append(out, l)
 	}
-	// Drop tables that are now empty: "table ip nat {" + "}" and "*nat" + "COMMIT".
+	// Drop tables that are now empty: "table ip nat {" + "}" (any family) and "*nat" + "COMMIT".
 	var res []string
 	for i := 0; i < len(out); i++ {
 		if i+1 < len(out) {
 			t, n := out[i], out[i+1]
-			if strings.HasPrefix(t, "table ip") && strings.HasSuffix(t, " {") && n == "}" {
+			if strings.HasPrefix(t, "table ") && strings.HasSuffix(t, " {") && n == "}" {
 				i++
 				continue
 			}

@@ -1,84 +1,165 @@
 // Command bench-cni compares brouter's CNI plugin with the reference chain
 // bridge + host-local + bandwidth + portmap, both driven through libcni with
-// the bandwidth and portMappings capabilities a runtime would pass.
+// the bandwidth and portMappings capabilities a runtime would pass (one port
+// mapping per container, distinct host ports).
 //
-//	go run ./e2e/bench-cni [-n 30] [-big 1000] [-bin ./bin]
+//	go run ./e2e/bench-cni [-n 30] [-big 1000] [-par 50] [-j 10] [-grow-j 1] [-bin ./bin]
 //
 // It measures ADD and DEL latency (p50/p90) of one container with 10 and
-// with -big existing attachments, 50 ADDs with 10 in parallel, and counts
-// the firewall rules in the host namespace. Everything runs inside a network
-// namespace of its own ("dom0"); every container is a namespace created with
-// ip netns add. All of them are removed at the end, also on failure.
+// with -big existing attachments, -par ADDs (and DELs) with -j in parallel,
+// and counts the firewall rules in dom0. The reference plugins are built
+// from the module proxy at bench time (never committed).
+//
+// Layout: the outer process builds the plugins and, for each chain, creates
+// a "dom0" network namespace (bcni<pid>-<chain>, the only namespaces it adds
+// to /run/netns) and runs itself inside it ("ip netns exec", which also gives
+// the inner process a mount namespace of its own). The inner process runs the
+// whole measurement for one chain and writes its results as JSON to a file;
+// the outer prints one combined report with the ratios.
+//
+// Cleanup does not DEL the background attachments one by one: everything the
+// plugins create lives in dom0 or in a container namespace, and their state
+// (host-local, libcni cache, brouter's run and state dirs) lives in the
+// chain's temporary work directory. Container namespaces are bind-mounted on
+// files in that work directory inside the inner process's private mount
+// namespace, so they vanish with the inner process (also when it is killed)
+// and never appear in the host's /run/netns. The outer kills whatever process
+// is left in dom0, deletes dom0 and removes the work directory, on success,
+// on failure and on SIGINT/SIGTERM (a second signal kills the inner process).
 package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-)
-
-var (
-	benchCtx  = context.Background()
-	innerProc *os.Process
 )
 
 type opts struct {
-	bin     string
-	n       int
-	big     int
-	par     int
-	parDeg  int
-	prefix  string
+	bin    string
+	n      int
+	big    int
+	par    int
+	parDeg int
+	growJ  int
+	chains string
+
+	// internal: set by the outer process for the inner one
+	inner   string
+	work    string
 	pluginD string
+	result  string
+}
+
+// Phase is one timed step of a chain's run.
+type Phase struct {
+	Name string
+	D    time.Duration
+}
+
+// Result is what the inner process hands back to the outer one. Latency
+// slices stay empty and rule counts -1 when a step did not run.
+type Result struct {
+	Chain                        string
+	Add10, Del10, AddBig, DelBig []time.Duration
+	ParAdd, ParDel               []time.Duration // individual latencies in the parallel step
+	ParWall, ParDelWall          time.Duration
+	Nft0, Ipt0                   int
+	Nft10, Ipt10                 int
+	NftBig, IptBig               int
+	Live                         int // attachments when the inner process ended
+	Namespaces                   int // container namespaces created
+	Phases                       []Phase
+	Err                          string
 }
 
 func main() {
 	var o opts
-	flag.StringVar(&o.bin, "bin", "./bin", "directory with the built brouter binaries (brouter, network-virtual)")
+	flag.StringVar(&o.bin, "bin", "./bin", "directory with the built brouter plugin (built from ./plugins/brouter when missing)")
 	flag.IntVar(&o.n, "n", 30, "repetitions per latency measurement")
 	flag.IntVar(&o.big, "big", 1000, "number of existing attachments for the large measurement")
 	flag.IntVar(&o.par, "par", 50, "ADDs in the parallel measurement")
 	flag.IntVar(&o.parDeg, "j", 10, "parallelism of the parallel measurement")
-	inner := flag.Bool("inner", false, "internal: already inside dom0")
-	flag.StringVar(&o.prefix, "prefix", "", "internal: container namespace prefix")
+	flag.IntVar(&o.growJ, "grow-j", 1, "parallelism when growing to -big attachments (1: serial)")
+	flag.StringVar(&o.chains, "chains", "brouter,reference", "comma-separated chains to run")
+	flag.StringVar(&o.inner, "inner", "", "internal: run this chain (already inside its dom0)")
+	flag.StringVar(&o.work, "work", "", "internal: the chain's work directory")
 	flag.StringVar(&o.pluginD, "plugins", "", "internal: directory with the plugin binaries")
+	flag.StringVar(&o.result, "result", "", "internal: file for the JSON result")
 	flag.Parse()
-	// On SIGINT/SIGTERM the outer process waits for the inner one and then
-	// removes the namespaces; the inner one stops adding and DELs what it made.
-	sig := make(chan os.Signal, 1)
+	if o.n < 1 || o.par < 1 || o.parDeg < 1 || o.growJ < 1 || o.big < 10 {
+		fmt.Fprintln(os.Stderr, "bench-cni: need -n, -par, -j, -grow-j >= 1 and -big >= 10")
+		os.Exit(2)
+	}
+
+	// A closed stdout (| head) must not kill the run before it cleans up:
+	// writes then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
+	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(context.Background())
-	benchCtx = ctx
+	defer cancel()
+	if o.inner != "" {
+		// Stop starting operations; the ones in flight finish, the results
+		// so far are written, the outer process removes everything.
+		go func() {
+			for s := range sig {
+				fmt.Fprintf(os.Stderr, "[%s] %v: stopping after the operations in flight\n", o.inner, s)
+				cancel()
+			}
+		}()
+		if err := runInner(ctx, o); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	go func() {
-		s := <-sig
-		fmt.Fprintln(os.Stderr, "bench-cni: interrupted, cleaning up")
-		cancel()
-		if p := innerProc; p != nil && !*inner {
-			p.Signal(s)
+		n := 0
+		for s := range sig {
+			n++
+			cancel()
+			p := currentInner()
+			switch {
+			case p == nil:
+				fmt.Fprintf(os.Stderr, "bench-cni: %v: cleaning up\n", s)
+			case n == 1:
+				fmt.Fprintf(os.Stderr, "bench-cni: %v: stopping the inner process %d, then cleaning up (again to kill it)\n", s, p.Pid)
+				p.Signal(s)
+			default:
+				fmt.Fprintf(os.Stderr, "bench-cni: %v: killing the inner process %d, then cleaning up\n", s, p.Pid)
+				p.Kill()
+			}
 		}
 	}()
-	var err error
-	if *inner {
-		err = runInner(o)
-	} else {
-		err = runOuter(o)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-cni:", err)
-		os.Exit(1)
-	}
+	os.Exit(runOuter(ctx, o))
+}
+
+var (
+	innerMu   sync.Mutex
+	innerProc *os.Process
+)
+
+func currentInner() *os.Process {
+	innerMu.Lock()
+	defer innerMu.Unlock()
+	return innerProc
+}
+
+func setInner(p *os.Process) {
+	innerMu.Lock()
+	innerProc = p
+	innerMu.Unlock()
 }
 
 func goTool() string {
@@ -89,11 +170,12 @@ func goTool() string {
 }
 
 // buildPlugins puts brouter and the reference plugins into dir. The reference
-// plugins are built with a temporary copy of go.mod/go.sum so missing go.sum
-// entries never touch the repository's files.
+// plugins are built from the module proxy with a temporary copy of
+// go.mod/go.sum, so missing go.sum entries never touch the repository's files.
 func buildPlugins(bin, dir string) error {
 	br := filepath.Join(bin, "brouter")
 	if _, err := os.Stat(br); err == nil {
+		fmt.Printf("brouter plugin: %s\n", br)
 		if err := os.Symlink(br, filepath.Join(dir, "brouter")); err != nil {
 			return err
 		}
@@ -128,430 +210,317 @@ func buildPlugins(bin, dir string) error {
 	return nil
 }
 
-func runOuter(o opts) error {
+// outerPhases are timed by the outer process, per chain.
+type outerPhases struct {
+	inner, teardown, settle time.Duration
+	killed                  []string
+}
+
+func runOuter(ctx context.Context, o opts) int {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("needs root (it creates network namespaces)")
+		fmt.Fprintln(os.Stderr, "bench-cni: needs root (it creates network namespaces)")
+		return 1
 	}
 	bin, err := filepath.Abs(o.bin)
 	if err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "bench-cni:", err)
+		return 1
 	}
-	dir, err := os.MkdirTemp("", "bench-cni")
+	o.bin = bin
+	var chains []string
+	for _, c := range strings.Split(o.chains, ",") {
+		switch c = strings.TrimSpace(c); c {
+		case "brouter", "reference":
+			chains = append(chains, c)
+		case "":
+		default:
+			fmt.Fprintf(os.Stderr, "bench-cni: unknown chain %q (brouter, reference)\n", c)
+			return 2
+		}
+	}
+	removeStaleNetns()
+	top, err := os.MkdirTemp("", fmt.Sprintf("bench-cni-%d-", os.Getpid()))
 	if err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "bench-cni:", err)
+		return 1
 	}
-	defer os.RemoveAll(dir)
-	pdir := filepath.Join(dir, "plugins")
+	defer os.RemoveAll(top)
+	prefix := fmt.Sprintf("bcni%d-", os.Getpid())
+	// Last line of defence: whatever namespace with our prefix is still
+	// there (none should be) goes.
+	defer removeLeftoverNetns(prefix)
+
+	t0 := time.Now()
+	pdir := filepath.Join(top, "plugins")
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "bench-cni:", err)
+		return 1
 	}
 	if err := buildPlugins(bin, pdir); err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "bench-cni:", err)
+		return 1
 	}
-	dom0 := fmt.Sprintf("bcni-dom0-%d", os.Getpid())
-	prefix := fmt.Sprintf("bcni%d-", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", dom0).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", dom0, err, out)
-	}
-	defer func() {
-		// Whatever the inner process left: container namespaces first, then dom0.
-		ents, _ := os.ReadDir("/run/netns")
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-		exec.Command("ip", "netns", "del", dom0).Run()
-	}()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("ip", "netns", "exec", dom0, self, "-inner", "-bin", bin, "-plugins", pdir,
-		"-prefix", prefix, "-n", fmt.Sprint(o.n), "-big", fmt.Sprint(o.big), "-par", fmt.Sprint(o.par), "-j", fmt.Sprint(o.parDeg))
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	innerProc = cmd.Process
-	return cmd.Wait()
-}
+	buildTime := time.Since(t0)
+	fmt.Printf("plugins ready in %s\n", buildTime.Round(time.Millisecond))
 
-// chain is one of the two configurations under test.
-type chain struct {
-	name    string
-	list    *libcni.NetworkConfigList
-	cni     *libcni.CNIConfig
-	prefix  string // container ID / netns prefix
-	nsCount int
-	live    []*libcni.RuntimeConf
-	port    int
-}
-
-type result struct {
-	add10, del10, addBig, delBig []time.Duration
-	parWall, parDelWall          time.Duration
-	growTime                     time.Duration
-	nft0, ipt0                   int
-	nft10, ipt10                 int
-	nftBig, iptBig               int
-}
-
-func runInner(o opts) error {
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("lo up: %v: %s", err, out)
-	}
-	dir, err := os.MkdirTemp("", "bench-cni-inner")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "brouter.toml")
-	if err := os.WriteFile(cfg, []byte("[network.bench]\nbridge = \"brbench\"\naddress = \"10.88.0.1/16\"\n"), 0o644); err != nil {
-		return err
-	}
-	os.Setenv("BROUTER_CONFIG", cfg)
-	os.Setenv("BROUTER_RUN_DIR", filepath.Join(dir, "run"))
-	os.Setenv("BROUTER_STATE_DIR", filepath.Join(dir, "lib"))
-
-	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
-	brList, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{
-  "cniVersion": "1.1.0",
-  "name": "bench",
-  "plugins": [{
-    "type": "brouter",
-    "network": "bench",
-    "capabilities": {"bandwidth": true, "portMappings": true},
-    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]], "dataDir": %q}
-  }]
-}`, filepath.Join(dir, "ipam-brouter"))))
-	if err != nil {
-		return err
-	}
-	refList, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{
-  "cniVersion": "1.1.0",
-  "name": "ref",
-  "plugins": [
-    {"type": "bridge", "bridge": "cni-ref", "isGateway": true, "ipMasq": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]], "dataDir": %q}},
-    {"type": "bandwidth", "capabilities": {"bandwidth": true}},
-    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
-  ]
-}`, filepath.Join(dir, "ipam-ref"))))
-	if err != nil {
-		return err
-	}
-	chains := []*chain{
-		{name: "brouter", list: brList, prefix: o.prefix + "b", port: 10000,
-			cni: libcni.NewCNIConfigWithCacheDir([]string{o.pluginD}, filepath.Join(dir, "cache-b"), ex)},
-		{name: "reference", list: refList, prefix: o.prefix + "r", port: 30000,
-			cni: libcni.NewCNIConfigWithCacheDir([]string{o.pluginD}, filepath.Join(dir, "cache-r"), ex)},
-	}
-	results := map[string]*result{}
-	var firstErr error
-	for _, c := range chains {
-		r, err := benchChain(o, c)
-		// Always tear down, also after a failure.
-		if e := c.teardown(); e != nil && err == nil {
-			err = e
-		}
-		if c.name == "brouter" {
-			if out, e := exec.Command(filepath.Join(o.bin, "network-virtual"), "stop", "net=bench").CombinedOutput(); e != nil {
-				fmt.Fprintf(os.Stderr, "network-virtual stop: %v: %s\n", e, out)
-			}
-		}
-		if err != nil {
-			firstErr = fmt.Errorf("%s: %w", c.name, err)
+	results := map[string]*Result{}
+	outer := map[string]*outerPhases{}
+	var failed []string
+	for i, name := range chains {
+		if ctx.Err() != nil {
 			break
 		}
-		results[c.name] = r
-	}
-	if len(results) > 0 {
-		printReport(o, results)
-	}
-	return firstErr
-}
-
-func (c *chain) newNS() (string, error) {
-	name := fmt.Sprintf("%s%d", c.prefix, c.nsCount)
-	c.nsCount++
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
-	}
-	return name, nil
-}
-
-func (c *chain) rt(ns string) *libcni.RuntimeConf {
-	c.port++
-	return &libcni.RuntimeConf{
-		ContainerID: "ctr-" + ns,
-		NetNS:       "/run/netns/" + ns,
-		IfName:      "eth0",
-		CapabilityArgs: map[string]interface{}{
-			"bandwidth": map[string]interface{}{
-				"ingressRate": 100000000, "ingressBurst": 12500000,
-				"egressRate": 100000000, "egressBurst": 12500000,
-			},
-			"portMappings": []map[string]interface{}{
-				{"hostPort": c.port, "containerPort": 80, "protocol": "tcp"},
-			},
-		},
-	}
-}
-
-func (c *chain) add(rt *libcni.RuntimeConf) (time.Duration, error) {
-	t0 := time.Now()
-	if err := benchCtx.Err(); err != nil {
-		return 0, err
-	}
-	_, err := c.cni.AddNetworkList(context.Background(), c.list, rt)
-	d := time.Since(t0)
-	if err != nil {
-		return d, fmt.Errorf("ADD %s: %w", rt.ContainerID, err)
-	}
-	return d, nil
-}
-
-func (c *chain) del(rt *libcni.RuntimeConf) (time.Duration, error) {
-	t0 := time.Now()
-	err := c.cni.DelNetworkList(context.Background(), c.list, rt)
-	d := time.Since(t0)
-	if err != nil {
-		return d, fmt.Errorf("DEL %s: %w", rt.ContainerID, err)
-	}
-	return d, nil
-}
-
-// grow adds background attachments until there are n.
-func (c *chain) grow(n int) error {
-	for len(c.live) < n {
-		ns, err := c.newNS()
+		r, op, err := runChain(ctx, o, name, prefix, pdir, top, i == len(chains)-1)
+		if r != nil {
+			results[name] = r
+		}
+		outer[name] = op
 		if err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "bench-cni: %s: FAILED: %v\n", name, err)
+			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
 		}
-		rt := c.rt(ns)
-		if _, err := c.add(rt); err != nil {
-			c.live = append(c.live, rt) // DEL it at teardown anyway
-			return err
-		}
-		c.live = append(c.live, rt)
 	}
-	return nil
+	printReport(o, chains, buildTime, results, outer)
+	left := leftoverNetns(prefix)
+	if len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "bench-cni: namespaces still present after cleanup: %s\n", strings.Join(left, " "))
+	}
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "bench-cni: interrupted; partial results above")
+		return 130
+	case len(failed) > 0:
+		fmt.Println()
+		for _, f := range failed {
+			fmt.Printf("FAILED %s\n", f)
+		}
+		return 1
+	}
+	return 0
 }
 
-// teardown DELs every attachment still live and removes the namespaces.
-func (c *chain) teardown() error {
-	var first error
-	for _, rt := range c.live {
-		if _, err := c.del(rt); err != nil && first == nil {
-			first = err
+// runChain runs one chain in a fresh dom0 and removes everything afterwards.
+func runChain(ctx context.Context, o opts, name, prefix, pdir, top string, last bool) (r *Result, op *outerPhases, err error) {
+	op = &outerPhases{}
+	dom0 := prefix + name
+	work := filepath.Join(top, name)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, op, err
+	}
+	if out, err := exec.Command("ip", "netns", "add", dom0).CombinedOutput(); err != nil {
+		return nil, op, fmt.Errorf("ip netns add %s: %v: %s", dom0, err, strings.TrimSpace(string(out)))
+	}
+	tornDown := false
+	teardown := func() {
+		if tornDown {
+			return
 		}
+		tornDown = true
+		t := time.Now()
+		op.killed = killNetnsPids(dom0)
+		if out, err := exec.Command("ip", "netns", "del", dom0).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-cni: ip netns del %s: %v: %s\n", dom0, err, strings.TrimSpace(string(out)))
+		}
+		if err := os.RemoveAll(work); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-cni: remove %s: %v\n", work, err)
+		}
+		op.teardown = time.Since(t)
 	}
-	c.live = nil
-	for i := 0; i < c.nsCount; i++ {
-		exec.Command("ip", "netns", "del", fmt.Sprintf("%s%d", c.prefix, i)).Run()
-	}
-	c.nsCount = 0
-	return first
-}
+	defer teardown() // also on panic
 
-// measure ADDs and DELs one more container n times.
-func (c *chain) measure(n int) (adds, dels []time.Duration, err error) {
-	ns, err := c.newNS()
+	self, err := os.Executable()
 	if err != nil {
-		return nil, nil, err
+		return nil, op, err
 	}
-	for i := 0; i < n; i++ {
-		rt := c.rt(ns)
-		d, err := c.add(rt)
-		if err != nil {
-			c.del(rt)
-			return nil, nil, err
-		}
-		adds = append(adds, d)
-		if d, err = c.del(rt); err != nil {
-			return nil, nil, err
-		}
-		dels = append(dels, d)
+	resFile := filepath.Join(work, "result.json")
+	cmd := exec.Command("ip", "netns", "exec", dom0, self, "-inner", name,
+		"-work", work, "-plugins", pdir, "-result", resFile, "-bin", o.bin,
+		"-n", strconv.Itoa(o.n), "-big", strconv.Itoa(o.big), "-par", strconv.Itoa(o.par),
+		"-j", strconv.Itoa(o.parDeg), "-grow-j", strconv.Itoa(o.growJ))
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// "ip netns exec" execs the inner process in place: if this process
+	// dies, the inner one gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	fmt.Printf("\n=== %s: dom0 %s ===\n", name, dom0)
+	t := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, op, err
 	}
-	return adds, dels, nil
+	setInner(cmd.Process)
+	if ctx.Err() != nil { // a signal that came before setInner
+		cmd.Process.Signal(os.Interrupt)
+	}
+	waitErr := cmd.Wait()
+	setInner(nil)
+	op.inner = time.Since(t)
+
+	if b, err := os.ReadFile(resFile); err == nil {
+		r = &Result{}
+		if err := json.Unmarshal(b, r); err != nil {
+			r = nil
+			waitErr = errors.Join(waitErr, fmt.Errorf("result: %w", err))
+		}
+	}
+	teardown()
+	live, nss := 0, 0
+	if r != nil {
+		live, nss = r.Live, r.Namespaces
+	}
+	fmt.Printf("[%s] teardown (no DELs; delete dom0 with %d attachments and %d container namespaces): %s\n",
+		name, live, nss, op.teardown.Round(time.Millisecond))
+	if len(op.killed) > 0 {
+		fmt.Printf("[%s]   killed processes left in dom0: %s\n", name, strings.Join(op.killed, ", "))
+	}
+	if ctx.Err() == nil && !last {
+		// The kernel destroys the namespaces asynchronously; let it finish
+		// before the next chain is measured.
+		var frac float64
+		op.settle, frac = settle(ctx, 60*time.Second)
+		fmt.Printf("[%s] waited %s for the machine to settle (CPU %.0f%% busy)\n",
+			name, op.settle.Round(time.Millisecond), 100*frac)
+	}
+	switch {
+	case r != nil && r.Err != "":
+		return r, op, errors.New(r.Err)
+	case waitErr != nil && r == nil:
+		return nil, op, fmt.Errorf("inner process: %v (no result)", waitErr)
+	case waitErr != nil:
+		return r, op, fmt.Errorf("inner process: %v", waitErr)
+	}
+	return r, op, nil
 }
 
-func (c *chain) parallel(count, deg int) (addWall, delWall time.Duration, err error) {
-	rts := make([]*libcni.RuntimeConf, count)
-	for i := range rts {
-		ns, err := c.newNS()
-		if err != nil {
-			return 0, 0, err
-		}
-		rts[i] = c.rt(ns)
-	}
-	run := func(op func(*libcni.RuntimeConf) (time.Duration, error)) (time.Duration, error) {
-		var (
-			wg    sync.WaitGroup
-			mu    sync.Mutex
-			first error
-		)
-		sem := make(chan struct{}, deg)
-		t0 := time.Now()
-		for _, rt := range rts {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func(rt *libcni.RuntimeConf) {
-				defer func() { <-sem; wg.Done() }()
-				if _, err := op(rt); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}(rt)
-		}
-		wg.Wait()
-		return time.Since(t0), first
-	}
-	addWall, err = run(c.add)
+// killNetnsPids kills, by PID, every process still in dom0 (a daemon a
+// plugin may have started); they are all descendants of this benchmark.
+func killNetnsPids(dom0 string) []string {
+	out, err := exec.Command("ip", "netns", "pids", dom0).Output()
 	if err != nil {
-		c.live = append(c.live, rts...)
-		return 0, 0, err
+		return nil
 	}
-	delWall, err = run(c.del)
-	if err != nil {
-		c.live = append(c.live, rts...)
-	}
-	return addWall, delWall, err
-}
-
-// rules counts nftables rules (lines with a handle that are not tables,
-// chains, sets, maps or flowtables) and iptables-save -A lines in dom0.
-func rules() (nft, ipt int) {
-	out, _ := exec.Command("nft", "-a", "list", "ruleset").Output()
-	for _, l := range strings.Split(string(out), "\n") {
-		t := strings.TrimSpace(l)
-		if !strings.Contains(t, "# handle") {
+	var killed []string
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 || pid == os.Getpid() {
 			continue
 		}
-		f := strings.Fields(t)
-		switch f[0] {
-		case "table", "chain", "set", "map", "flowtable":
-			continue
-		}
-		nft++
-	}
-	out, _ = exec.Command("iptables-save").Output()
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "-A") {
-			ipt++
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed = append(killed, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(string(comm))))
 		}
 	}
-	return nft, ipt
+	return killed
 }
 
-func benchChain(o opts, c *chain) (*result, error) {
-	r := &result{}
-	r.nft0, r.ipt0 = rules()
-	fmt.Printf("[%s] creating 10 background attachments ...\n", c.name)
-	if err := c.grow(10); err != nil {
-		return nil, err
+func leftoverNetns(prefix string) []string {
+	ents, _ := os.ReadDir("/run/netns")
+	var left []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			left = append(left, e.Name())
+		}
 	}
-	r.nft10, r.ipt10 = rules()
-	var err error
-	fmt.Printf("[%s] measuring ADD/DEL at 10 (n=%d) ...\n", c.name, o.n)
-	if r.add10, r.del10, err = c.measure(o.n); err != nil {
-		return nil, err
+	return left
+}
+
+func removeLeftoverNetns(prefix string) {
+	for _, name := range leftoverNetns(prefix) {
+		killNetnsPids(name)
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-cni: ip netns del %s: %v: %s\n", name, err, strings.TrimSpace(string(out)))
+		}
 	}
-	fmt.Printf("[%s] %d ADDs, %d in parallel ...\n", c.name, o.par, o.parDeg)
-	if r.parWall, r.parDelWall, err = c.parallel(o.par, o.parDeg); err != nil {
-		return nil, err
+}
+
+// staleName matches the namespaces this benchmark creates (dom0s now,
+// dom0s and container namespaces of earlier versions), with the PID of the
+// run that created them.
+var staleName = regexp.MustCompile(`^bcni(?:-dom0-([0-9]+)|([0-9]+)-(?:brouter|reference|[br][0-9]+))$`)
+
+var staleDir = regexp.MustCompile(`^bench-cni-([0-9]+)-[0-9]+$`)
+
+// removeStaleNetns deletes namespaces and work directories an earlier run
+// left behind (it was killed with SIGKILL): only names of this benchmark
+// whose PID is gone.
+func removeStaleNetns() {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		m := staleName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid := m[1] + m[2]
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue // that run is still going (or the PID is reused: leave it)
+		}
+		fmt.Printf("removing namespace %s left by an earlier run (pid %s is gone)\n", e.Name(), pid)
+		killNetnsPids(e.Name())
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-cni: ip netns del %s: %v: %s\n", e.Name(), err, strings.TrimSpace(string(out)))
+		}
 	}
-	fmt.Printf("[%s] growing to %d attachments ...\n", c.name, o.big)
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "bench-cni-*-*"))
+	for _, d := range dirs {
+		m := staleDir.FindStringSubmatch(filepath.Base(d))
+		if m == nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); err == nil {
+			continue
+		}
+		fmt.Printf("removing %s left by an earlier run (pid %s is gone)\n", d, m[1])
+		os.RemoveAll(d)
+	}
+}
+
+// cpuBusy reads the aggregate CPU counters of /proc/stat: time spent busy
+// (everything but idle and iowait) and in total, in clock ticks.
+func cpuBusy() (busy, total uint64, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, true
+}
+
+// settle waits until the machine is calm again after a teardown (the kernel
+// destroys namespaces asynchronously, in kernel threads): the CPUs less than
+// half busy in two consecutive half-second samples, or max has passed. It
+// returns how long it waited and the last busy fraction.
+func settle(ctx context.Context, max time.Duration) (time.Duration, float64) {
 	t0 := time.Now()
-	if err := c.grow(o.big); err != nil {
-		return nil, err
+	b0, t0t, ok := cpuBusy()
+	if !ok {
+		return 0, -1
 	}
-	r.growTime = time.Since(t0)
-	fmt.Printf("[%s]   took %s\n", c.name, r.growTime.Round(time.Millisecond))
-	r.nftBig, r.iptBig = rules()
-	fmt.Printf("[%s] measuring ADD/DEL at %d (n=%d) ...\n", c.name, o.big, o.n)
-	if r.addBig, r.delBig, err = c.measure(o.n); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-func pct(ds []time.Duration, q float64) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(q*float64(len(s)-1)+0.5)]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
-
-func printReport(o opts, res map[string]*result) {
-	fmt.Println()
-	fmt.Printf("bench-cni: n=%d, big=%d, parallel %d ADDs with %d at a time\n", o.n, o.big, o.par, o.parDeg)
-	fmt.Println("CAVEAT: brouter's CNI plugin does not implement portMappings yet; it ignores them,")
-	fmt.Println("        so its numbers carry no port-forwarding cost while portmap's do.")
-	fmt.Println()
-	fmt.Printf("%-44s %12s %12s\n", "operation", "p50", "p90")
-	names := []string{"brouter", "reference"}
-	for _, name := range names {
-		r := res[name]
-		if r == nil {
+	calm, frac := 0, -1.0
+	for calm < 2 && time.Since(t0) < max && ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		b1, t1t, ok := cpuBusy()
+		if !ok || t1t == t0t {
 			continue
 		}
-		row := func(what string, ds []time.Duration) {
-			fmt.Printf("%-44s %12s %12s\n", name+" "+what, ms(pct(ds, 0.5)), ms(pct(ds, 0.9)))
+		frac = float64(b1-b0) / float64(t1t-t0t)
+		if frac < 0.5 {
+			calm++
+		} else {
+			calm = 0
 		}
-		row("ADD @10", r.add10)
-		row("DEL @10", r.del10)
-		row(fmt.Sprintf("ADD @%d", o.big), r.addBig)
-		row(fmt.Sprintf("DEL @%d", o.big), r.delBig)
-		fmt.Printf("%-44s %12s\n", fmt.Sprintf("%s %d ADDs x%d parallel (wall)", name, o.par, o.parDeg), ms(r.parWall))
-		fmt.Printf("%-44s %12s\n", fmt.Sprintf("%s %d DELs x%d parallel (wall)", name, o.par, o.parDeg), ms(r.parDelWall))
-		fmt.Printf("%-44s %12s\n", fmt.Sprintf("%s setup of %d attachments (serial)", name, o.big-10), r.growTime.Round(time.Millisecond))
+		b0, t0t = b1, t1t
 	}
-	fmt.Println()
-	fmt.Printf("%-12s %22s %22s %22s\n", "firewall", "before (nft/ipt -A)", "@10 (nft/ipt -A)", fmt.Sprintf("@%d (nft/ipt -A)", o.big))
-	for _, name := range names {
-		if r := res[name]; r != nil {
-			fmt.Printf("%-12s %22s %22s %22s\n", name,
-				fmt.Sprintf("%d / %d", r.nft0, r.ipt0), fmt.Sprintf("%d / %d", r.nft10, r.ipt10), fmt.Sprintf("%d / %d", r.nftBig, r.iptBig))
-		}
-	}
-	fmt.Println("(nft counts rules of all tables, including iptables-nft's; the two columns overlap)")
-	b, ref := res["brouter"], res["reference"]
-	if b == nil || ref == nil {
-		return
-	}
-	ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
-	verdict := func(v, target float64) string {
-		if v <= target {
-			return "ok"
-		}
-		return "MISSED"
-	}
-	fmt.Println()
-	v := ratio(pct(b.add10, 0.5), pct(ref.add10, 0.5))
-	fmt.Printf("ADD p50 brouter/reference @10:     %.3f (target <= 0.25: %s)\n", v, verdict(v, 0.25))
-	v = ratio(pct(b.del10, 0.5), pct(ref.del10, 0.5))
-	fmt.Printf("DEL p50 brouter/reference @10:     %.3f (target <= 0.25: %s)\n", v, verdict(v, 0.25))
-	v = ratio(pct(b.addBig, 0.5), pct(ref.addBig, 0.5))
-	fmt.Printf("ADD p50 brouter/reference @%-5d   %.3f (target <= 0.25: %s)\n", o.big, v, verdict(v, 0.25))
-	v = ratio(pct(b.delBig, 0.5), pct(ref.delBig, 0.5))
-	fmt.Printf("DEL p50 brouter/reference @%-5d   %.3f (target <= 0.25: %s)\n", o.big, v, verdict(v, 0.25))
-	v = ratio(pct(b.addBig, 0.5), pct(b.add10, 0.5))
-	fmt.Printf("brouter ADD p50 @%d / @10:       %.3f (target <= 1.2: %s)\n", o.big, v, verdict(v, 1.2))
-	v = ratio(pct(b.delBig, 0.5), pct(b.del10, 0.5))
-	fmt.Printf("brouter DEL p50 @%d / @10:       %.3f (target <= 1.2: %s)\n", o.big, v, verdict(v, 1.2))
-	v = ratio(pct(ref.addBig, 0.5), pct(ref.add10, 0.5))
-	fmt.Printf("reference ADD p50 @%d / @10:     %.3f (for comparison)\n", o.big, v)
-	grow := func(r *result) string {
-		if r.nftBig == r.nft10 && r.iptBig == r.ipt10 {
-			return "does not grow"
-		}
-		return fmt.Sprintf("GROWS (+%d nft, +%d ipt)", r.nftBig-r.nft10, r.iptBig-r.ipt10)
-	}
-	fmt.Printf("firewall rules @10 -> @%d: brouter %s; reference %s\n", o.big, grow(b), grow(ref))
+	return time.Since(t0), frac
 }

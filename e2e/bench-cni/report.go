@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+func pct(ds []time.Duration, q float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(q*float64(len(s)-1)+0.5)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+
+func dur(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	if d < 10*time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func printReport(o opts, chains []string, build time.Duration, res map[string]*Result, outer map[string]*outerPhases) {
+	fmt.Println()
+	fmt.Printf("bench-cni: n=%d, big=%d, parallel %d ADDs with %d at a time, grow-j %d\n", o.n, o.big, o.par, o.parDeg, o.growJ)
+	fmt.Println("both chains: bandwidth (100 Mbit/s each way) and one port mapping per container (distinct host ports);")
+	fmt.Println("each chain in a dom0 network namespace of its own")
+	fmt.Println()
+	fmt.Printf("%-46s %12s %12s\n", "operation", "p50", "p90")
+	for _, name := range chains {
+		r := res[name]
+		if r == nil {
+			continue
+		}
+		row := func(what string, ds []time.Duration) {
+			if len(ds) == 0 {
+				fmt.Printf("%-46s %12s %12s\n", name+" "+what, "-", "-")
+				return
+			}
+			fmt.Printf("%-46s %12s %12s\n", name+" "+what, ms(pct(ds, 0.5)), ms(pct(ds, 0.9)))
+		}
+		wall := func(what string, d time.Duration) {
+			s := "-"
+			if d > 0 {
+				s = ms(d)
+			}
+			fmt.Printf("%-46s %12s\n", name+" "+what, s)
+		}
+		row("ADD @10", r.Add10)
+		row("DEL @10", r.Del10)
+		row(fmt.Sprintf("ADD @%d", o.big), r.AddBig)
+		row(fmt.Sprintf("DEL @%d", o.big), r.DelBig)
+		row(fmt.Sprintf("%d ADDs x%d parallel: each", o.par, o.parDeg), r.ParAdd)
+		wall(fmt.Sprintf("%d ADDs x%d parallel: wall", o.par, o.parDeg), r.ParWall)
+		row(fmt.Sprintf("%d DELs x%d parallel: each", o.par, o.parDeg), r.ParDel)
+		wall(fmt.Sprintf("%d DELs x%d parallel: wall", o.par, o.parDeg), r.ParDelWall)
+	}
+
+	fmt.Println()
+	fmt.Printf("%-46s", "phase (build of all plugins: "+dur(build)+")")
+	for _, name := range chains {
+		fmt.Printf(" %14s", name)
+	}
+	fmt.Println()
+	var names []string
+	seen := map[string]bool{}
+	for _, name := range chains {
+		if r := res[name]; r != nil {
+			for _, p := range r.Phases {
+				if !seen[p.Name] {
+					seen[p.Name] = true
+					names = append(names, p.Name)
+				}
+			}
+		}
+	}
+	phaseRow := func(label string, get func(name string) time.Duration) {
+		fmt.Printf("%-46s", label)
+		for _, name := range chains {
+			fmt.Printf(" %14s", dur(get(name)))
+		}
+		fmt.Println()
+	}
+	for _, pn := range names {
+		pn := pn
+		phaseRow(pn, func(name string) time.Duration {
+			if r := res[name]; r != nil {
+				for _, p := range r.Phases {
+					if p.Name == pn {
+						return p.D
+					}
+				}
+			}
+			return 0
+		})
+	}
+	phaseRow("setup total (10 + grow)", func(name string) time.Duration {
+		var t time.Duration
+		if r := res[name]; r != nil {
+			for _, p := range r.Phases {
+				if len(p.Name) >= 6 && p.Name[:6] == "setup:" {
+					t += p.D
+				}
+			}
+		}
+		return t
+	})
+	get := func(f func(*outerPhases) time.Duration) func(string) time.Duration {
+		return func(name string) time.Duration {
+			if op := outer[name]; op != nil {
+				return f(op)
+			}
+			return 0
+		}
+	}
+	phaseRow("inner process (all of the above)", get(func(op *outerPhases) time.Duration { return op.inner }))
+	phaseRow("teardown: delete dom0 + container netns", get(func(op *outerPhases) time.Duration { return op.teardown }))
+	phaseRow("wait for the machine to settle", get(func(op *outerPhases) time.Duration { return op.settle }))
+
+	fmt.Println()
+	fmt.Printf("%-12s %22s %22s %22s\n", "firewall", "before (nft/ipt -A)", "@10 (nft/ipt -A)", fmt.Sprintf("@%d (nft/ipt -A)", o.big))
+	cnt := func(a, b int) string {
+		f := func(n int) string {
+			if n < 0 {
+				return "-"
+			}
+			return fmt.Sprint(n)
+		}
+		return f(a) + " / " + f(b)
+	}
+	for _, name := range chains {
+		if r := res[name]; r != nil {
+			fmt.Printf("%-12s %22s %22s %22s\n", name, cnt(r.Nft0, r.Ipt0), cnt(r.Nft10, r.Ipt10), cnt(r.NftBig, r.IptBig))
+		}
+	}
+	fmt.Println("(nft counts rules of all tables, including iptables-nft's; the two columns overlap)")
+
+	b, ref := res["brouter"], res["reference"]
+	fmt.Println()
+	ratio := func(label string, num, den []time.Duration, target float64) {
+		if len(num) == 0 || len(den) == 0 {
+			fmt.Printf("%-40s %8s\n", label, "n/a")
+			return
+		}
+		v := float64(pct(num, 0.5)) / float64(pct(den, 0.5))
+		verdict := "for comparison"
+		if target > 0 {
+			verdict = fmt.Sprintf("target <= %g: ok", target)
+			if v > target {
+				verdict = fmt.Sprintf("target <= %g: MISSED", target)
+			}
+		}
+		fmt.Printf("%-40s %8.3f (%s)\n", label, v, verdict)
+	}
+	if b != nil && ref != nil {
+		ratio("ADD p50 brouter/reference @10:", b.Add10, ref.Add10, 0.25)
+		ratio("DEL p50 brouter/reference @10:", b.Del10, ref.Del10, 0.25)
+		ratio(fmt.Sprintf("ADD p50 brouter/reference @%d:", o.big), b.AddBig, ref.AddBig, 0.25)
+		ratio(fmt.Sprintf("DEL p50 brouter/reference @%d:", o.big), b.DelBig, ref.DelBig, 0.25)
+		ratio("parallel ADD p50 brouter/reference:", b.ParAdd, ref.ParAdd, 0)
+		if b.ParWall > 0 && ref.ParWall > 0 {
+			fmt.Printf("%-40s %8.3f (for comparison)\n", "parallel ADD wall brouter/reference:", float64(b.ParWall)/float64(ref.ParWall))
+		}
+	}
+	if b != nil {
+		ratio(fmt.Sprintf("brouter ADD p50 @%d / @10:", o.big), b.AddBig, b.Add10, 1.2)
+		ratio(fmt.Sprintf("brouter DEL p50 @%d / @10:", o.big), b.DelBig, b.Del10, 1.2)
+	}
+	if ref != nil {
+		ratio(fmt.Sprintf("reference ADD p50 @%d / @10:", o.big), ref.AddBig, ref.Add10, 0)
+		ratio(fmt.Sprintf("reference DEL p50 @%d / @10:", o.big), ref.DelBig, ref.Del10, 0)
+	}
+	grow := func(r *Result) string {
+		switch {
+		case r == nil:
+			return "n/a"
+		case r.Nft10 < 0 || r.NftBig < 0:
+			return "not measured"
+		case r.NftBig == r.Nft10 && r.IptBig == r.Ipt10:
+			return "does not grow"
+		}
+		return fmt.Sprintf("GROWS (+%d nft, +%d ipt)", r.NftBig-r.Nft10, r.IptBig-r.Ipt10)
+	}
+	fmt.Printf("firewall rules @10 -> @%d: brouter %s; reference %s\n", o.big, grow(b), grow(ref))
+}

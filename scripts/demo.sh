@@ -347,7 +347,8 @@ mkdir -p "$TMP/cni"
 cp "$BINDIR/brouter" "$BINDIR/host-local" "$TMP/cni/"
 cat >"$TMP/cni/net.json" <<JSON
 { "cniVersion": "1.1.0", "name": "demo", "type": "brouter", "network": "demo",
-  "runtimeConfig": { "bandwidth": { "ingressRate": 20000000, "egressRate": 20000000 } },
+  "runtimeConfig": { "bandwidth": { "ingressRate": 20000000, "egressRate": 20000000 },
+                     "portMappings": [ { "hostPort": 8080, "containerPort": 80, "protocol": "tcp" } ] },
   "ipam": { "type": "host-local", "dataDir": "$TMP/cni/ipam",
             "ranges": [[ { "subnet": "10.98.98.0/24", "rangeStart": "10.98.98.60", "rangeEnd": "10.98.98.69", "gateway": "10.98.98.1" } ]] } }
 JSON
@@ -355,7 +356,7 @@ cni() { # cni VERB [CONFIG]: run the plugin as a runtime does, for container "de
 	ip netns exec "$DOM0" env CNI_COMMAND="$1" CNI_CONTAINERID=demo-ctr CNI_NETNS="/run/netns/$CTR" \
 		CNI_IFNAME=eth0 CNI_PATH="$TMP/cni" "$TMP/cni/brouter" <"${2:-$TMP/cni/net.json}"
 }
-step "CNI ADD (container netns $CTR, IPAM host-local, 20 Mbit/s each way)"
+step "CNI ADD (container netns $CTR, IPAM host-local, 20 Mbit/s each way, host port 8080 -> container port 80)"
 printf '$ CNI_COMMAND=ADD CNI_IFNAME=eth0 ... /opt/cni/bin/brouter < net.json\n'
 cni ADD >"$TMP/cni/add.json"
 sed 's/^/    /' "$TMP/cni/add.json"; echo
@@ -365,6 +366,24 @@ CTR_IP=$(ip -n "$CTR" -4 -o addr show dev eth0 | awk '{ print $4 }' | cut -d/ -f
 [ -n "$CTR_IP" ] || fail "the container got no address"
 ping_ok "$CTR" 10.98.98.11 "container $CTR_IP -> Xen guest1 10.98.98.11 (same bridge)"
 ping_ok "$CTR" 192.0.2.2   "container -> outside 192.0.2.2 (NAT)"
+step "the published port: a web server in the container, reached on dom0's port 8080"
+mkdir -p "$TMP/www"; echo "hello from the container" >"$TMP/www/index.html"
+ip netns exec "$CTR" busybox httpd -f -p 80 -h "$TMP/www" & # ended by cleanup (it runs in our netns)
+for _ in 1 2 3 4 5 6 7 8 9 10; do ip netns exec "$CTR" busybox wget -q -O /dev/null http://127.0.0.1/ 2>/dev/null && break; sleep 0.2; done
+fetch() { # fetch NS URL WHAT
+	local got
+	# (timeout, not wget -T: Debian 12's busybox-static wget crashes with -T)
+	got=$(timeout 5 ip netns exec "$1" busybox wget -q -O - "$2" 2>&1) || fail "$3: wget $2 failed: $got"
+	[ "$got" = "hello from the container" ] || fail "$3: $2 answered '$got'"
+	ok "$3: wget $2 -> $got"
+}
+fetch "$OUTSIDE" http://192.0.2.1:8080/ "from the outside host"
+fetch "$DOM0"    http://127.0.0.1:8080/ "from dom0 itself (localhost)"
+fetch "$GUEST1"  http://10.98.98.1:8080/ "from Xen guest1 on the same bridge (hairpin)"
+printf '$ nft list map inet brouter-demo.fwd fwd4any; nft list chain inet brouter-demo.fwd published\n'
+printf '  (one map element per published port; the rules are the same for 1 or 1000 containers)\n'
+{ in_dom0 nft list map inet brouter-demo.fwd fwd4any; in_dom0 nft list chain inet brouter-demo.fwd published; } |
+	grep -vE '^(table|\})|^\s*$' | sed 's/^/    /'
 step "status: the container's port, shaped like the Xen and QEMU guests"
 in_dom0 "$NV" status net=demo | sed -n '/ports:/,/routes:/p'
 step "CNI CHECK, DEL, DEL again"
@@ -375,6 +394,8 @@ cni DEL "$TMP/cni/prev.json" || fail "the second CNI DEL failed"
 ok "DEL twice"
 ip -n "$DOM0" -br link | grep -q '^brv' && fail "the container's host veth is still there after DEL"
 ok "the container's veth, rules and shaping are gone"
+timeout 3 ip netns exec "$OUTSIDE" busybox wget -q -O - http://192.0.2.1:8080/ >/dev/null 2>&1 && fail "port 8080 still answers after DEL"
+ok "port 8080 is no longer published"
 
 
 # =======================================================================================

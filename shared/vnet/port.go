@@ -521,8 +521,15 @@ func (m *Manager) undoPort(pr *portRecord) error {
 // RCU grace period in the kernel, so the independent parts run at once.
 func (m *Manager) undoOwnedPort(pr *portRecord) error {
 	return parallel(
-		func() error { return link.Delete(pr.Port) },
-		func() error { return shape.ForgetPort(pr.Port, pr.Network) },
+		func() error {
+			// The device and its ifb in one kernel batch; then the port's
+			// classes in the network's aggregates, which outlive both.
+			gone := []string{pr.Port}
+			if ifb, err := link.Get(shape.PortIfb(pr.Port)); err == nil && ifb.Type() == "ifb" {
+				gone = append(gone, ifb.Attrs().Name)
+			}
+			return errors.Join(link.DeleteAll(gone...), shape.ForgetPort(pr.Port, pr.Network))
+		},
 		func() error { return m.removeGuard(pr) },
 		func() error { return m.unpublish(pr) },
 		func() error {

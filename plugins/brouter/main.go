@@ -310,6 +310,48 @@ func adHocNetwork(cfg *config.Config, c *netConf, r *current.Result) (*config.Ne
 	return n, nil
 }
 
+// builtinIPAM: the config names a network and no IPAM plugin, so brouter
+// hands out the network's addresses itself (outside its DHCP range, never
+// its gateway or a configured guest's address).
+func (c *netConf) builtinIPAM(adHoc bool) bool { return c.IPAM.Type == "" && !adHoc }
+
+// allocate gives the attachment its addresses from brouter's own allocator
+// (the "ips" capability asks for specific ones) and puts them in the result.
+func allocate(m *vnet.Manager, n *config.Network, c *netConf, owner string, r *current.Result) error {
+	var want []netip.Addr
+	for _, s := range c.RuntimeConfig.IPs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			want = append(want, p.Addr())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			want = append(want, a)
+		}
+	}
+	got, err := m.Allocate(n, owner, want)
+	if err != nil {
+		if len(want) > 0 {
+			return errConfig("runtimeConfig.ips: %v", err)
+		}
+		return types.NewError(types.ErrInternal, "allocate an address on network "+n.Name, err.Error())
+	}
+	for _, p := range got {
+		gw := n.Gateway.Addr()
+		if p.Addr().Is6() {
+			gw = n.Gateway6.Addr()
+		}
+		r.IPs = append(r.IPs, &current.IPConfig{
+			Address: net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+			Gateway: gw.AsSlice(),
+		})
+	}
+	if n.DHCP != nil { // dnsmasq on the bridge also answers DNS
+		r.DNS.Nameservers = []string{n.Gateway.Addr().String()}
+		if n.DHCP.Domain != "" {
+			r.DNS.Domain = n.DHCP.Domain
+		}
+	}
+	return nil
+}
+
 // checkGateway refuses an IPAM gateway inside the network that is not the
 // network's own address: the containers' routes would lead nowhere.
 func checkGateway(n *config.Network, r *current.Result) error {
@@ -380,6 +422,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		err error
 	}
 	var ipamCh chan ipamOut
+	builtin := c.builtinIPAM(adHoc)
 	if c.IPAM.Type != "" {
 		ipamCh = make(chan ipamOut, 1)
 		go func() {
@@ -414,6 +457,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			// Whether or not its ADD failed: DEL of what was never
 			// allocated succeeds.
 			_ = ipam.ExecDel(c.IPAM.Type, args.StdinData)
+		}
+		if builtin {
+			_ = m.Release(n.Name, hostName)
 		}
 	}()
 
@@ -452,7 +498,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String()},
 		{Name: contIf.Name, Mac: contIf.HardwareAddr.String(), Sandbox: args.Netns},
 	}
-	if ipamCh != nil {
+	if builtin {
+		if err := allocate(m, n, c, hostName, result); err != nil {
+			return err
+		}
+	} else if ipamCh != nil {
 		out := <-ipamCh
 		ipamWaited = true
 		if out.err != nil {
@@ -589,6 +639,13 @@ func cmdDel(args *skel.CmdArgs) error {
 	var errs []error
 	if config.ValidIfname(args.IfName) == nil {
 		m := vnet.New(cfg)
+		if c.IPAM.Type == "" {
+			if _, n, adHoc, err := selectNetwork(c); err == nil && c.builtinIPAM(adHoc) {
+				if err := m.Release(n.Name, hostName); err != nil {
+					errs = append(errs, cniError("release the addresses of "+hostName, err))
+				}
+			}
+		}
 		if err := m.DetachPort(hostName); err != nil {
 			errs = append(errs, cniError("detach "+hostName, err))
 		}
@@ -623,9 +680,18 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
 	}
-	_, n, _, err := selectNetwork(c)
+	cfg, n, adHoc, err := selectNetwork(c)
 	if err != nil {
 		return err
+	}
+	if c.builtinIPAM(adHoc) {
+		got, err := vnet.New(cfg).Addresses(n, hostVethName(args.ContainerID, args.IfName))
+		if err != nil {
+			return cniError("addresses of "+args.ContainerID, err)
+		}
+		if len(got) == 0 {
+			return types.NewError(types.ErrInternal, "no addresses allocated to container "+args.ContainerID+" on network "+n.Name, "")
+		}
 	}
 	if c.IPAM.Type != "" {
 		if err := ipam.ExecCheck(c.IPAM.Type, args.StdinData); err != nil {
@@ -686,8 +752,12 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if _, _, _, err := selectNetwork(c); err != nil {
+	_, n, adHoc, err := selectNetwork(c)
+	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "brouter network not available", err.Error())
+	}
+	if c.builtinIPAM(adHoc) && !n.Subnet.IsValid() && !n.Subnet6.IsValid() {
+		return types.NewError(types.ErrPluginNotAvailable, "network "+n.Name+" has no addresses to give containers", "give it an address in the host config, or an ipam plugin in the CNI config")
 	}
 	if c.IPAM.Type != "" {
 		return ipam.ExecStatus(c.IPAM.Type, args.StdinData)
@@ -718,7 +788,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	cfg, n, _, err := selectNetwork(c)
+	cfg, n, adHoc, err := selectNetwork(c)
 	if err != nil {
 		return err
 	}
@@ -781,6 +851,24 @@ func cmdGC(args *skel.CmdArgs) error {
 		}
 		if err := m.Run.Remove(attachmentName(p)); err != nil {
 			errs = append(errs, cniError("remove attachment "+p, err))
+		}
+	}
+	if c.builtinIPAM(adHoc) {
+		// Addresses of attachments that are gone (an ADD killed before its
+		// record, or a record lost) are released too.
+		owners, err := m.Owners(n.Name)
+		if err != nil {
+			errs = append(errs, cniError("list addresses of "+n.Name, err))
+		}
+		for _, o := range owners {
+			var rec attachment
+			had, _ := m.Run.Read(attachmentName(o), &rec)
+			if !isCNIPort(o) || valid[o] || had && rec.CNINetwork != c.Name {
+				continue
+			}
+			if err := m.Release(n.Name, o); err != nil {
+				errs = append(errs, cniError("release the addresses of "+o, err))
+			}
 		}
 	}
 	if c.IPAM.Type != "" {

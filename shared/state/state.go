@@ -24,10 +24,19 @@ import (
 // Store is a directory of records.
 type Store struct {
 	Dir string
+	// Volatile: the records describe kernel state that a reboot or a kernel
+	// crash wipes anyway (run_dir), so writes are atomic (temp file and
+	// rename, safe against a killed process) but not synced to disk: a
+	// record that did not survive a crash describes nothing that did.
+	Volatile bool
 }
 
-// New returns a store rooted at dir (created on first write).
+// New returns a store rooted at dir (created on first write) whose writes
+// are synced to disk.
 func New(dir string) *Store { return &Store{Dir: dir} }
+
+// NewVolatile returns a store for run-time records (see Volatile).
+func NewVolatile(dir string) *Store { return &Store{Dir: dir, Volatile: true} }
 
 func (s *Store) path(name string) string { return filepath.Join(s.Dir, name) }
 
@@ -74,9 +83,11 @@ func (s *Store) Write(name string, v any) error {
 		tmp.Close()
 		return fmt.Errorf("state: write %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: sync %s: %w", tmp.Name(), err)
+	if !s.Volatile {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("state: sync %s: %w", tmp.Name(), err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("state: %w", err)

@@ -39,7 +39,7 @@ type Manager struct {
 // New returns a Manager for the config, with the real firewall backends.
 func New(c *config.Config) *Manager {
 	ensurePath()
-	return &Manager{Config: c, Run: state.New(c.RunDir), NewFirewall: firewall.New}
+	return &Manager{Config: c, Run: state.NewVolatile(c.RunDir), NewFirewall: firewall.New}
 }
 
 // ensurePath gives the process a PATH when its caller gave none: libxl and

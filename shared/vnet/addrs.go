@@ -1,0 +1,290 @@
+package vnet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/brouter/brouter/shared/config"
+)
+
+// brouter's own address allocator, for guests that get their addresses from
+// their caller rather than by DHCP (CNI containers whose config names a
+// network and no IPAM plugin). It hands out the network's addresses that
+// nothing else may use: not the network and broadcast addresses, not the
+// gateway, not the DHCP range dnsmasq leases from, not a static DHCP host
+// and not a [[network.NAME.port]]'s address, so containers and VMs on one
+// network never collide, which a separate IPAM plugin cannot promise.
+//
+// Records live in state_dir/NAME/addrs (they must survive a restart of the
+// runtime, as host-local's do):
+//
+//	ip/ADDR          an allocated address; its content is the owner
+//	owner/OWNER      the owner's addresses, JSON
+//	next4, next6     where the next search starts (a hint)
+//
+// An address is taken by creating its file with O_EXCL, so concurrent
+// allocations never hand out one address twice and need no lock; every
+// operation costs the same whatever the number of addresses allocated.
+
+func (m *Manager) addrDir(network string) string {
+	return filepath.Join(m.Config.StateDir, network, "addrs")
+}
+
+func addrFile(a netip.Addr) string { return strings.ReplaceAll(a.String(), ":", "_") }
+
+// Allocate gives owner (e.g. a CNI attachment's host port name) one address
+// of each of the network's subnets, or the addresses in want (the CNI "ips"
+// capability). Allocating for an owner that has addresses returns those.
+// The prefixes carry the subnet's length.
+func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) ([]netip.Prefix, error) {
+	if err := config.ValidIfname(owner); err != nil {
+		return nil, fmt.Errorf("vnet: allocate: owner: %w", err)
+	}
+	if !n.Subnet.IsValid() && !n.Subnet6.IsValid() {
+		return nil, fmt.Errorf("vnet: network %s has no address to allocate from (mode %s); use an IPAM plugin", n.Name, n.Mode)
+	}
+	dir := m.addrDir(n.Name)
+	if had, err := m.owned(dir, owner); err != nil || len(had) > 0 {
+		return prefixes(n, had), err
+	}
+	for _, d := range []string{"ip", "owner"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("vnet: allocate: %w", err)
+		}
+	}
+	var got []netip.Addr
+	undo := func() {
+		for _, a := range got {
+			_ = os.Remove(filepath.Join(dir, "ip", addrFile(a)))
+		}
+	}
+	if len(want) > 0 {
+		for _, a := range want {
+			if err := m.take(n, dir, owner, a.Unmap()); err != nil {
+				undo()
+				return nil, err
+			}
+			got = append(got, a.Unmap())
+		}
+	} else {
+		for _, sub := range []netip.Prefix{n.Subnet, n.Subnet6} {
+			if !sub.IsValid() {
+				continue
+			}
+			a, err := m.next(n, dir, owner, sub)
+			if err != nil {
+				undo()
+				return nil, err
+			}
+			got = append(got, a)
+		}
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "owner", owner), got); err != nil {
+		undo()
+		return nil, err
+	}
+	return prefixes(n, got), nil
+}
+
+// Release frees owner's addresses; an owner without any is not an error.
+func (m *Manager) Release(network, owner string) error {
+	if err := config.ValidIfname(owner); err != nil {
+		return fmt.Errorf("vnet: release: owner: %w", err)
+	}
+	dir := m.addrDir(network)
+	had, err := m.owned(dir, owner)
+	if err != nil {
+		return err
+	}
+	for _, a := range had {
+		p := filepath.Join(dir, "ip", addrFile(a))
+		if cur, err := os.ReadFile(p); err == nil && string(cur) == owner {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("vnet: release %s: %w", a, err)
+			}
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "owner", owner)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vnet: release: %w", err)
+	}
+	return nil
+}
+
+// Owners lists the owners that have addresses on the network (for GC).
+func (m *Manager) Owners(network string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(m.addrDir(network), "owner"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vnet: list address owners: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Addresses returns owner's addresses on the network (none: nil).
+func (m *Manager) Addresses(n *config.Network, owner string) ([]netip.Prefix, error) {
+	if err := config.ValidIfname(owner); err != nil {
+		return nil, fmt.Errorf("vnet: owner: %w", err)
+	}
+	had, err := m.owned(m.addrDir(n.Name), owner)
+	return prefixes(n, had), err
+}
+
+func (m *Manager) owned(dir, owner string) ([]netip.Addr, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "owner", owner))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vnet: addresses of %s: %w", owner, err)
+	}
+	var as []netip.Addr
+	if err := json.Unmarshal(b, &as); err != nil {
+		return nil, fmt.Errorf("vnet: addresses of %s: record %s is corrupt: %v", owner, filepath.Join(dir, "owner", owner), err)
+	}
+	return as, nil
+}
+
+func prefixes(n *config.Network, as []netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range as {
+		sub := n.Subnet
+		if a.Is6() {
+			sub = n.Subnet6
+		}
+		out = append(out, netip.PrefixFrom(a, sub.Bits()))
+	}
+	return out
+}
+
+// reserved reports why a of network n is not brouter's to hand out ("" if it is).
+func reserved(n *config.Network, a netip.Addr) string {
+	sub := n.Subnet
+	gw := n.Gateway.Addr()
+	if a.Is6() {
+		sub, gw = n.Subnet6, n.Gateway6.Addr()
+	}
+	switch {
+	case !sub.IsValid() || !sub.Contains(a):
+		return "not in the network's subnets"
+	case a == sub.Masked().Addr():
+		return "the subnet's own address"
+	case a == gw:
+		return "the gateway"
+	case a.Is4() && a == lastAddr(sub):
+		return "the broadcast address"
+	}
+	if d := n.DHCP; d != nil {
+		if a.Is4() && d.RangeStart.Compare(a) <= 0 && a.Compare(d.RangeEnd) <= 0 {
+			return fmt.Sprintf("in the DHCP range %s-%s", d.RangeStart, d.RangeEnd)
+		}
+		for _, h := range d.Hosts {
+			if h.IP == a {
+				return "a static DHCP host's"
+			}
+		}
+	}
+	for _, p := range n.Ports {
+		if slices.Contains(p.IPs, a) {
+			return "a configured port's"
+		}
+	}
+	return ""
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// errTaken: another owner has the address.
+var errTaken = errors.New("is taken")
+
+// take claims address a for owner.
+func (m *Manager) take(n *config.Network, dir, owner string, a netip.Addr) error {
+	if why := reserved(n, a); why != "" {
+		return fmt.Errorf("vnet: network %s: address %s cannot be given to a guest: %s", n.Name, a, why)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "ip", addrFile(a)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		cur, _ := os.ReadFile(filepath.Join(dir, "ip", addrFile(a)))
+		return fmt.Errorf("vnet: network %s: address %s %w (by %s)", n.Name, a, errTaken, cur)
+	}
+	if err != nil {
+		return fmt.Errorf("vnet: allocate %s: %w", a, err)
+	}
+	_, err = f.WriteString(owner)
+	return errors.Join(err, f.Close())
+}
+
+// next claims the first free address of sub after the last one handed out,
+// wrapping around once.
+func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix) (netip.Addr, error) {
+	hint := filepath.Join(dir, "next4")
+	if sub.Addr().Is6() {
+		hint = filepath.Join(dir, "next6")
+	}
+	start := sub.Masked().Addr().Next()
+	if b, err := os.ReadFile(hint); err == nil {
+		if a, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && sub.Contains(a) {
+			start = a
+		}
+	}
+	// A /64 is not searched to its end: 2^16 tries find a free address in
+	// any subnet that is not almost full.
+	const maxTries = 1 << 16
+	a := start
+	for i := 0; i < maxTries; i++ {
+		if !sub.Contains(a) || !a.IsValid() {
+			a = sub.Masked().Addr().Next()
+		}
+		if reserved(n, a) == "" {
+			err := m.take(n, dir, owner, a)
+			if err == nil {
+				_ = os.WriteFile(hint, []byte(a.Next().String()), 0o644)
+				return a, nil
+			}
+			if !errors.Is(err, errTaken) {
+				return netip.Addr{}, err
+			}
+		}
+		a = a.Next()
+		if a == start {
+			break
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("vnet: network %s: no free address left in %s outside the DHCP range and reserved addresses", n.Name, sub)
+}
+
+func writeFileAtomic(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	return nil
+}

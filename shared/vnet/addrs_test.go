@@ -1,0 +1,121 @@
+package vnet
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/brouter/brouter/shared/config"
+)
+
+func addrManager(t *testing.T, doc string) (*Manager, *config.Network) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(fmt.Sprintf("run_dir = %q\nstate_dir = %q\n", dir+"/run", dir+"/lib")+doc), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cfg.Select("lab", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Manager{Config: cfg}, n
+}
+
+func TestAllocate(t *testing.T) {
+	m, n := addrManager(t, `
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+address6 = "fd00:98::1/64"
+[network.lab.dhcp]
+range_start = "10.98.98.100"
+range_end = "10.98.98.199"
+[[network.lab.dhcp.host]]
+mac = "52:54:00:00:00:09"
+ip = "10.98.98.2"
+`)
+	got, err := m.Allocate(n, "ctr1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The gateway and the static host are skipped; one address per family.
+	if want := "[10.98.98.3/24 fd00:98::2/64]"; fmt.Sprint(got) != want {
+		t.Errorf("first allocation %v, want %s", got, want)
+	}
+	again, err := m.Allocate(n, "ctr1", nil)
+	if err != nil || fmt.Sprint(again) != fmt.Sprint(got) {
+		t.Errorf("allocating again for the same owner: %v, %v; want %v", again, err, got)
+	}
+	second, _ := m.Allocate(n, "ctr2", nil)
+	if fmt.Sprint(second) != "[10.98.98.4/24 fd00:98::3/64]" {
+		t.Errorf("second owner got %v", second)
+	}
+	// Specific addresses: free, taken, reserved.
+	if p, err := m.Allocate(n, "ctr3", []netip.Addr{netip.MustParseAddr("10.98.98.50")}); err != nil || fmt.Sprint(p) != "[10.98.98.50/24]" {
+		t.Errorf("asking for 10.98.98.50: %v, %v", p, err)
+	}
+	for addr, why := range map[string]string{
+		"10.98.98.50":  "is taken (by ctr3)",
+		"10.98.98.1":   "the gateway",
+		"10.98.98.150": "DHCP range",
+		"10.98.98.255": "broadcast",
+		"10.98.99.5":   "not in the network",
+	} {
+		if _, err := m.Allocate(n, "ctr4", []netip.Addr{netip.MustParseAddr(addr)}); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("asking for %s: %v, want an error saying %q", addr, err, why)
+		}
+	}
+	if owners, _ := m.Owners("lab"); fmt.Sprint(owners) != "[ctr1 ctr2 ctr3]" {
+		t.Errorf("owners %v (a refused request must leave none)", owners)
+	}
+	if err := m.Release("lab", "ctr1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release("lab", "ctr1"); err != nil {
+		t.Errorf("releasing twice: %v", err)
+	}
+	if p, err := m.Allocate(n, "ctr5", []netip.Addr{netip.MustParseAddr("10.98.98.3")}); err != nil {
+		t.Errorf("a released address is free again: %v, %v", p, err)
+	}
+}
+
+func TestAllocateExhaustionAndConcurrency(t *testing.T) {
+	m, n := addrManager(t, `
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/27"
+`)
+	// 10.98.98.0/27: 30 hosts minus the gateway = 29 addresses.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		seen = map[netip.Addr]string{}
+		errs int
+	)
+	for i := range 32 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("c%d", i)
+			p, err := m.Allocate(n, owner, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs++
+				if !strings.Contains(err.Error(), "no free address") {
+					t.Errorf("%s: %v", owner, err)
+				}
+				return
+			}
+			if other, dup := seen[p[0].Addr()]; dup {
+				t.Errorf("%v given to %s and %s", p[0], owner, other)
+			}
+			seen[p[0].Addr()] = owner
+		})
+	}
+	wg.Wait()
+	if len(seen) != 29 || errs != 3 {
+		t.Errorf("%d addresses handed out, %d refused; want 29 and 3", len(seen), errs)
+	}
+}

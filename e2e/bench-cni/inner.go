@@ -77,7 +77,7 @@ func setupInner(o opts) (*chain, error) {
 	c.port.Store(20000)
 	var conf string
 	switch o.inner {
-	case "brouter":
+	case "brouter", "brouter-hostlocal":
 		cfg := filepath.Join(o.work, "brouter.toml")
 		if err := os.WriteFile(cfg, []byte("[network.bench]\nbridge = \"brbench\"\naddress = \"10.88.0.1/16\"\n"), 0o644); err != nil {
 			return nil, err
@@ -85,16 +85,22 @@ func setupInner(o opts) (*chain, error) {
 		os.Setenv("BROUTER_CONFIG", cfg)
 		os.Setenv("BROUTER_RUN_DIR", filepath.Join(o.work, "run"))
 		os.Setenv("BROUTER_STATE_DIR", filepath.Join(o.work, "lib"))
+		// "brouter": the network's own addresses (no IPAM plugin);
+		// "brouter-hostlocal": the same with host-local, as the reference has.
+		ipamConf := ""
+		if o.inner == "brouter-hostlocal" {
+			ipamConf = fmt.Sprintf(`,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]], "dataDir": %q}`, filepath.Join(o.work, "ipam"))
+		}
 		conf = fmt.Sprintf(`{
   "cniVersion": "1.1.0",
   "name": "bench",
   "plugins": [{
     "type": "brouter",
     "network": "bench",
-    "capabilities": {"bandwidth": true, "portMappings": true},
-    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]], "dataDir": %q}
+    "capabilities": {"bandwidth": true, "portMappings": true}%s
   }]
-}`, filepath.Join(o.work, "ipam"))
+}`, ipamConf)
 	case "reference":
 		conf = fmt.Sprintf(`{
   "cniVersion": "1.1.0",

@@ -92,7 +92,7 @@ func main() {
 	flag.IntVar(&o.par, "par", 50, "ADDs in the parallel measurement")
 	flag.IntVar(&o.parDeg, "j", 10, "parallelism of the parallel measurement")
 	flag.IntVar(&o.growJ, "grow-j", 1, "parallelism when growing to -big attachments (1: serial)")
-	flag.StringVar(&o.chains, "chains", "brouter,reference", "comma-separated chains to run")
+	flag.StringVar(&o.chains, "chains", "brouter,brouter-hostlocal,reference", "comma-separated chains to run (brouter: its own IPAM; brouter-hostlocal: with host-local; reference)")
 	flag.StringVar(&o.inner, "inner", "", "internal: run this chain (already inside its dom0)")
 	flag.StringVar(&o.work, "work", "", "internal: the chain's work directory")
 	flag.StringVar(&o.pluginD, "plugins", "", "internal: directory with the plugin binaries")
@@ -230,7 +230,7 @@ func runOuter(ctx context.Context, o opts) int {
 	var chains []string
 	for _, c := range strings.Split(o.chains, ",") {
 		switch c = strings.TrimSpace(c); c {
-		case "brouter", "reference":
+		case "brouter", "brouter-hostlocal", "reference":
 			chains = append(chains, c)
 		case "":
 		default:

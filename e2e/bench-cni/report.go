@@ -27,7 +27,8 @@ func dur(d time.Duration) string {
 func printReport(o opts, chains []string, build time.Duration, res map[string]*Result, outer map[string]*outerPhases) {
 	fmt.Println()
 	fmt.Printf("bench-cni: n=%d, big=%d, parallel %d ADDs with %d at a time, grow-j %d\n", o.n, o.big, o.par, o.parDeg, o.growJ)
-	fmt.Println("both chains: bandwidth (100 Mbit/s each way) and one port mapping per container (distinct host ports);")
+	fmt.Println("every chain: bandwidth (100 Mbit/s each way) and one port mapping per container (distinct host ports);")
+	fmt.Println("brouter: addresses from the network (no IPAM plugin); brouter-hostlocal and reference: host-local IPAM;")
 	fmt.Println("each chain in a dom0 network namespace of its own")
 	fmt.Println()
 	fmt.Printf("%-46s %12s %12s\n", "operation", "p50", "p90")
@@ -169,6 +170,16 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 	if b != nil {
 		ratio(fmt.Sprintf("brouter ADD p50 @%d / @10:", o.big), b.AddBig, b.Add10, 1.2)
 		ratio(fmt.Sprintf("brouter DEL p50 @%d / @10:", o.big), b.DelBig, b.Del10, 1.2)
+	}
+	if h := res["brouter-hostlocal"]; h != nil {
+		if ref != nil {
+			ratio("ADD p50 brouter-hostlocal/reference @10:", h.Add10, ref.Add10, 0.25)
+			ratio("DEL p50 brouter-hostlocal/reference @10:", h.Del10, ref.Del10, 0.25)
+			ratio(fmt.Sprintf("ADD p50 brouter-hostlocal/reference @%d:", o.big), h.AddBig, ref.AddBig, 0.25)
+			ratio(fmt.Sprintf("DEL p50 brouter-hostlocal/reference @%d:", o.big), h.DelBig, ref.DelBig, 0.25)
+		}
+		ratio(fmt.Sprintf("brouter-hostlocal ADD p50 @%d / @10:", o.big), h.AddBig, h.Add10, 0)
+		ratio(fmt.Sprintf("brouter-hostlocal DEL p50 @%d / @10:", o.big), h.DelBig, h.Del10, 0)
 	}
 	if ref != nil {
 		ratio(fmt.Sprintf("reference ADD p50 @%d / @10:", o.big), ref.AddBig, ref.Add10, 0)

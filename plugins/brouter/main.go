@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -479,19 +480,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return cniError("record attachment "+hostName, err)
 	}
 	recDone = true
-	var hostIf, contIf net.Interface
-	err = netns.Do(func(hostNS ns.NetNS) error {
-		var e error
-		hostIf, contIf, e = ip.SetupVethWithName(args.IfName, hostName, mtu, c.RuntimeConfig.Mac, hostNS)
-		if e != nil {
-			return e
-		}
-		vethDone = true
-		return nil
-	})
+	hostIf, contIf, err := makeVeth(netns, args.IfName, hostName, mtu, c.mac)
 	if err != nil {
-		return cniError("set up veth "+args.IfName, err)
+		return err
 	}
+	vethDone = true
 
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	result.Interfaces = []*current.Interface{
@@ -571,6 +564,42 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		result.Interfaces[0].Mac = l.Attrs().HardwareAddr.String()
 	}
 	return types.PrintResult(result, c.CNIVersion)
+}
+
+// makeVeth creates the veth pair from the host side, with the container end
+// made directly in the container's namespace under its name (and MAC), and
+// the host end left down: Attach turns its IPv6 off and brings it up on the
+// bridge, so the host never gives it addresses or routes.
+func makeVeth(netns ns.NetNS, ifName, hostName string, mtu int, mac net.HardwareAddr) (hostIf, contIf net.Interface, err error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = hostName
+	v := &netlink.Veth{LinkAttrs: la, PeerName: ifName, PeerNamespace: netlink.NsFd(int(netns.Fd())), PeerHardwareAddr: mac}
+	if mtu > 0 {
+		v.MTU, v.PeerMTU = mtu, uint32(mtu)
+	}
+	if err := netlink.LinkAdd(v); err != nil {
+		if errors.Is(err, syscall.EEXIST) {
+			return hostIf, contIf, types.NewError(types.ErrInternal, fmt.Sprintf("container interface %s already exists in %s", ifName, netns.Path()), err.Error())
+		}
+		return hostIf, contIf, cniError("create veth "+hostName+" / "+ifName, err)
+	}
+	hl, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return hostIf, contIf, cniError("look up "+hostName, err)
+	}
+	err = netns.Do(func(ns.NetNS) error {
+		cl, err := netlink.LinkByName(ifName)
+		if err != nil {
+			return err
+		}
+		contIf = net.Interface{Index: cl.Attrs().Index, Name: ifName, MTU: cl.Attrs().MTU, HardwareAddr: cl.Attrs().HardwareAddr}
+		return nil
+	})
+	if err != nil {
+		return hostIf, contIf, cniError("look up "+ifName+" in "+netns.Path(), err)
+	}
+	a := hl.Attrs()
+	return net.Interface{Index: a.Index, Name: hostName, MTU: a.MTU, HardwareAddr: a.HardwareAddr}, contIf, nil
 }
 
 // addDefaultRoutes adds a default route via the network's gateway (or the

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -556,6 +557,33 @@ func hostRoute(l netlink.Link, addr netip.Addr) *netlink.Route {
 // setting lives and dies with the link.
 func SetProxyARP(name string) error {
 	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/proxy_arp", "1")
+}
+
+// SetIPv6 turns the IPv6 stack of the link on or off
+// (net.ipv6.conf.NAME.disable_ipv6) and reports whether it was on before.
+// A bridge port needs none of its own: frames cross the bridge below IP
+// either way. Off, the port has no link-local address and no routes, and
+// the host's IPv6 routing table does not grow with every guest, which
+// every link added or deleted otherwise pays for (deleting a port took
+// 33-176 ms with 1000 IPv6-enabled ports on the host, 20-24 ms without).
+// A kernel without IPv6 has nothing to turn off.
+func SetIPv6(name string, on bool) (wasOn bool, err error) {
+	path := "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, e := os.Stat("/proc/sys/net/ipv6"); e != nil {
+			return false, nil // no IPv6 in this kernel
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("link: %s: read disable_ipv6: %w", name, err)
+	}
+	wasOn = strings.TrimSpace(string(cur)) == "0"
+	val := "1"
+	if on {
+		val = "0"
+	}
+	return wasOn, writeSysctl(path, val)
 }
 
 // SetRouteLocalnet lets the link route packets with loopback addresses

@@ -83,6 +83,7 @@ type portRecord struct {
 	OldMTU   int       `json:"old_mtu,omitempty"`  // the port's MTU before Attach changed it
 	Lease    string    `json:"lease,omitempty"`    // guest MAC registered as a static DHCP lease
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
+	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Attached time.Time `json:"attached"`
 
 	Guard         *guardRecord `json:"guard,omitempty"`          // antispoof entries (V 2; nil: none)
@@ -153,6 +154,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	if reattach {
 		pr.SetUp, pr.OldMAC, pr.OldMTU = prev.SetUp, prev.OldMAC, prev.OldMTU
 		pr.Owned = pr.Owned || prev.Owned
+		pr.IPv6Off = prev.IPv6Off
 	} else if l, err := link.Get(p.Name); err == nil {
 		// What Attach changes, so that Detach can put it back.
 		a := l.Attrs()
@@ -249,6 +251,12 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		}
 	} else {
 		pr.Bridge = rec.Bridge
+		// A bridge port needs no IPv6 of its own (see link.SetIPv6).
+		wasOn, err := link.SetIPv6(p.Name, false)
+		if err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
+		pr.IPv6Off = pr.IPv6Off || wasOn
 		if err := link.Attach(link.AttachSpec{Name: p.Name, Bridge: rec.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0}); err != nil {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
@@ -507,6 +515,10 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	}
 	if pr.SetUp {
 		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
+	}
+	if pr.IPv6Off {
+		_, err := link.SetIPv6(pr.Port, true)
+		errs = append(errs, err)
 	}
 	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
 		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))

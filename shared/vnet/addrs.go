@@ -93,6 +93,64 @@ func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) (
 	return prefixes(n, got), nil
 }
 
+// claimAddrs records a guest's own addresses (a Xen vif's ip=, a CNI IPAM
+// plugin's result) as taken by its port, so the allocator never hands them
+// to a container; those it never hands out anyway (outside the subnets, in
+// the DHCP range, reserved) are left alone. An address another port has is
+// an error that changes nothing. Addresses the port had and no longer has
+// are given back.
+func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) error {
+	dir := m.addrDir(n.Name)
+	had, err := m.owned(dir, owner)
+	if err != nil {
+		return err
+	}
+	var mine []netip.Addr
+	for _, a := range ips {
+		if a = a.Unmap(); reserved(n, a) == "" && !slices.Contains(mine, a) {
+			mine = append(mine, a)
+		}
+	}
+	if len(mine) == 0 && len(had) == 0 {
+		return nil
+	}
+	for _, d := range []string{"ip", "owner"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return fmt.Errorf("vnet: %w", err)
+		}
+	}
+	var took []netip.Addr
+	for _, a := range mine {
+		err := m.take(n, dir, owner, a)
+		if errors.Is(err, errTaken) {
+			cur, _ := os.ReadFile(filepath.Join(dir, "ip", addrFile(a)))
+			if string(cur) == owner {
+				continue
+			}
+			err = fmt.Errorf("vnet: port %s: address %s is in use by port %s on network %s", owner, a, cur, n.Name)
+		}
+		if err != nil {
+			for _, t := range took {
+				_ = os.Remove(filepath.Join(dir, "ip", addrFile(t)))
+			}
+			return err
+		}
+		took = append(took, a)
+	}
+	for _, a := range had {
+		if !slices.Contains(mine, a) {
+			p := filepath.Join(dir, "ip", addrFile(a))
+			if cur, err := os.ReadFile(p); err == nil && string(cur) == owner {
+				_ = os.Remove(p)
+			}
+		}
+	}
+	if len(mine) == 0 {
+		return os.Remove(filepath.Join(dir, "owner", owner))
+	}
+	return writeFileAtomic(filepath.Join(dir, "owner", owner), mine)
+}
+
 // Release frees owner's addresses; an owner without any is not an error.
 func (m *Manager) Release(network, owner string) error {
 	if err := config.ValidIfname(owner); err != nil {

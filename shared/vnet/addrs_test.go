@@ -119,3 +119,38 @@ address = "10.98.98.1/27"
 		t.Errorf("%d addresses handed out, %d refused; want 29 and 3", len(seen), errs)
 	}
 }
+
+// A guest's own addresses (a Xen vif's ip=) are claimed by its port: the
+// allocator skips them, another port cannot claim them, and they come back
+// when the port goes.
+func TestClaimAddrs(t *testing.T) {
+	m, n := addrManager(t, `
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+`)
+	two, three := netip.MustParseAddr("10.98.98.2"), netip.MustParseAddr("10.98.98.3")
+	if err := m.claimAddrs(n, "vif1.0", []netip.Addr{two, netip.MustParseAddr("192.0.2.9")}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := m.Allocate(n, "brvc1", nil); fmt.Sprint(p) != "[10.98.98.3/24]" {
+		t.Errorf("allocation next to a claimed address: %v", p)
+	}
+	if err := m.claimAddrs(n, "vif2.0", []netip.Addr{three}); err == nil || !strings.Contains(err.Error(), "in use by port brvc1") {
+		t.Errorf("claiming a container's address: %v", err)
+	}
+	// Claiming again with another address gives the old one back.
+	four := netip.MustParseAddr("10.98.98.4")
+	if err := m.claimAddrs(n, "vif1.0", []netip.Addr{four}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := m.Allocate(n, "brvc2", []netip.Addr{two}); fmt.Sprint(p) != "[10.98.98.2/24]" {
+		t.Errorf("an address the vif gave back: %v", p)
+	}
+	if err := m.Release("lab", "vif1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := m.Allocate(n, "brvc3", []netip.Addr{four}); err != nil || fmt.Sprint(p) != "[10.98.98.4/24]" {
+		t.Errorf("an address of a released port: %v, %v", p, err)
+	}
+}

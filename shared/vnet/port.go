@@ -84,6 +84,7 @@ type portRecord struct {
 	Lease    string    `json:"lease,omitempty"`    // guest MAC registered as a static DHCP lease
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
+	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
 	Attached time.Time `json:"attached"`
 
 	Guard         *guardRecord `json:"guard,omitempty"`          // antispoof entries (V 2; nil: none)
@@ -191,8 +192,14 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 			}
 		}
 	}()
+	pr.Claimed = len(p.IPs) > 0 || reattach && prev.Claimed
 	if err := m.Run.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
 		return err
+	}
+	if pr.Claimed {
+		if err := m.claimAddrs(n, p.Name, p.IPs); err != nil {
+			return err
+		}
 	}
 
 	// The port's shaping, antispoof entries and published ports are
@@ -496,7 +503,7 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		return m.undoOwnedPort(pr)
 	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -526,6 +533,14 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	return errors.Join(errs...)
 }
 
+// unclaim gives the port's addresses back to the allocator.
+func (m *Manager) unclaim(pr *portRecord) error {
+	if !pr.Claimed {
+		return nil
+	}
+	return m.Release(pr.Network, pr.Port)
+}
+
 // undoOwnedPort undoes a port whose device Attach's caller created for it:
 // the device goes first (its bridge membership, qdiscs, filters, routes and
 // addresses go with it, and nothing reaches the guest any more), then what
@@ -546,9 +561,9 @@ func (m *Manager) undoOwnedPort(pr *portRecord) error {
 		func() error { return m.unpublish(pr) },
 		func() error {
 			if pr.Lease == "" {
-				return nil
+				return m.unclaim(pr)
 			}
-			return m.removeStaticLease(pr.Network, pr.Lease)
+			return errors.Join(m.removeStaticLease(pr.Network, pr.Lease), m.unclaim(pr))
 		},
 	)
 }

@@ -162,6 +162,19 @@ firewall = %q
 	// A hostIP mapping is only on that address.
 	mustNotReach(t, cw.dom0, "hostIP mapping on another address", gatewayIP+":8443")
 
+	// CHECK passes, and notices a published port gone from the firewall;
+	// DEL still removes everything (the record's hint no longer matches).
+	if err := cw.check(list, rts[0]); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if backend == "nftables" {
+		cw.dom0.Exec(t, "nft", "flush", "map", "inet", "brouter-lab.fwd", "fwd4any")
+	} else {
+		cw.dom0.Exec(t, "iptables", "-t", "nat", "-F", "BRFW-"+cniHostVeth(rts[0].ContainerID, "eth0"))
+	}
+	if err := cw.check(list, rts[0]); err == nil || !strings.Contains(err.Error(), "missing from the firewall") {
+		t.Errorf("CHECK after removing a published port: %v, want it missing from the firewall", err)
+	}
 	for i := range ctrs {
 		if err := cw.del(list, rts[i]); err != nil {
 			t.Errorf("DEL %d: %v", i, err)

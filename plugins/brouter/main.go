@@ -727,19 +727,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 			return err
 		}
 	}
+	// The host end: recorded, up, on the bridge, its published ports in place.
 	hostName := hostVethName(args.ContainerID, args.IfName)
-	hl, err := netlink.LinkByName(hostName)
-	if err != nil {
-		return types.NewError(types.ErrInternal, "host veth "+hostName+" missing", err.Error())
-	}
-	if n.Mode != config.ModeRoute {
-		br, err := netlink.LinkByName(n.Bridge)
-		if err != nil {
-			return types.NewError(types.ErrInternal, "bridge "+n.Bridge+" missing", err.Error())
-		}
-		if hl.Attrs().MasterIndex != br.Attrs().Index {
-			return types.NewError(types.ErrInternal, fmt.Sprintf("host veth %s is not on bridge %s", hostName, n.Bridge), "")
-		}
+	if err := vnet.New(cfg).CheckPort(n, hostName); err != nil {
+		return types.NewError(types.ErrInternal, "container "+args.ContainerID+"'s port is not as ADD left it", err.Error())
 	}
 	netns, err := ns.GetNS(args.Netns)
 	if err != nil {

@@ -95,7 +95,7 @@ func (f *Fake) List(network string) ([]string, error) {
 		l := slices.Clone(f.fwds[network][port].Forwards)
 		sortForwards(l)
 		for _, fw := range l {
-			out = append(out, forwardLine(port, fw))
+			out = append(out, ForwardLine(port, fw))
 		}
 	}
 	return out, nil

@@ -220,7 +220,7 @@ func (f *fakeNL) dump() []string {
 		for s, elems := range t.sets {
 			for _, e := range elems {
 				if fw, err := forwardFromElement(s, e.key, e.val); err == nil && strings.HasSuffix(tk, ".fwd") {
-					out = append(out, tk+" "+s+" "+forwardLine(e.comment, fw))
+					out = append(out, tk+" "+s+" "+ForwardLine(e.comment, fw))
 				} else if strings.HasPrefix(s, "own") {
 					owner, _, _ := bytes.Cut(e.val, []byte{0})
 					vlen := 8

@@ -77,8 +77,8 @@ func (fw Forward) String() string {
 	return fw.published() + " -> " + netip.AddrPortFrom(fw.GuestIP, fw.GuestPort).String()
 }
 
-// forwardLine is what List shows for a published port.
-func forwardLine(port string, fw Forward) string {
+// ForwardLine is the line List shows for a published port of port.
+func ForwardLine(port string, fw Forward) string {
 	return fmt.Sprintf("forward %s (port %s)", fw, port)
 }
 

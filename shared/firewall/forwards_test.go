@@ -147,8 +147,8 @@ func TestForwardElements(t *testing.T) {
 		if err != nil || back != tt.fw {
 			t.Errorf("%v: decoded back as %v, %v", tt.fw, back, err)
 		}
-		if l := forwardLine("vA", tt.fw); l != tt.line {
-			t.Errorf("forwardLine = %q, want %q", l, tt.line)
+		if l := ForwardLine("vA", tt.fw); l != tt.line {
+			t.Errorf("ForwardLine = %q, want %q", l, tt.line)
 		}
 	}
 	if _, err := forwardFromElement(fwdMap4, []byte{1, 2}, nil); err == nil {

@@ -416,7 +416,7 @@ func (b *iptBackend) List(network string) ([]string, error) {
 	for _, port := range sortedKeys(published) {
 		sortForwards(published[port])
 		for _, fw := range published[port] {
-			out = append(out, forwardLine(port, fw))
+			out = append(out, ForwardLine(port, fw))
 		}
 	}
 	tools, err := b.allPortTools()

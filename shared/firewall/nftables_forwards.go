@@ -543,7 +543,7 @@ func listForwards(conn nftPortOp, network string) ([]string, error) {
 	for _, port := range sortedKeys(byPort) {
 		sortForwards(byPort[port])
 		for _, fw := range byPort[port] {
-			out = append(out, forwardLine(port, fw))
+			out = append(out, ForwardLine(port, fw))
 		}
 	}
 	return out, nil

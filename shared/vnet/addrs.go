@@ -51,46 +51,67 @@ func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) (
 		return nil, fmt.Errorf("vnet: network %s has no address to allocate from (mode %s); use an IPAM plugin", n.Name, n.Mode)
 	}
 	dir := m.addrDir(n.Name)
-	if had, err := m.owned(dir, owner); err != nil || len(had) > 0 {
-		return prefixes(n, had), err
+	had, err := m.owned(dir, owner)
+	if err != nil {
+		return nil, err
+	}
+	if len(had) > 0 {
+		if m.allOwned(dir, owner, had) {
+			return prefixes(n, had), nil
+		}
+		// An allocation that died midway: start again.
+		if err := m.Release(n.Name, owner); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range []string{"ip", "owner"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("vnet: allocate: %w", err)
 		}
 	}
-	var got []netip.Addr
-	undo := func() {
-		for _, a := range got {
-			_ = os.Remove(filepath.Join(dir, "ip", addrFile(a)))
-		}
-	}
-	if len(want) > 0 {
-		for _, a := range want {
-			if err := m.take(n, dir, owner, a.Unmap()); err != nil {
-				undo()
-				return nil, err
-			}
-			got = append(got, a.Unmap())
-		}
-	} else {
-		for _, sub := range []netip.Prefix{n.Subnet, n.Subnet6} {
-			if !sub.IsValid() {
-				continue
-			}
-			a, err := m.next(n, dir, owner, sub)
-			if err != nil {
-				undo()
-				return nil, err
-			}
-			got = append(got, a)
-		}
-	}
-	if err := writeFileAtomic(filepath.Join(dir, "owner", owner), got); err != nil {
-		undo()
+	ownerPath := filepath.Join(dir, "owner", owner)
+	fail := func(err error) ([]netip.Prefix, error) {
+		_ = m.Release(n.Name, owner) // only what this owner took
 		return nil, err
 	}
+	var got []netip.Addr
+	if len(want) > 0 {
+		for _, a := range want {
+			got = append(got, a.Unmap())
+		}
+		// The owner's record first: a process killed midway leaves Release
+		// a list of everything it may have taken.
+		if err := writeFileAtomic(ownerPath, got); err != nil {
+			return fail(err)
+		}
+		for _, a := range got {
+			if err := m.take(n, dir, owner, a); err != nil {
+				return fail(err)
+			}
+		}
+		return prefixes(n, got), nil
+	}
+	for _, sub := range []netip.Prefix{n.Subnet, n.Subnet6} {
+		if !sub.IsValid() {
+			continue
+		}
+		a, err := m.next(n, dir, owner, sub, got)
+		if err != nil {
+			return fail(err)
+		}
+		got = append(got, a)
+	}
 	return prefixes(n, got), nil
+}
+
+// allOwned reports whether owner holds every address in as.
+func (m *Manager) allOwned(dir, owner string, as []netip.Addr) bool {
+	for _, a := range as {
+		if cur, err := os.ReadFile(filepath.Join(dir, "ip", addrFile(a))); err != nil || string(cur) != owner {
+			return false
+		}
+	}
+	return true
 }
 
 // claimAddrs records a guest's own addresses (a Xen vif's ip=, a CNI IPAM
@@ -119,6 +140,18 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 			return fmt.Errorf("vnet: %w", err)
 		}
 	}
+	ownerPath := filepath.Join(dir, "owner", owner)
+	// The owner's record first, listing old and new: a process killed
+	// midway leaves Release a list of everything it may have taken.
+	all := slices.Clone(had)
+	for _, a := range mine {
+		if !slices.Contains(all, a) {
+			all = append(all, a)
+		}
+	}
+	if err := writeFileAtomic(ownerPath, all); err != nil {
+		return err
+	}
 	var took []netip.Addr
 	for _, a := range mine {
 		err := m.take(n, dir, owner, a)
@@ -133,6 +166,11 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 			for _, t := range took {
 				_ = os.Remove(filepath.Join(dir, "ip", addrFile(t)))
 			}
+			if len(had) == 0 {
+				_ = os.Remove(ownerPath)
+			} else {
+				_ = writeFileAtomic(ownerPath, had)
+			}
 			return err
 		}
 		took = append(took, a)
@@ -146,9 +184,9 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 		}
 	}
 	if len(mine) == 0 {
-		return os.Remove(filepath.Join(dir, "owner", owner))
+		return os.Remove(ownerPath)
 	}
-	return writeFileAtomic(filepath.Join(dir, "owner", owner), mine)
+	return writeFileAtomic(ownerPath, mine)
 }
 
 // Release frees owner's addresses; an owner without any is not an error.
@@ -169,8 +207,10 @@ func (m *Manager) Release(network, owner string) error {
 			}
 		}
 	}
-	if err := os.Remove(filepath.Join(dir, "owner", owner)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("vnet: release: %w", err)
+	for _, p := range []string{filepath.Join(dir, "owner", owner), filepath.Join(dir, "owner", "."+owner+".tmp")} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("vnet: release: %w", err)
+		}
 	}
 	return nil
 }
@@ -295,7 +335,12 @@ func (m *Manager) take(n *config.Network, dir, owner string, a netip.Addr) error
 
 // next claims the first free address of sub after the last one handed out,
 // wrapping around once.
-func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix) (netip.Addr, error) {
+//
+// Before taking a candidate it writes the owner's record as got plus the
+// candidate, so a process killed right after the take leaves Release a
+// record of it.
+func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, got []netip.Addr) (netip.Addr, error) {
+	ownerPath := filepath.Join(dir, "owner", owner)
 	hint := filepath.Join(dir, "next4")
 	if sub.Addr().Is6() {
 		hint = filepath.Join(dir, "next6")
@@ -315,6 +360,9 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix) (
 			a = sub.Masked().Addr().Next()
 		}
 		if reserved(n, a) == "" {
+			if err := writeFileAtomic(ownerPath, append(slices.Clone(got), a)); err != nil {
+				return netip.Addr{}, err
+			}
 			err := m.take(n, dir, owner, a)
 			if err == nil {
 				_ = os.WriteFile(hint, []byte(a.Next().String()), 0o644)

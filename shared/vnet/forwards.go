@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/brouter/brouter/shared/config"
@@ -243,4 +245,51 @@ func (m *Manager) unpublish(pr *portRecord) error {
 		return err
 	}
 	return m.releaseHostPorts(pr.Network, pr.Port, pr.Forwards)
+}
+
+// CheckPort reports whether port name is attached to network n as Attach
+// left it: recorded, up, on the network's bridge, and with its published
+// ports in the firewall (for CNI's CHECK).
+func (m *Manager) CheckPort(n *config.Network, name string) error {
+	var pr portRecord
+	had, err := m.Run.Read(portRecordName(n.Name, name), &pr)
+	if err != nil {
+		return err
+	}
+	if !had {
+		return fmt.Errorf("vnet: port %s is not attached to network %s", name, n.Name)
+	}
+	l, err := link.Get(name)
+	if err != nil {
+		return fmt.Errorf("vnet: port %s: %w", name, err)
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("vnet: port %s is down", name)
+	}
+	if pr.Bridge != "" {
+		br, err := link.Get(pr.Bridge)
+		if err != nil {
+			return fmt.Errorf("vnet: port %s: bridge %s: %w", name, pr.Bridge, err)
+		}
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			return fmt.Errorf("vnet: port %s is not on bridge %s", name, pr.Bridge)
+		}
+	}
+	if len(pr.Forwards) == 0 {
+		return nil
+	}
+	fw, err := m.NewFirewall(pr.Firewall)
+	if err != nil {
+		return err
+	}
+	lines, err := fw.List(n.Name)
+	if err != nil {
+		return err
+	}
+	for _, f := range pr.Forwards {
+		if !slices.Contains(lines, firewall.ForwardLine(name, f)) {
+			return fmt.Errorf("vnet: port %s: published port %s is missing from the firewall", name, f)
+		}
+	}
+	return nil
 }

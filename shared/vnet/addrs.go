@@ -207,7 +207,7 @@ func (m *Manager) Release(network, owner string) error {
 			}
 		}
 	}
-	for _, p := range []string{filepath.Join(dir, "owner", owner), filepath.Join(dir, "owner", "."+owner+".tmp")} {
+	for _, p := range []string{filepath.Join(dir, "owner", owner), filepath.Join(dir, "owner", "."+owner+".tmp"), filepath.Join(dir, "owner", "."+owner+".take")} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("vnet: release: %w", err)
 		}
@@ -316,21 +316,28 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // errTaken: another owner has the address.
 var errTaken = errors.New("is taken")
 
-// take claims address a for owner.
+// take claims address a for owner. The address file appears with its owner
+// in it or not at all (a hard link of a file written first), so a process
+// killed midway never leaves an address nobody can release.
 func (m *Manager) take(n *config.Network, dir, owner string, a netip.Addr) error {
 	if why := reserved(n, a); why != "" {
 		return fmt.Errorf("vnet: network %s: address %s cannot be given to a guest: %s", n.Name, a, why)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "ip", addrFile(a)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	tmp := filepath.Join(dir, "owner", "."+owner+".take")
+	if err := os.WriteFile(tmp, []byte(owner), 0o644); err != nil {
+		return fmt.Errorf("vnet: allocate %s: %w", a, err)
+	}
+	defer os.Remove(tmp)
+	p := filepath.Join(dir, "ip", addrFile(a))
+	err := os.Link(tmp, p)
 	if errors.Is(err, fs.ErrExist) {
-		cur, _ := os.ReadFile(filepath.Join(dir, "ip", addrFile(a)))
+		cur, _ := os.ReadFile(p)
 		return fmt.Errorf("vnet: network %s: address %s %w (by %s)", n.Name, a, errTaken, cur)
 	}
 	if err != nil {
 		return fmt.Errorf("vnet: allocate %s: %w", a, err)
 	}
-	_, err = f.WriteString(owner)
-	return errors.Join(err, f.Close())
+	return nil
 }
 
 // next claims the first free address of sub after the last one handed out,
@@ -351,15 +358,18 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 			start = a
 		}
 	}
+	if !sub.Contains(start) {
+		start = sub.Masked().Addr().Next()
+	}
+
 	// A /64 is not searched to its end: 2^16 tries find a free address in
 	// any subnet that is not almost full.
 	const maxTries = 1 << 16
-	a := start
-	for i := 0; i < maxTries; i++ {
-		if !sub.Contains(a) || !a.IsValid() {
-			a = sub.Masked().Addr().Next()
-		}
-		if reserved(n, a) == "" {
+	first := sub.Masked().Addr().Next()
+	for a, i := start, 0; i < maxTries; i++ {
+		if _, err := os.Lstat(filepath.Join(dir, "ip", addrFile(a))); err == nil {
+			// taken: no need to try
+		} else if reserved(n, a) == "" {
 			if err := writeFileAtomic(ownerPath, append(slices.Clone(got), a)); err != nil {
 				return netip.Addr{}, err
 			}
@@ -372,7 +382,9 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 				return netip.Addr{}, err
 			}
 		}
-		a = a.Next()
+		if a = a.Next(); !a.IsValid() || !sub.Contains(a) {
+			a = first // wrap around
+		}
 		if a == start {
 			break
 		}

@@ -71,6 +71,7 @@ type netConf struct {
 	} `json:"runtimeConfig,omitempty"`
 
 	mac      net.HardwareAddr // RuntimeConfig.Mac, parsed
+	ips      []netip.Addr     // RuntimeConfig.IPs, parsed
 	mappings []vnet.Forward   // RuntimeConfig.PortMappings, parsed (GuestIP unset)
 	// Args.cni.ips / Args.cni.mac (the older "args" convention) are passed
 	// through to the IPAM plugin untouched.
@@ -146,15 +147,16 @@ func checkRuntimeConfig(c *netConf) error {
 		c.mac = mac
 	}
 	for _, s := range rc.IPs {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			if _, err := netip.ParseAddr(s); err != nil {
-				return errConfig("runtimeConfig.ips: %q is not an address", s)
-			}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			c.ips = append(c.ips, p.Addr())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			c.ips = append(c.ips, a)
+		} else {
+			return errConfig("runtimeConfig.ips: %q is not an address", s)
 		}
 	}
 	if b := rc.Bandwidth; b != nil {
-		sh := config.PortShaping{ToGuest: b.IngressRate, ToGuestBurst: b.IngressBurst / 8, FromGuest: b.EgressRate, FromGuestBurst: b.EgressBurst / 8}
-		if err := sh.Validate(); err != nil {
+		if err := b.shaping().Validate(); err != nil {
 			return errConfig("runtimeConfig.bandwidth: %v", err)
 		}
 	}
@@ -234,10 +236,24 @@ func forwardsFor(maps []vnet.Forward, ips []netip.Addr) []vnet.Forward {
 // the reference bridge plugin's configs do; such a network's address comes
 // from the IPAM result (adHocNetwork), so n is only good for its name.
 func selectNetwork(c *netConf) (cfg *config.Config, n *config.Network, adHoc bool, err error) {
-	cfg, err = config.Load("")
+	cfg, err = loadHostConfig()
 	if err != nil {
-		return nil, nil, false, errConfig("host config: %v", err)
+		return nil, nil, false, err
 	}
+	n, adHoc, err = selectIn(cfg, c)
+	return cfg, n, adHoc, err
+}
+
+func loadHostConfig() (*config.Config, error) {
+	cfg, err := config.Load("")
+	if err != nil {
+		return nil, errConfig("host config: %v", err)
+	}
+	return cfg, nil
+}
+
+// selectIn is selectNetwork with the host config already loaded.
+func selectIn(cfg *config.Config, c *netConf) (n *config.Network, adHoc bool, err error) {
 	spec := &config.NetworkSpec{}
 	if c.Bridge != "" {
 		b := c.Bridge
@@ -250,16 +266,16 @@ func selectNetwork(c *netConf) (cfg *config.Config, n *config.Network, adHoc boo
 	}
 	n, err = cfg.Select(c.Network, spec)
 	if err != nil {
-		return nil, nil, false, errConfig("%v", err)
+		return nil, false, errConfig("%v", err)
 	}
 	if !adHoc && c.IPMasq != nil && *c.IPMasq != (n.Mode == config.ModeNAT) {
-		return nil, nil, false, errConfig("ipMasq is %v but network %s is in mode %s (set mode in [network.%s] of %s, or drop ipMasq)",
+		return nil, false, errConfig("ipMasq is %v but network %s is in mode %s (set mode in [network.%s] of %s, or drop ipMasq)",
 			*c.IPMasq, n.Name, n.Mode, n.Name, cfg.Path)
 	}
 	if n.Mode == config.ModeRoute {
-		return nil, nil, false, errConfig("network %s is in mode route (one routed port per guest, for Xen); the CNI plugin needs a bridge", n.Name)
+		return nil, false, errConfig("network %s is in mode route (one routed port per guest, for Xen); the CNI plugin needs a bridge", n.Name)
 	}
-	return cfg, n, adHoc, nil
+	return n, adHoc, nil
 }
 
 // isGateway: the bridge carries the containers' gateway address
@@ -319,17 +335,9 @@ func (c *netConf) builtinIPAM(adHoc bool) bool { return c.IPAM.Type == "" && !ad
 // allocate gives the attachment its addresses from brouter's own allocator
 // (the "ips" capability asks for specific ones) and puts them in the result.
 func allocate(m *vnet.Manager, n *config.Network, c *netConf, owner string, r *current.Result) error {
-	var want []netip.Addr
-	for _, s := range c.RuntimeConfig.IPs {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			want = append(want, p.Addr())
-		} else if a, err := netip.ParseAddr(s); err == nil {
-			want = append(want, a)
-		}
-	}
-	got, err := m.Allocate(n, owner, want)
+	got, err := m.Allocate(n, owner, c.ips)
 	if err != nil {
-		if len(want) > 0 {
+		if len(c.ips) > 0 {
 			return errConfig("runtimeConfig.ips: %v", err)
 		}
 		return types.NewError(types.ErrInternal, "allocate an address on network "+n.Name, err.Error())
@@ -378,15 +386,19 @@ func hostVethName(containerID, ifname string) string {
 }
 
 func shapingOf(b *bandwidth) *config.PortShaping {
-	if b == nil || (b.IngressRate == 0 && b.EgressRate == 0) {
+	if b == nil {
 		return nil
 	}
-	return &config.PortShaping{
-		ToGuest:        b.IngressRate,
-		ToGuestBurst:   b.IngressBurst / 8,
-		FromGuest:      b.EgressRate,
-		FromGuestBurst: b.EgressBurst / 8,
+	sh := b.shaping()
+	if sh.IsZero() {
+		return nil
 	}
+	return &sh
+}
+
+// shaping is the capability in the shaper's terms (rates in bits/s, bursts in bytes).
+func (b *bandwidth) shaping() config.PortShaping {
+	return config.PortShaping{ToGuest: b.IngressRate, ToGuestBurst: b.IngressBurst / 8, FromGuest: b.EgressRate, FromGuestBurst: b.EgressBurst / 8}
 }
 
 func cmdAdd(args *skel.CmdArgs) (err error) {
@@ -652,9 +664,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load("")
+	cfg, err := loadHostConfig()
 	if err != nil {
-		return errConfig("host config: %v", err)
+		return err
 	}
 	// The IPAM release runs while the port is taken apart: they are
 	// independent, and both wait on exec or the kernel.
@@ -669,7 +681,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if config.ValidIfname(args.IfName) == nil {
 		m := vnet.New(cfg)
 		if c.IPAM.Type == "" {
-			if _, n, adHoc, err := selectNetwork(c); err == nil && c.builtinIPAM(adHoc) {
+			if n, adHoc, err := selectIn(cfg, c); err == nil && c.builtinIPAM(adHoc) {
 				if err := m.Release(n.Name, hostName); err != nil {
 					errs = append(errs, cniError("release the addresses of "+hostName, err))
 				}

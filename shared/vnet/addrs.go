@@ -1,7 +1,6 @@
 package vnet
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/state"
 )
 
 // brouter's own address allocator, for guests that get their addresses from
@@ -36,6 +36,14 @@ import (
 func (m *Manager) addrDir(network string) string {
 	return filepath.Join(m.Config.StateDir, network, "addrs")
 }
+
+// records is the store of the owners' records (owner/OWNER) under an
+// addrs directory. Like run_dir's records they are written atomically but
+// not synced: they describe guests that a crash of the host takes away, and
+// GC releases what is left.
+func records(dir string) *state.Store { return state.NewVolatile(dir) }
+
+func ownerRecord(owner string) string { return "owner/" + owner }
 
 func addrFile(a netip.Addr) string { return strings.ReplaceAll(a.String(), ":", "_") }
 
@@ -69,7 +77,6 @@ func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) (
 			return nil, fmt.Errorf("vnet: allocate: %w", err)
 		}
 	}
-	ownerPath := filepath.Join(dir, "owner", owner)
 	fail := func(err error) ([]netip.Prefix, error) {
 		_ = m.Release(n.Name, owner) // only what this owner took
 		return nil, err
@@ -81,7 +88,7 @@ func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) (
 		}
 		// The owner's record first: a process killed midway leaves Release
 		// a list of everything it may have taken.
-		if err := writeFileAtomic(ownerPath, got); err != nil {
+		if err := records(dir).Write(ownerRecord(owner), got); err != nil {
 			return fail(err)
 		}
 		for _, a := range got {
@@ -140,7 +147,6 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 			return fmt.Errorf("vnet: %w", err)
 		}
 	}
-	ownerPath := filepath.Join(dir, "owner", owner)
 	// The owner's record first, listing old and new: a process killed
 	// midway leaves Release a list of everything it may have taken.
 	all := slices.Clone(had)
@@ -149,7 +155,7 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 			all = append(all, a)
 		}
 	}
-	if err := writeFileAtomic(ownerPath, all); err != nil {
+	if err := records(dir).Write(ownerRecord(owner), all); err != nil {
 		return err
 	}
 	var took []netip.Addr
@@ -167,9 +173,9 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 				_ = os.Remove(filepath.Join(dir, "ip", addrFile(t)))
 			}
 			if len(had) == 0 {
-				_ = os.Remove(ownerPath)
+				_ = records(dir).Remove(ownerRecord(owner))
 			} else {
-				_ = writeFileAtomic(ownerPath, had)
+				_ = records(dir).Write(ownerRecord(owner), had)
 			}
 			return err
 		}
@@ -184,9 +190,9 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 		}
 	}
 	if len(mine) == 0 {
-		return os.Remove(ownerPath)
+		return records(dir).Remove(ownerRecord(owner))
 	}
-	return writeFileAtomic(ownerPath, mine)
+	return records(dir).Write(ownerRecord(owner), mine)
 }
 
 // Release frees owner's addresses; an owner without any is not an error.
@@ -207,12 +213,10 @@ func (m *Manager) Release(network, owner string) error {
 			}
 		}
 	}
-	for _, p := range []string{filepath.Join(dir, "owner", owner), filepath.Join(dir, "owner", "."+owner+".tmp"), filepath.Join(dir, "owner", "."+owner+".take")} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("vnet: release: %w", err)
-		}
+	if err := os.Remove(filepath.Join(dir, "owner", "."+owner+".take")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vnet: release: %w", err)
 	}
-	return nil
+	return records(dir).Remove(ownerRecord(owner))
 }
 
 // Owners lists the owners that have addresses on the network (for GC).
@@ -243,16 +247,9 @@ func (m *Manager) Addresses(n *config.Network, owner string) ([]netip.Prefix, er
 }
 
 func (m *Manager) owned(dir, owner string) ([]netip.Addr, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "owner", owner))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("vnet: addresses of %s: %w", owner, err)
-	}
 	var as []netip.Addr
-	if err := json.Unmarshal(b, &as); err != nil {
-		return nil, fmt.Errorf("vnet: addresses of %s: record %s is corrupt: %v", owner, filepath.Join(dir, "owner", owner), err)
+	if _, err := records(dir).Read(ownerRecord(owner), &as); err != nil {
+		return nil, fmt.Errorf("vnet: addresses of %s: %w", owner, err)
 	}
 	return as, nil
 }
@@ -347,7 +344,6 @@ func (m *Manager) take(n *config.Network, dir, owner string, a netip.Addr) error
 // candidate, so a process killed right after the take leaves Release a
 // record of it.
 func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, got []netip.Addr) (netip.Addr, error) {
-	ownerPath := filepath.Join(dir, "owner", owner)
 	hint := filepath.Join(dir, "next4")
 	if sub.Addr().Is6() {
 		hint = filepath.Join(dir, "next6")
@@ -370,7 +366,7 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 		if _, err := os.Lstat(filepath.Join(dir, "ip", addrFile(a))); err == nil {
 			// taken: no need to try
 		} else if reserved(n, a) == "" {
-			if err := writeFileAtomic(ownerPath, append(slices.Clone(got), a)); err != nil {
+			if err := records(dir).Write(ownerRecord(owner), append(slices.Clone(got), a)); err != nil {
 				return netip.Addr{}, err
 			}
 			err := m.take(n, dir, owner, a)
@@ -390,19 +386,4 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("vnet: network %s: no free address left in %s outside the DHCP range and reserved addresses", n.Name, sub)
-}
-
-func writeFileAtomic(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("vnet: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("vnet: %w", err)
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -195,71 +194,21 @@ func (fw Forward) key() fwdKey {
 	return fwdKey{proto: fw.Proto, four: fw.is4(), host: fw.HostIP, hostPt: fw.HostPort}
 }
 
-// Map element encoding, for the nftables maps (see nftables_forwards.go).
-// Each field of a concatenation is padded to a multiple of 4 bytes, in
-// network byte order: inet_proto is 1 byte, inet_service 2.
-
-const (
-	fwdMap4    = "fwd4"    // ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
-	fwdMap4Any = "fwd4any" // inet_proto . inet_service : ipv4_addr . inet_service
-	fwdMap6    = "fwd6"
-	fwdMap6Any = "fwd6any"
-)
-
-var fwdMaps = []string{fwdMap4, fwdMap4Any, fwdMap6, fwdMap6Any}
-
-func protoField(p string) []byte { return []byte{fwdProtos[p], 0, 0, 0} }
-
-func portField(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p)[:2:2] }
-
-func padded(b []byte) []byte { return append(b, make([]byte, (4-len(b)%4)%4)...) }
-
-// element returns the forward's map and its key and value there.
-func (fw Forward) element() (set string, key, val []byte) {
-	var proto = protoField(fw.Proto)
-	port := padded(portField(fw.HostPort))
-	switch {
-	case fw.is4() && fw.HostIP.IsValid():
-		set, key = fwdMap4, slices.Concat(fw.HostIP.AsSlice(), proto, port)
-	case fw.is4():
-		set, key = fwdMap4Any, slices.Concat(proto, port)
-	case fw.HostIP.IsValid():
-		set, key = fwdMap6, slices.Concat(fw.HostIP.AsSlice(), proto, port)
-	default:
-		set, key = fwdMap6Any, slices.Concat(proto, port)
+// hairpinPlan is the masquerade of published ports, in the backend-neutral
+// rule form of plan (rules.go): a DNATed connection that leaves through the
+// bridge from the bridge's own subnets (a guest reaching a published port,
+// hairpin) or from 127.0.0.0/8 (the host connecting to localhost) gets the
+// host's address as its source, so the guest's answer comes back through the
+// host and is un-DNATed. No rules without a bridge.
+func hairpinPlan(bridge string, subnets []netip.Prefix) []rule {
+	if bridge == "" {
+		return nil
 	}
-	return set, key, slices.Concat(fw.GuestIP.AsSlice(), padded(portField(fw.GuestPort)))
-}
-
-// forwardFromElement decodes a map element (the inverse of element).
-func forwardFromElement(set string, key, val []byte) (Forward, error) {
-	var fw Forward
-	alen := 4
-	if set == fwdMap6 || set == fwdMap6Any {
-		alen = 16
+	var out []rule
+	for _, s := range append(slices.Clone(subnets), loopback4) {
+		out = append(out, rule{chain: chainPostrouting, oif: bridge, ctDNAT: true, saddr: []netip.Prefix{s}, verdict: masquerade})
 	}
-	if set == fwdMap4 || set == fwdMap6 {
-		if len(key) < alen {
-			return fw, fmt.Errorf("map %s: short key %x", set, key)
-		}
-		fw.HostIP, _ = netip.AddrFromSlice(key[:alen])
-		key = key[alen:]
-	}
-	if len(key) != 8 || len(val) != alen+4 {
-		return fw, fmt.Errorf("map %s: unexpected element %x : %x", set, key, val)
-	}
-	for name, num := range fwdProtos {
-		if num == key[0] {
-			fw.Proto = name
-		}
-	}
-	if fw.Proto == "" {
-		return fw, fmt.Errorf("map %s: unexpected protocol %d", set, key[0])
-	}
-	fw.HostPort = binary.BigEndian.Uint16(key[4:6])
-	fw.GuestIP, _ = netip.AddrFromSlice(val[:alen])
-	fw.GuestPort = binary.BigEndian.Uint16(val[alen : alen+2])
-	return fw, nil
+	return out
 }
 
 // sortForwards orders forwards for display: by protocol, host address and port.

@@ -240,11 +240,11 @@ func TestIPTForwardSpecs(t *testing.T) {
 		"-d 2001:db8::1 -p sctp -m sctp --dport 9999 -j DNAT --to-destination [fd00::2]:9",
 	})
 	check("v4 hairpin", join(v4.hairpinSpecs("br0", a.Subnets)), []string{
-		"-s 10.0.0.0/24 -o br0 -m conntrack --ctstate DNAT -j MASQUERADE",
-		"-s 127.0.0.0/8 -o br0 -m conntrack --ctstate DNAT -j MASQUERADE",
+		"-o br0 -s 10.0.0.0/24 -m conntrack --ctstate DNAT -j MASQUERADE",
+		"-o br0 -s 127.0.0.0/8 -m conntrack --ctstate DNAT -j MASQUERADE",
 	})
 	check("v6 hairpin", join(v6.hairpinSpecs("br0", a.Subnets)), []string{
-		"-s fd00::/64 -o br0 -m conntrack --ctstate DNAT -j MASQUERADE",
+		"-o br0 -s fd00::/64 -m conntrack --ctstate DNAT -j MASQUERADE",
 	})
 	if len(a.Subnets) != 2 {
 		t.Errorf("hairpinSpecs changed its argument: %v", a.Subnets)

@@ -26,7 +26,6 @@ import (
 // other rules are never touched.
 
 const (
-	dockerUser  = "DOCKER-USER"
 	builtinFwd  = "FORWARD"
 	builtinPost = "POSTROUTING"
 	builtinIn   = "INPUT"
@@ -236,61 +235,6 @@ func (f *iptFamily) specs(rules []rule, chain string, acceptOnly bool) [][]strin
 	return out
 }
 
-// syncDockerCompat is the nftables backend's Docker compatibility, for every
-// iptables family present. An accept in our nft table does not override a drop
-// in another table (such as iptables-nft's "ip filter FORWARD" with Docker's
-// policy DROP), so where filter FORWARD has policy DROP or a DOCKER-USER chain
-// exists, the accept rules of the plan are also installed as BR-FWD-NET,
-// jumped from DOCKER-USER if it exists (Docker keeps it first in FORWARD and
-// leaves its content alone), else from FORWARD. Elsewhere the chain is removed.
-func syncDockerCompat(fams []*iptFamily, r NetworkRules) error {
-	rules := plan(r)
-	for _, f := range fams {
-		from, err := f.dockerHooks()
-		if err != nil {
-			return err
-		}
-		name := fwdChain(r.Network)
-		if len(from) == 0 {
-			if err := f.removeChain("filter", name, builtinFwd, dockerUser); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := f.apply(ourChain{table: "filter", name: name, rules: f.specs(rules, chainForward, true), from: from}); err != nil {
-			return err
-		}
-		// Docker may have appeared since the last Ensure: keep only the wanted jump.
-		stale := builtinFwd
-		if from[0] == builtinFwd {
-			stale = dockerUser
-		}
-		if err := f.unjump("filter", name, stale); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// dockerHooks returns where the Docker-compatibility chain must be jumped
-// from: DOCKER-USER when it exists, else FORWARD when its policy is DROP, else nowhere.
-func (f *iptFamily) dockerHooks() ([]string, error) {
-	ok, err := f.chainExists("filter", dockerUser)
-	if err != nil || ok {
-		return []string{dockerUser}, err
-	}
-	lines, err := f.ipt.List("filter", builtinFwd)
-	if err != nil {
-		return nil, fmt.Errorf("%s: list FORWARD: %w", f.cmd, err)
-	}
-	for _, l := range lines {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "-P" && f[2] == "DROP" {
-			return []string{builtinFwd}, nil
-		}
-	}
-	return nil, nil
-}
-
 // iptBackend installs a network's rules as BR-FWD-NET / BR-NAT-NET chains.
 type iptBackend struct {
 	v4, v6 *iptFamily // v6 is nil when ip6tables is missing
@@ -331,11 +275,9 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 	}
 	rules := plan(r)
 	for _, f := range b.families() {
-		from := []string{builtinFwd}
-		if ok, err := f.chainExists("filter", dockerUser); err != nil {
+		from, err := f.forwardHooks()
+		if err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
-		} else if ok {
-			from = append(from, dockerUser)
 		}
 		chains := []ourChain{{table: "filter", name: fwdChain(r.Network), rules: f.specs(rules, chainForward, false), from: from}}
 		in := f.specs(rules, chainInput, false)

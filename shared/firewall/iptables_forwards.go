@@ -64,22 +64,9 @@ func (f *iptFamily) fwdSpecs(l []Forward) [][]string {
 	return out
 }
 
-// hairpinSpecs is the content of BR-HAIRPIN-NET in this family.
+// hairpinSpecs is the content of BR-HAIRPIN-NET in this family (hairpinPlan).
 func (f *iptFamily) hairpinSpecs(bridge string, subnets []netip.Prefix) [][]string {
-	if bridge == "" {
-		return nil
-	}
-	var out [][]string
-	srcs := subnets
-	if f.family == 4 {
-		srcs = append(srcs[:len(srcs):len(srcs)], loopback4)
-	}
-	for _, s := range srcs {
-		if s.Addr().Is4() == (f.family == 4) {
-			out = append(out, []string{"-s", s.String(), "-o", bridge, "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"})
-		}
-	}
-	return out
+	return f.specs(hairpinPlan(bridge, subnets), chainPostrouting, false)
 }
 
 // natRules returns `iptables -t nat -S` as the fields of each -A line.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -29,73 +28,6 @@ import (
 
 func asDispatchChain(network string) string { return "BROUTER-AS-" + network } // ≤ 26 characters
 func asPortChain(port string) string        { return "BRAS-" + port }          // ≤ 20 characters
-
-// ebtSpecs is the content of BRAS-PORT for a bridged port (ebtables).
-func ebtSpecs(p PortRules) [][]string {
-	mac := p.MAC.String()
-	v4, v6 := p.addrs()
-	r := [][]string{{"-s", "!", mac, "-j", "DROP"}}
-	for _, t := range vlanEthertype {
-		r = append(r, []string{"-p", t, "-j", "DROP"})
-	}
-	r = append(r, []string{"-p", "ARP", "--arp-mac-src", "!", mac, "-j", "DROP"})
-	for _, a := range append([]string{probeSrc4.String()}, addrStrings(v4)...) {
-		r = append(r, []string{"-p", "ARP", "--arp-ip-src", a, "-j", "RETURN"})
-	}
-	r = append(r, []string{"-p", "ARP", "-j", "DROP"})
-	for _, a := range addrStrings(v4) {
-		r = append(r, []string{"-p", "IPv4", "--ip-src", a, "-j", "RETURN"})
-	}
-	r = append(r,
-		[]string{"-p", "IPv4", "--ip-proto", "udp", "--ip-sport", strconv.Itoa(dhcp4Client[0]), "--ip-dport", strconv.Itoa(dhcp4Client[1]), "-j", "RETURN"},
-		[]string{"-p", "IPv4", "-j", "DROP"})
-	for _, a := range append(addrStrings(v6), linkLocal6.String(), unspecified6.String()) {
-		r = append(r, []string{"-p", "IPv6", "--ip6-src", a, "-j", "RETURN"})
-	}
-	return append(r,
-		[]string{"-p", "IPv6", "--ip6-proto", "udp", "--ip6-sport", strconv.Itoa(dhcp6Client[0]), "--ip6-dport", strconv.Itoa(dhcp6Client[1]), "-j", "RETURN"},
-		[]string{"-p", "IPv6", "-j", "DROP"})
-}
-
-// iptPortSpecs is the content of BRAS-PORT for a routed port, in iptables (4)
-// or ip6tables (6), table raw.
-func iptPortSpecs(p PortRules, family int) [][]string {
-	v4, v6 := p.addrs()
-	r := [][]string{{"-m", "mac", "!", "--mac-source", p.MAC.String(), "-j", "DROP"}}
-	if family == 4 {
-		for _, a := range addrStrings(v4) {
-			r = append(r, []string{"-s", a, "-j", "RETURN"})
-		}
-		return append(r,
-			[]string{"-p", "udp", "--sport", strconv.Itoa(dhcp4Client[0]), "--dport", strconv.Itoa(dhcp4Client[1]), "-j", "RETURN"},
-			[]string{"-j", "DROP"})
-	}
-	for _, a := range append(addrStrings(v6), linkLocal6.String(), unspecified6.String()) {
-		r = append(r, []string{"-s", a, "-j", "RETURN"})
-	}
-	return append(r,
-		[]string{"-p", "udp", "--sport", strconv.Itoa(dhcp6Client[0]), "--dport", strconv.Itoa(dhcp6Client[1]), "-j", "RETURN"},
-		[]string{"-j", "DROP"})
-}
-
-// arptSpecs is the content of BRAS-PORT for a routed port's ARP (arptables;
-// arptables-nft also requires Ethernet/IPv4 ARP for the address matches).
-func arptSpecs(p PortRules) [][]string {
-	v4, _ := p.addrs()
-	r := [][]string{{"!", "--source-mac", p.MAC.String(), "-j", "DROP"}}
-	for _, a := range append([]string{probeSrc4.String()}, addrStrings(v4)...) {
-		r = append(r, []string{"-s", a, "-j", "RETURN"})
-	}
-	return append(r, []string{"-j", "DROP"})
-}
-
-func addrStrings[T fmt.Stringer](l []T) []string {
-	out := make([]string, len(l))
-	for i, a := range l {
-		out[i] = a.String()
-	}
-	return out
-}
 
 // xtChains is one tool's view of the chains used for antispoof.
 type xtChains interface {

@@ -3,6 +3,7 @@ package firewall
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -103,14 +104,8 @@ func nftFwdChains(bridge string, subnets []netip.Prefix) []struct {
 	}
 	jump := "fib daddr type local jump " + fwdChainPublished
 	var masq []string
-	if bridge != "" {
-		for _, p := range append(slices.Clone(subnets), loopback4) {
-			kw := "ip"
-			if p.Addr().Is6() {
-				kw = "ip6"
-			}
-			masq = append(masq, fmt.Sprintf("oifname %s ct status dnat %s saddr %s masquerade", quote(bridge), kw, p))
-		}
+	for _, r := range hairpinPlan(bridge, subnets) {
+		masq = append(masq, nftRule(r))
 	}
 	return []struct {
 		c     knftables.Chain
@@ -547,4 +542,71 @@ func listForwards(conn nftPortOp, network string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Map element encoding, for the maps above.
+// Each field of a concatenation is padded to a multiple of 4 bytes, in
+// network byte order: inet_proto is 1 byte, inet_service 2.
+
+const (
+	fwdMap4    = "fwd4"    // ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+	fwdMap4Any = "fwd4any" // inet_proto . inet_service : ipv4_addr . inet_service
+	fwdMap6    = "fwd6"
+	fwdMap6Any = "fwd6any"
+)
+
+var fwdMaps = []string{fwdMap4, fwdMap4Any, fwdMap6, fwdMap6Any}
+
+func protoField(p string) []byte { return []byte{fwdProtos[p], 0, 0, 0} }
+
+func portField(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p)[:2:2] }
+
+func padded(b []byte) []byte { return append(b, make([]byte, (4-len(b)%4)%4)...) }
+
+// element returns the forward's map and its key and value there.
+func (fw Forward) element() (set string, key, val []byte) {
+	var proto = protoField(fw.Proto)
+	port := padded(portField(fw.HostPort))
+	switch {
+	case fw.is4() && fw.HostIP.IsValid():
+		set, key = fwdMap4, slices.Concat(fw.HostIP.AsSlice(), proto, port)
+	case fw.is4():
+		set, key = fwdMap4Any, slices.Concat(proto, port)
+	case fw.HostIP.IsValid():
+		set, key = fwdMap6, slices.Concat(fw.HostIP.AsSlice(), proto, port)
+	default:
+		set, key = fwdMap6Any, slices.Concat(proto, port)
+	}
+	return set, key, slices.Concat(fw.GuestIP.AsSlice(), padded(portField(fw.GuestPort)))
+}
+
+// forwardFromElement decodes a map element (the inverse of element).
+func forwardFromElement(set string, key, val []byte) (Forward, error) {
+	var fw Forward
+	alen := 4
+	if set == fwdMap6 || set == fwdMap6Any {
+		alen = 16
+	}
+	if set == fwdMap4 || set == fwdMap6 {
+		if len(key) < alen {
+			return fw, fmt.Errorf("map %s: short key %x", set, key)
+		}
+		fw.HostIP, _ = netip.AddrFromSlice(key[:alen])
+		key = key[alen:]
+	}
+	if len(key) != 8 || len(val) != alen+4 {
+		return fw, fmt.Errorf("map %s: unexpected element %x : %x", set, key, val)
+	}
+	for name, num := range fwdProtos {
+		if num == key[0] {
+			fw.Proto = name
+		}
+	}
+	if fw.Proto == "" {
+		return fw, fmt.Errorf("map %s: unexpected protocol %d", set, key[0])
+	}
+	fw.HostPort = binary.BigEndian.Uint16(key[4:6])
+	fw.GuestIP, _ = netip.AddrFromSlice(val[:alen])
+	fw.GuestPort = binary.BigEndian.Uint16(val[alen : alen+2])
+	return fw, nil
 }

@@ -107,72 +107,20 @@ type nftChain struct {
 	rules    []string
 }
 
-var (
-	nftARPRules = []string{
-		// Only Ethernet/IPv4 ARP: the fields below are at fixed offsets.
-		"arp htype != 1 drop",
-		"arp ptype != ip drop",
-		"arp hlen != 6 drop",
-		"arp plen != 4 drop",
-		"iifname . arp saddr ether != @" + setMAC + " drop",
-		"arp saddr ip " + probeSrc4.String() + " accept",
-		"iifname . arp saddr ip @" + setIP4 + " accept",
-		"drop",
-	}
-	nftIP4Rules = []string{
-		"iifname . ip saddr @" + setIP4 + " accept",
-		fmt.Sprintf("udp sport %d udp dport %d accept", dhcp4Client[0], dhcp4Client[1]),
-		"drop",
-	}
-	nftIP6Rules = []string{
-		"iifname . ip6 saddr @" + setIP6 + " accept",
-		fmt.Sprintf("ip6 saddr { %s, %s } accept", unspecified6.Addr(), linkLocal6),
-		fmt.Sprintf("udp sport %d udp dport %d accept", dhcp6Client[0], dhcp6Client[1]),
-		"drop",
-	}
-)
-
-// chains returns the table's chains. Every check of a port happens in the
-// chains jumped to from the base chain only for ports in as_ports, so frames
-// from other ports cost one set lookup.
+// chains returns the table's chains: the base chain jumps to the guard
+// (guard.go) only for ports in as_ports, so frames from other ports cost one
+// set lookup.
 func (t nftPortTable) chains() []nftChain {
-	macRule := "iifname . ether saddr != @" + setMAC + " drop"
+	kind, base := nftBridged, nftChain{name: "prerouting", hook: knftables.PreroutingHook, priority: knftables.FilterPriority}
 	switch {
 	case t.family == knftables.ARPFamily:
-		return []nftChain{
-			{name: "input", hook: knftables.InputHook, priority: knftables.FilterPriority,
-				rules: []string{"iifname @" + setPorts + " jump antispoof_arp"}},
-			{name: "antispoof_arp", rules: nftARPRules},
-		}
-	case t.bridged:
-		return []nftChain{
-			{name: "prerouting", hook: knftables.PreroutingHook, priority: knftables.FilterPriority,
-				rules: []string{"iifname @" + setPorts + " jump antispoof"}},
-			{name: "antispoof", rules: []string{
-				macRule,
-				// A tagged frame's inner header would escape the checks below.
-				"ether type { 8021q, 8021ad } drop",
-				"ether type arp jump antispoof_arp",
-				"ether type ip jump antispoof_ip4",
-				"ether type ip6 jump antispoof_ip6",
-			}},
-			{name: "antispoof_arp", rules: nftARPRules},
-			{name: "antispoof_ip4", rules: nftIP4Rules},
-			{name: "antispoof_ip6", rules: nftIP6Rules},
-		}
-	default: // inet, routed ports
-		return []nftChain{
-			{name: "prerouting", hook: knftables.PreroutingHook, priority: knftables.RawPriority,
-				rules: []string{"iifname @" + setPorts + " jump antispoof"}},
-			{name: "antispoof", rules: []string{
-				macRule,
-				"meta nfproto ipv4 jump antispoof_ip4",
-				"meta nfproto ipv6 jump antispoof_ip6",
-			}},
-			{name: "antispoof_ip4", rules: nftIP4Rules},
-			{name: "antispoof_ip6", rules: nftIP6Rules},
-		}
+		kind, base = nftARP, nftChain{name: "input", hook: knftables.InputHook, priority: knftables.FilterPriority}
+	case !t.bridged: // inet, routed ports: before conntrack, so spoofed packets leave no entry
+		kind, base = nftRouted, nftChain{name: "prerouting", hook: knftables.PreroutingHook, priority: knftables.RawPriority}
 	}
+	guard := nftGuardChains(kind)
+	base.rules = []string{"iifname @" + setPorts + " jump " + guard[0].name}
+	return append([]nftChain{base}, guard...)
 }
 
 // nftPortSetup adds to tx what creates table t, or brings an existing one

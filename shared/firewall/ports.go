@@ -7,7 +7,9 @@ import (
 	"slices"
 )
 
-// PortRules is what one guest port may send (per-port antispoof).
+// PortRules is what one guest port may send (per-port antispoof). The rules
+// themselves are guardPlan's (guard.go), the same for every port and every
+// backend; a port brings its data: its guest's MAC and addresses.
 //
 // From a port with PortRules:
 //   - frames whose source MAC is not MAC are dropped, and so are VLAN-tagged
@@ -95,13 +97,3 @@ func validPortRef(network, port string) error {
 	}
 	return validIfname("port", port)
 }
-
-// Addresses the antispoof rules always let through (see PortRules).
-var (
-	probeSrc4     = netip.MustParseAddr("0.0.0.0")
-	linkLocal6    = netip.MustParsePrefix("fe80::/10")
-	unspecified6  = netip.MustParsePrefix("::/128")
-	dhcp4Client   = [2]int{68, 67} // udp sport, dport
-	dhcp6Client   = [2]int{546, 547}
-	vlanEthertype = []string{"802_1Q", "0x88a8"} // 802.1Q, 802.1ad (QinQ)
-)

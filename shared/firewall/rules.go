@@ -194,6 +194,12 @@ func nftRule(r rule) string {
 	if r.family() == 6 {
 		ipkw = "ip6"
 	}
+	if r.established {
+		w = append(w, "ct", "state", "established,related")
+	}
+	if r.ctDNAT {
+		w = append(w, "ct", "status", "dnat")
+	}
 	if len(r.saddr) > 0 {
 		w = append(w, ipkw, "saddr", nftSet(r.saddr))
 	}
@@ -203,12 +209,6 @@ func nftRule(r rule) string {
 			w = append(w, "!=")
 		}
 		w = append(w, nftSet(r.daddr))
-	}
-	if r.established {
-		w = append(w, "ct", "state", "established,related")
-	}
-	if r.ctDNAT {
-		w = append(w, "ct", "status", "dnat")
 	}
 	if r.proto != "" {
 		w = append(w, r.proto, "dport", strconv.Itoa(int(r.dport)))

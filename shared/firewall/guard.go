@@ -1,0 +1,360 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The per-port guard (antispoof) is written once, here, as a backend-neutral
+// plan: what a guarded port may send, rule by rule. The backends only render
+// it (nftables: fixed rules over per-port set elements, nftables_ports.go;
+// ebtables, iptables and arptables: one chain per port, iptables_ports.go),
+// so a new check is added in one place and every backend enforces it.
+//
+// A rule refers to the port's own data (its MAC, its addresses) without
+// naming them: nftables renders such a match as a lookup in a set keyed by
+// the port's name (one fixed rule for every guest), iptables as one rule per
+// address of the port. Everything else in a rule is the same for every port.
+
+// guardSection is which frames of the port a guard rule sees. Frames are
+// checked at link level first (inFrame), then by their ethertype in the
+// section of ARP, IPv4 or IPv6 (each ends with a verdict), and frames of any
+// other ethertype in inOther (bridged ports only: a routed port sees IP only).
+type guardSection int
+
+const (
+	inFrame guardSection = iota
+	inARP
+	inIP4
+	inIP6
+	inOther
+)
+
+// Ethertypes by neutral name.
+const (
+	eth8021Q  = "8021q"  // 802.1Q VLAN tag
+	eth8021AD = "8021ad" // 802.1ad (QinQ) service tag
+)
+
+// guardRule is one rule of the guard. All its matches must hold.
+type guardRule struct {
+	in guardSection
+	// notOwnMAC: the frame's source MAC (in inARP: the ARP sender's hardware
+	// address) is not the port's guest MAC.
+	notOwnMAC bool
+	// ethertypes: the frame's ethertype is one of these (inFrame, inOther).
+	ethertypes []string
+	// arpNotEthIPv4: an ARP packet that is not Ethernet/IPv4, whose address
+	// fields are not where the checks below look (inARP).
+	arpNotEthIPv4 bool
+	// ownSrc: the source address (ARP: the sender's protocol address) is one
+	// of the port's addresses of the section's family.
+	ownSrc bool
+	// src: the source address is in one of these prefixes.
+	src []netip.Prefix
+	// proto with sport and dport: an UDP datagram between these ports.
+	proto        string
+	sport, dport uint16
+	// verdict: accept (the frame passes the guard) or drop.
+	verdict verdict
+}
+
+// Addresses and ports the guard lets through (see PortRules).
+var (
+	probeSrc4    = netip.MustParsePrefix("0.0.0.0/32") // ARP probes (RFC 5227)
+	linkLocal6   = netip.MustParsePrefix("fe80::/10")
+	unspecified6 = netip.MustParsePrefix("::/128") // DAD, MLD
+	dhcp4Client  = [2]uint16{68, 67}               // udp sport, dport
+	dhcp6Client  = [2]uint16{546, 547}
+)
+
+// guardPlan is the guard of every guarded port, in order.
+func guardPlan() []guardRule {
+	return []guardRule{
+		{in: inFrame, notOwnMAC: true, verdict: drop},
+		// A tagged frame's inner header would escape the checks below.
+		{in: inFrame, ethertypes: []string{eth8021Q, eth8021AD}, verdict: drop},
+
+		{in: inARP, arpNotEthIPv4: true, verdict: drop},
+		{in: inARP, notOwnMAC: true, verdict: drop},
+		{in: inARP, src: []netip.Prefix{probeSrc4}, verdict: accept},
+		{in: inARP, ownSrc: true, verdict: accept},
+		{in: inARP, verdict: drop},
+
+		{in: inIP4, ownSrc: true, verdict: accept},
+		{in: inIP4, proto: "udp", sport: dhcp4Client[0], dport: dhcp4Client[1], verdict: accept},
+		{in: inIP4, verdict: drop},
+
+		{in: inIP6, ownSrc: true, verdict: accept},
+		{in: inIP6, src: []netip.Prefix{linkLocal6, unspecified6}, verdict: accept},
+		{in: inIP6, proto: "udp", sport: dhcp6Client[0], dport: dhcp6Client[1], verdict: accept},
+		{in: inIP6, verdict: drop},
+	}
+}
+
+// guardRules returns the plan's rules of one section.
+func guardRules(in guardSection) []guardRule {
+	var out []guardRule
+	for _, r := range guardPlan() {
+		if r.in == in {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// --- nftables -----------------------------------------------------------------
+//
+// The port's data are set elements (nftables_ports.go): as_mac holds
+// ifname . ether_addr, as_ip4 ifname . ipv4_addr, as_ip6 ifname . ipv6_addr.
+
+// nftGuardTable says which kind of port table a chain is rendered for.
+type nftGuardTable int
+
+const (
+	nftBridged nftGuardTable = iota // bridge family: every frame of a bridged port
+	nftRouted                       // inet family: IP of a routed port
+	nftARP                          // arp family: ARP of a routed port
+)
+
+var nftEthertypes = map[string]string{eth8021Q: "8021q", eth8021AD: "8021ad"}
+
+// Chain names of the guard in the port tables, by section.
+var nftGuardChain = map[guardSection]string{inFrame: "antispoof", inARP: "antispoof_arp", inIP4: "antispoof_ip4", inIP6: "antispoof_ip6"}
+
+// nftGuardChains renders the guard as the chains of a port table of kind t
+// (their names as nftGuardChain gives them); the base chains jump to the
+// first one for guarded ports only.
+func nftGuardChains(t nftGuardTable) []nftChain {
+	if t == nftARP {
+		return []nftChain{{name: nftGuardChain[inARP], rules: nftGuardSection(inARP, t)}}
+	}
+	frame := nftGuardSection(inFrame, t)
+	if t == nftRouted {
+		frame = append(frame, "meta nfproto ipv4 jump "+nftGuardChain[inIP4], "meta nfproto ipv6 jump "+nftGuardChain[inIP6])
+	} else {
+		frame = append(frame,
+			"ether type arp jump "+nftGuardChain[inARP],
+			"ether type ip jump "+nftGuardChain[inIP4],
+			"ether type ip6 jump "+nftGuardChain[inIP6])
+		frame = append(frame, nftGuardSection(inOther, t)...)
+	}
+	out := []nftChain{{name: nftGuardChain[inFrame], rules: frame}}
+	if t == nftBridged {
+		out = append(out, nftChain{name: nftGuardChain[inARP], rules: nftGuardSection(inARP, t)})
+	}
+	return append(out,
+		nftChain{name: nftGuardChain[inIP4], rules: nftGuardSection(inIP4, t)},
+		nftChain{name: nftGuardChain[inIP6], rules: nftGuardSection(inIP6, t)})
+}
+
+// nftGuardSection renders a section's rules for table kind t. The inet
+// family (routed ports) sees IP only: no ethertype matches there.
+func nftGuardSection(in guardSection, t nftGuardTable) []string {
+	var out []string
+	for _, r := range guardRules(in) {
+		if t == nftRouted && len(r.ethertypes) > 0 {
+			continue
+		}
+		out = append(out, nftGuardRule(r)...)
+	}
+	return out
+}
+
+// nftGuardRule renders one rule (arpNotEthIPv4 takes four).
+func nftGuardRule(r guardRule) []string {
+	v := " " + string(r.verdict)
+	if r.arpNotEthIPv4 {
+		// Only Ethernet/IPv4 ARP: the fields below are at fixed offsets.
+		return []string{"arp htype != 1" + v, "arp ptype != ip" + v, "arp hlen != 6" + v, "arp plen != 4" + v}
+	}
+	var w []string
+	if r.notOwnMAC {
+		if r.in == inARP {
+			w = append(w, "iifname . arp saddr ether != @"+setMAC)
+		} else {
+			w = append(w, "iifname . ether saddr != @"+setMAC)
+		}
+	}
+	if len(r.ethertypes) > 0 {
+		names := make([]string, len(r.ethertypes))
+		for i, e := range r.ethertypes {
+			names[i] = nftEthertypes[e]
+		}
+		w = append(w, "ether type "+nftList(names))
+	}
+	src := map[guardSection]string{inARP: "arp saddr ip", inIP4: "ip saddr", inIP6: "ip6 saddr"}[r.in]
+	if r.ownSrc {
+		set := setIP4
+		if r.in == inIP6 {
+			set = setIP6
+		}
+		w = append(w, "iifname . "+src+" @"+set)
+	}
+	if len(r.src) > 0 {
+		l := make([]string, len(r.src))
+		for i, p := range r.src {
+			l[i] = nftAddr(p)
+		}
+		slices.Sort(l) // as nft lists a set
+		w = append(w, src+" "+nftList(l))
+	}
+	if r.proto != "" {
+		w = append(w, fmt.Sprintf("%s sport %d %s dport %d", r.proto, r.sport, r.proto, r.dport))
+	}
+	return []string{strings.TrimPrefix(strings.Join(w, " ")+v, " ")}
+}
+
+// nftAddr renders a prefix as nft does: a single address without its length.
+func nftAddr(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+func nftList(l []string) string {
+	if len(l) == 1 {
+		return l[0]
+	}
+	return "{ " + strings.Join(l, ", ") + " }"
+}
+
+// --- ebtables, iptables, arptables --------------------------------------------
+//
+// No sets: a port's chain (BRAS-PORT) holds its own MAC and addresses, one
+// rule per address; "accept" returns to the caller chain (RETURN).
+
+var xtVerdict = map[verdict]string{accept: "RETURN", drop: "DROP"}
+
+// xtAddr renders a prefix for the xtables tools: an IPv4 address alone
+// without its length, everything else as a prefix.
+func xtAddr(p netip.Prefix) string {
+	if p.IsSingleIP() && p.Addr().Is4() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// ownAddrs returns the port's addresses that a section's ownSrc means.
+func (p PortRules) ownAddrs(in guardSection) []string {
+	v4, v6 := p.addrs()
+	if in == inIP6 {
+		return addrStrings(v6)
+	}
+	return addrStrings(v4)
+}
+
+// xtExpand renders a rule as one spec per source address it matches: pre
+// (the section's qualifier and other matches) + srcFlag ADDR + post, or a
+// single pre + post without any source match.
+func xtExpand(p PortRules, r guardRule, srcFlag string, pre, post []string) [][]string {
+	var srcs []string
+	if r.ownSrc {
+		srcs = p.ownAddrs(r.in)
+	}
+	for _, s := range r.src {
+		srcs = append(srcs, xtAddr(s))
+	}
+	if !r.ownSrc && len(r.src) == 0 {
+		return [][]string{slices.Concat(pre, post)}
+	}
+	out := make([][]string, 0, len(srcs))
+	for _, s := range srcs {
+		out = append(out, slices.Concat(pre, []string{srcFlag, s}, post))
+	}
+	return out
+}
+
+var ebtEthertypes = map[string]string{eth8021Q: "802_1Q", eth8021AD: "0x88a8"}
+
+// ebtSpecs is the content of BRAS-PORT for a bridged port (ebtables): the
+// sections one after the other, each rule qualified by its ethertype. Every
+// ARP, IPv4 and IPv6 frame meets a verdict in its section, so inOther's
+// rules need no qualifier. ebtables' ARP match requires Ethernet/IPv4 ARP.
+func ebtSpecs(p PortRules) [][]string {
+	mac := p.MAC.String()
+	var out [][]string
+	for _, in := range []guardSection{inFrame, inARP, inIP4, inIP6, inOther} {
+		qual := map[guardSection][]string{inARP: {"-p", "ARP"}, inIP4: {"-p", "IPv4"}, inIP6: {"-p", "IPv6"}}[in]
+		srcFlag := map[guardSection]string{inARP: "--arp-ip-src", inIP4: "--ip-src", inIP6: "--ip6-src"}[in]
+		for _, r := range guardRules(in) {
+			if r.arpNotEthIPv4 {
+				continue
+			}
+			post := []string{"-j", xtVerdict[r.verdict]}
+			for _, e := range r.ethertypes {
+				out = append(out, slices.Concat([]string{"-p", ebtEthertypes[e]}, post))
+			}
+			if len(r.ethertypes) > 0 {
+				continue
+			}
+			pre := slices.Clone(qual)
+			switch {
+			case r.notOwnMAC && in == inARP:
+				pre = append(pre, "--arp-mac-src", "!", mac)
+			case r.notOwnMAC:
+				pre = append(pre, "-s", "!", mac)
+			}
+			if r.proto != "" {
+				ip := map[guardSection]string{inIP4: "--ip", inIP6: "--ip6"}[in]
+				post = slices.Concat([]string{ip + "-proto", r.proto, ip + "-sport", strconv.Itoa(int(r.sport)), ip + "-dport", strconv.Itoa(int(r.dport))}, post)
+			}
+			out = append(out, xtExpand(p, r, srcFlag, pre, post)...)
+		}
+	}
+	return out
+}
+
+// iptPortSpecs is the content of BRAS-PORT for a routed port, in iptables (4)
+// or ip6tables (6), table raw: the link-level checks, then the family's section.
+func iptPortSpecs(p PortRules, family int) [][]string {
+	in := inIP4
+	if family == 6 {
+		in = inIP6
+	}
+	var out [][]string
+	for _, r := range slices.Concat(guardRules(inFrame), guardRules(in)) {
+		if len(r.ethertypes) > 0 {
+			continue // iptables sees IP only
+		}
+		var pre []string
+		if r.notOwnMAC {
+			pre = []string{"-m", "mac", "!", "--mac-source", p.MAC.String()}
+		}
+		post := []string{"-j", xtVerdict[r.verdict]}
+		if r.proto != "" {
+			post = slices.Concat([]string{"-p", r.proto, "--sport", strconv.Itoa(int(r.sport)), "--dport", strconv.Itoa(int(r.dport))}, post)
+		}
+		out = append(out, xtExpand(p, r, "-s", pre, post)...)
+	}
+	return out
+}
+
+// arptSpecs is the content of BRAS-PORT for a routed port's ARP (arptables;
+// arptables-nft also requires Ethernet/IPv4 ARP for the address matches).
+func arptSpecs(p PortRules) [][]string {
+	var out [][]string
+	for _, r := range guardRules(inARP) {
+		if r.arpNotEthIPv4 {
+			continue
+		}
+		var pre []string
+		if r.notOwnMAC {
+			pre = []string{"!", "--source-mac", p.MAC.String()}
+		}
+		out = append(out, xtExpand(p, r, "-s", pre, []string{"-j", xtVerdict[r.verdict]})...)
+	}
+	return out
+}
+
+func addrStrings[T fmt.Stringer](l []T) []string {
+	out := make([]string, len(l))
+	for i, a := range l {
+		out[i] = a.String()
+	}
+	return out
+}

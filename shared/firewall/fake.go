@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bytes"
 	"slices"
 	"sync"
 )
@@ -9,18 +8,17 @@ import (
 // Fake is an in-memory Backend for unit tests. It records, per network, the
 // rules the nftables backend would install ("chain: rule" lines from the same
 // rule generation), the NetworkRules it was given, the PortRules of each
-// guarded port and the Forwards of each port with published ports. It checks
-// the hints it is given against what it holds (StaleHints) and, like the real
-// backends, refuses a host port that another port of the network publishes.
+// guarded port and the Forwards of each port with published ports. Like the
+// real backends, it refuses a host port that another port of the network
+// publishes.
 // Safe for concurrent use.
 type Fake struct {
 	mu         sync.Mutex
 	nets       map[string]fakeNet
 	ports      map[string]map[string]PortRules // network → port → rules
 	fwds       map[string]map[string]Forwards  // network → port → published ports
-	err        error
-	calls      int
-	staleHints int
+	err   error
+	calls int
 }
 
 type fakeNet struct {
@@ -101,9 +99,8 @@ func (f *Fake) List(network string) ([]string, error) {
 	return out, nil
 }
 
-// EnsurePort records p. A hint (prev) that differs from what the Fake holds
-// for the port is counted (StaleHints); it changes nothing else.
-func (f *Fake) EnsurePort(p PortRules, prev *PortRules) error {
+// EnsurePort records p.
+func (f *Fake) EnsurePort(p PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -114,7 +111,6 @@ func (f *Fake) EnsurePort(p PortRules, prev *PortRules) error {
 	if f.err != nil {
 		return f.err
 	}
-	f.checkPortHint(p.Network, p.Port, prev)
 	if f.ports[p.Network] == nil {
 		f.ports[p.Network] = map[string]PortRules{}
 	}
@@ -122,7 +118,7 @@ func (f *Fake) EnsurePort(p PortRules, prev *PortRules) error {
 	return nil
 }
 
-func (f *Fake) RemovePort(network, port string, prev *PortRules) error {
+func (f *Fake) RemovePort(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
@@ -132,7 +128,6 @@ func (f *Fake) RemovePort(network, port string, prev *PortRules) error {
 	if f.err != nil {
 		return f.err
 	}
-	f.checkPortHint(network, port, prev)
 	delete(f.ports[network], port)
 	if len(f.ports[network]) == 0 {
 		delete(f.ports, network)
@@ -188,56 +183,9 @@ func (f *Fake) Calls() int {
 	return f.calls
 }
 
-// StaleHints returns how many hints (prev of EnsurePort, RemovePort,
-// EnsureForwards, RemoveForwards) disagreed with what the Fake held for the
-// port: a caller that keeps its records right has none.
-func (f *Fake) StaleHints() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.staleHints
-}
-
-// checkPortHint counts prev if it is not what the Fake holds. f.mu is held.
-func (f *Fake) checkPortHint(network, port string, prev *PortRules) {
-	if prev == nil {
-		return
-	}
-	have, ok := f.ports[network][port]
-	if !ok {
-		if prev.installed() {
-			f.staleHints++
-		}
-		return
-	}
-	v4, v6 := have.addrs()
-	p4, p6 := prev.addrs()
-	if !prev.installed() || prev.Bridged != have.Bridged || !bytes.Equal(prev.MAC, have.MAC) ||
-		!slices.Equal(v4, p4) || !slices.Equal(v6, p6) {
-		f.staleHints++
-	}
-}
-
-// checkFwdHint counts prev if it is not what the Fake holds. f.mu is held.
-func (f *Fake) checkFwdHint(network, port string, prev *Forwards) {
-	if prev == nil {
-		return
-	}
-	have := fwdEntries(port, f.fwds[network][port].Forwards)
-	hint := fwdEntries(port, prev.Forwards)
-	same := len(have) == len(hint)
-	for id, e := range hint {
-		if h, ok := have[id]; !ok || !bytes.Equal(h.val, e.val) {
-			same = false
-		}
-	}
-	if !same {
-		f.staleHints++
-	}
-}
-
 // EnsureForwards records fw (no forwards: none). A host port that another
 // port of the network publishes is refused, as the real backends do.
-func (f *Fake) EnsureForwards(fw Forwards, prev *Forwards) error {
+func (f *Fake) EnsureForwards(fw Forwards) error {
 	if err := fw.validate(); err != nil {
 		return err
 	}
@@ -248,7 +196,6 @@ func (f *Fake) EnsureForwards(fw Forwards, prev *Forwards) error {
 	if f.err != nil {
 		return f.err
 	}
-	f.checkFwdHint(fw.Network, fw.Port, prev)
 	for port, other := range f.fwds[fw.Network] {
 		if port == fw.Port {
 			continue
@@ -270,7 +217,7 @@ func (f *Fake) EnsureForwards(fw Forwards, prev *Forwards) error {
 	return nil
 }
 
-func (f *Fake) RemoveForwards(network, port string, prev *Forwards) error {
+func (f *Fake) RemoveForwards(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
@@ -280,7 +227,6 @@ func (f *Fake) RemoveForwards(network, port string, prev *Forwards) error {
 	if f.err != nil {
 		return f.err
 	}
-	f.checkFwdHint(network, port, prev)
 	f.removeForwards(network, port)
 	return nil
 }

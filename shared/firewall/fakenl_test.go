@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"testing"
 
 	gnftables "github.com/google/nftables"
+
+	"github.com/brouter/brouter/shared/state"
 )
 
 // fakeNL is an in-memory nftFwdOp (and nftPortOp) with the kernel's
@@ -244,3 +247,7 @@ func (f *fakeNL) dump() []string {
 	slices.Sort(out)
 	return out
 }
+
+// testRecords is a record store of the test's own, for a backend's records
+// of what it installed (installed.go).
+func testRecords(t testing.TB) Records { return state.NewVolatile(t.TempDir()) }

@@ -82,39 +82,26 @@ type Backend interface {
 	// List returns a human-readable line per rule installed for the network
 	// (for status), and a line per guarded port; nil when there are none.
 	List(network string) ([]string, error)
-	// EnsurePort installs per-port antispoof for p.Port (see PortRules),
-	// replacing the port's previous entries atomically. Idempotent. The number
-	// of rules does not grow with the number of ports where the backend has
-	// sets (nftables): a port is a handful of set elements.
-	//
-	// prev is the caller's record of what is installed for the port: nil when
-	// unknown (the backend reads what is there), else exactly these entries
-	// are installed (a PortRules without MAC and IPs: nothing is). With a hint
-	// the nftables backend changes only the difference prev → p without
-	// reading its sets, so the cost does not grow with the number of guarded
-	// ports; when the kernel disagrees (the change fails: an entry or table
-	// that is not there), it reads the kernel and ends at p all the same. A
-	// hint wrong only about entries the change does not touch (prev equal to
-	// p, or entries of the port that prev does not name) is not noticed; see
-	// nftables_ports.go. A hint whose Network or Port differs from the call's,
-	// or that could not have been written (entries without a valid MAC), is
-	// ignored (nil). Remove(network) voids every record of its ports.
-	EnsurePort(p PortRules, prev *PortRules) error
-	// RemovePort removes every entry of the port from the network's tables
-	// (and the tables once no guarded port is left). A port without entries
-	// (never guarded, already removed) succeeds. Remove(network) removes all
-	// the network's ports too. prev is a hint as for EnsurePort.
-	RemovePort(network, port string, prev *PortRules) error
+	// EnsurePort makes p.Port's per-port antispoof (see PortRules) exactly
+	// p, replacing the port's previous entries atomically. Idempotent. The
+	// number of rules does not grow with the number of ports where the
+	// backend has sets (nftables): a port is a handful of set elements, and
+	// the backend remembers what it installed, so that changing a port costs
+	// the same with 10 or 1000 guarded ports. Operations on one port must not
+	// run concurrently (the caller serialises them); different ports may.
+	EnsurePort(p PortRules) error
+	// RemovePort removes every entry of the port from the network's tables.
+	// A port without entries (never guarded, already removed) succeeds.
+	// Remove(network) removes all the network's ports too.
+	RemovePort(network, port string) error
 	// EnsureForwards makes port f.Port's published ports exactly f.Forwards
 	// (empty: none), atomically; the port's other published ports go.
 	// A host address and port that another port of the network publishes is
 	// an error wrapping ErrAlreadyPublished, and changes nothing.
-	// prev is a hint as for EnsurePort (nil: unknown; no Forwards: none
-	// installed); see nftables_forwards.go.
-	EnsureForwards(f Forwards, prev *Forwards) error
+	EnsureForwards(f Forwards) error
 	// RemoveForwards removes the port's published ports. Idempotent: a port
 	// without any succeeds. Remove(network) removes them all too.
-	RemoveForwards(network, port string, prev *Forwards) error
+	RemoveForwards(network, port string) error
 }
 
 // Kinds accepted by New.
@@ -126,11 +113,13 @@ const (
 
 // New returns the backend of the given kind. KindAuto picks nftables when the
 // nft tool works here, else iptables. The returned error says what is missing
-// and which Debian package provides it.
-func New(kind string) (Backend, error) {
+// and which Debian package provides it. rec is where the backend keeps what
+// it installed per port (installed.go); nil keeps nothing, and the backend
+// then reads the kernel to find a port's entries.
+func New(kind string, rec Records) (Backend, error) {
 	switch kind {
 	case KindNftables:
-		b, err := newNftables()
+		b, err := newNftables(rec)
 		if err != nil {
 			return nil, errorf("%w", err)
 		}
@@ -142,7 +131,7 @@ func New(kind string) (Backend, error) {
 		}
 		return b, nil
 	case KindAuto:
-		nb, nerr := newNftables()
+		nb, nerr := newNftables(rec)
 		if nerr == nil {
 			return nb, nil
 		}

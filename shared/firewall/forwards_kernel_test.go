@@ -108,7 +108,7 @@ func newFwdLab(t *testing.T, kind string, dockerHost bool) *fwdLab {
 	}
 	l.fwdB.Port, l.fwdB.Forwards = l.portB, []Forward{fwd("tcp", "", 8081, "10.0.0.3", 80)}
 
-	l.must("New", func() (err error) { l.b, err = New(kind); return err })
+	l.must("New", func() (err error) { l.b, err = New(kind, testRecords(t)); return err })
 	l.initial = d.Dump(t)
 	l.must("Ensure", func() error { return l.b.Ensure(l.net) })
 	l.baseline = d.Dump(t)
@@ -237,15 +237,15 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 
 	var n int64
 	n = dumps(func() {
-		l.must("EnsureForwards A", func() error { return l.b.EnsureForwards(l.fwdA, &Forwards{}) })
+		l.must("EnsureForwards A", func() error { return l.b.EnsureForwards(l.fwdA) })
 	})
 	if kind == KindNftables && n != 0 {
 		t.Errorf("EnsureForwards with a right hint read %d maps", n)
 	}
-	l.must("EnsureForwards B", func() error { return l.b.EnsureForwards(l.fwdB, nil) })
+	l.must("EnsureForwards B", func() error { return l.b.EnsureForwards(l.fwdB) })
 	published := d.Dump(t)
-	l.must("EnsureForwards A again", func() error { return l.b.EnsureForwards(l.fwdA, &l.fwdA) })
-	l.must("EnsureForwards B again", func() error { return l.b.EnsureForwards(l.fwdB, nil) })
+	l.must("EnsureForwards A again", func() error { return l.b.EnsureForwards(l.fwdA) })
+	l.must("EnsureForwards B again", func() error { return l.b.EnsureForwards(l.fwdB) })
 	if diff := nstest.Diff(published, d.Dump(t)); diff != "" {
 		t.Errorf("EnsureForwards again changed the state:\n%s", diff)
 	}
@@ -300,7 +300,8 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 	steal.Forwards = append(slices.Clone(l.fwdB.Forwards), fwd("tcp", "", 8080, "10.0.0.3", 80))
 	for _, prev := range []*Forwards{&l.fwdB, nil} {
 		var err error
-		_ = d.Do(func() error { err = l.b.EnsureForwards(steal, prev); return nil })
+		pretendForwards(t, l.b, l.net.Network, l.portB, prev)
+		_ = d.Do(func() error { err = l.b.EnsureForwards(steal); return nil })
 		if !errors.Is(err, ErrAlreadyPublished) || err.Error() != "firewall: port vB: tcp 0.0.0.0:8080 is already published by port vA" {
 			t.Errorf("publishing a taken port (hint %v): %v", prev != nil, err)
 		}
@@ -312,7 +313,8 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 		same := l.fwdB
 		same.Forwards = append(slices.Clone(l.fwdB.Forwards), l.fwdA.Forwards[0])
 		var err error
-		_ = d.Do(func() error { err = l.b.EnsureForwards(same, &l.fwdB); return nil })
+		pretendForwards(t, l.b, l.net.Network, l.portB, &l.fwdB)
+		_ = d.Do(func() error { err = l.b.EnsureForwards(same); return nil })
 		if !errors.Is(err, ErrAlreadyPublished) {
 			t.Errorf("publishing a taken port with the same target: %v", err)
 		}
@@ -325,7 +327,7 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 		fwd("tcp", "", 8443, "fd00::2", 80),
 		fwd("tcp", "", 8082, "10.0.0.2", 80),
 	}
-	n = dumps(func() { l.must("EnsureForwards A2", func() error { return l.b.EnsureForwards(a2, &l.fwdA) }) })
+	n = dumps(func() { l.must("EnsureForwards A2", func() error { return l.b.EnsureForwards(a2) }) })
 	if kind == KindNftables && n != 0 {
 		t.Errorf("replacing with a right hint read %d maps", n)
 	}
@@ -343,17 +345,20 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 
 	// A wrong hint still ends exactly at the forwards asked for: doing the
 	// same without hint afterwards changes nothing.
-	l.must("EnsureForwards A, wrong hint", func() error { return l.b.EnsureForwards(l.fwdA, &a2) })
-	l.must("EnsureForwards A2, wrong hint", func() error { return l.b.EnsureForwards(a2, &Forwards{}) })
+	pretendForwards(t, l.b, l.net.Network, l.portA, &a2)
+	l.must("EnsureForwards A, wrong hint", func() error { return l.b.EnsureForwards(l.fwdA) })
+	pretendForwards(t, l.b, l.net.Network, l.portA, &Forwards{})
+	l.must("EnsureForwards A2, wrong hint", func() error { return l.b.EnsureForwards(a2) })
 	exact := d.Dump(t)
-	l.must("EnsureForwards A2, no hint", func() error { return l.b.EnsureForwards(a2, nil) })
+	pretendForwards(t, l.b, l.net.Network, l.portA, nil)
+	l.must("EnsureForwards A2, no hint", func() error { return l.b.EnsureForwards(a2) })
 	if diff := nstest.Diff(exact, d.Dump(t)); diff != "" {
 		t.Errorf("EnsureForwards with a wrong hint did not end at the forwards asked for:\n%s", diff)
 	}
 
 	// Removing every published port leaves the state as before the first one.
 	n = dumps(func() {
-		l.must("RemoveForwards A", func() error { return l.b.RemoveForwards(l.net.Network, l.portA, &a2) })
+		l.must("RemoveForwards A", func() error { return l.b.RemoveForwards(l.net.Network, l.portA) })
 	})
 	if got := forwardLines(l.list(), "vB"); !slices.Equal(got, linesB) {
 		t.Errorf("removing vA's forwards changed vB's: %q", got)
@@ -361,7 +366,7 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 	l.expect(out, "tcp", "192.0.2.1:8081", "B:80")
 	l.refused(out, "192.0.2.1:8080")
 	n += dumps(func() {
-		l.must("RemoveForwards B", func() error { return l.b.RemoveForwards(l.net.Network, l.portB, &l.fwdB) })
+		l.must("RemoveForwards B", func() error { return l.b.RemoveForwards(l.net.Network, l.portB) })
 	})
 	if kind == KindNftables && n != 0 {
 		t.Errorf("RemoveForwards with a right hint read %d maps", n)
@@ -371,14 +376,15 @@ func kernelForwards(t *testing.T, kind string, dockerHost bool) {
 	}
 	l.refused(out, "192.0.2.1:8080")
 	for _, prev := range []*Forwards{nil, &Forwards{}, &l.fwdA} {
-		l.must("RemoveForwards again", func() error { return l.b.RemoveForwards(l.net.Network, l.portA, prev) })
+		pretendForwards(t, l.b, l.net.Network, l.portA, prev)
+		l.must("RemoveForwards again", func() error { return l.b.RemoveForwards(l.net.Network, l.portA) })
 	}
 	if diff := nstest.Diff(l.baseline, d.Dump(t)); diff != "" {
 		t.Errorf("RemoveForwards again changed the state:\n%s", diff)
 	}
 
 	// The network's Ensure keeps published ports (and their masquerade).
-	l.must("EnsureForwards A", func() error { return l.b.EnsureForwards(l.fwdA, nil) })
+	l.must("EnsureForwards A", func() error { return l.b.EnsureForwards(l.fwdA) })
 	l.must("Ensure", func() error { return l.b.Ensure(l.net) })
 	l.expect(out, "tcp", "192.0.2.1:8080", "A:80")
 	l.expect(gB, "tcp", "10.0.0.1:8080", "A:80")
@@ -406,13 +412,13 @@ func TestKernelPortHints(t *testing.T) {
 					t.Fatalf("%s: %v", what, err)
 				}
 			}
-			in("New", func() (err error) { b, err = New(kind); return err })
+			in("New", func() (err error) { b, err = New(kind, testRecords(t)); return err })
 			initial := host.Dump(t)
 			nw := NetworkRules{Network: "hint", Bridge: "br0", Subnets: prefixes("10.60.0.0/24"), Forward: true, Masquerade: true}
 			in("Ensure", func() error { return b.Ensure(nw) })
 			// Another guarded port, whose entries must stay as they are.
 			other := PortRules{Network: "hint", Port: "vif9.0", Bridged: true, MAC: mustMAC("52:54:00:00:00:09"), IPs: addrs("10.60.0.9")}
-			in("EnsurePort other", func() error { return b.EnsurePort(other, nil) })
+			in("EnsurePort other", func() error { return b.EnsurePort(other) })
 			var otherLines []string
 			in("List", func() (err error) { otherLines, err = b.List("hint"); return err })
 			p := PortRules{Network: "hint", Port: "vif1.0", Bridged: true, MAC: mustMAC("52:54:00:00:00:01"), IPs: addrs("10.60.0.2", "fd60::2")}
@@ -442,10 +448,11 @@ func TestKernelPortHints(t *testing.T) {
 				var err error
 				n := dumps(func() {
 					err = host.Do(func() error {
+						pretendGuard(t, b, "hint", p.Port, s.prev)
 						if s.want == nil {
-							return b.RemovePort("hint", p.Port, s.prev)
+							return b.RemovePort("hint", p.Port)
 						}
-						return b.EnsurePort(*s.want, s.prev)
+						return b.EnsurePort(*s.want)
 					})
 				})
 				if err != nil {
@@ -456,10 +463,11 @@ func TestKernelPortHints(t *testing.T) {
 				}
 				state := host.Dump(t)
 				in(s.name+", no hint", func() error {
+					pretendGuard(t, b, "hint", p.Port, nil)
 					if s.want == nil {
-						return b.RemovePort("hint", p.Port, nil)
+						return b.RemovePort("hint", p.Port)
 					}
-					return b.EnsurePort(*s.want, nil)
+					return b.EnsurePort(*s.want)
 				})
 				if d := nstest.Diff(state, host.Dump(t)); d != "" {
 					t.Errorf("%s: did not end at the entries asked for:\n%s", s.name, d)
@@ -504,7 +512,7 @@ func TestKernelForwardScale(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	in("New", func() (err error) { b, err = New(KindNftables); return err })
+	in("New", func() (err error) { b, err = New(KindNftables, testRecords(t)); return err })
 	fwds := func(i int) Forwards {
 		guest := netip.AddrFrom4([4]byte{10, 70, byte(i >> 8), byte(i)})
 		return Forwards{Network: "scale", Bridge: "br0", Subnets: prefixes("10.70.0.0/16"), Port: fmt.Sprintf("vif%d.0", i),
@@ -517,14 +525,14 @@ func TestKernelForwardScale(t *testing.T) {
 		out := host.Exec(t, "nft", "-a", "list", "table", "inet", "brouter-scale.fwd")
 		return len(nftRuleRE.FindAllString(out, -1)), strings.Count(out, `comment "vif`)
 	}
-	in("EnsureForwards", func() error { return b.EnsureForwards(fwds(0), &Forwards{}) })
+	in("EnsureForwards", func() error { return b.EnsureForwards(fwds(0)) })
 	one, _ := rules()
 	var ens, rem []time.Duration
 	n := dumps(func() {
 		for i := 1; i < 200; i++ {
 			in("EnsureForwards", func() error {
 				start := time.Now()
-				err := b.EnsureForwards(fwds(i), &Forwards{})
+				err := b.EnsureForwards(fwds(i))
 				ens = append(ens, time.Since(start))
 				return err
 			})
@@ -538,7 +546,7 @@ func TestKernelForwardScale(t *testing.T) {
 			f := fwds(i)
 			in("RemoveForwards", func() error {
 				start := time.Now()
-				err := b.RemoveForwards("scale", f.Port, &f)
+				err := b.RemoveForwards("scale", f.Port)
 				rem = append(rem, time.Since(start))
 				return err
 			})

@@ -85,7 +85,7 @@ func TestForwardValidate(t *testing.T) {
 		if name != "network" && name != "port" && name != "no port" && name != "bridge" && name != "subnet" && !strings.Contains(err.Error(), "port "+f.Port+":") {
 			t.Errorf("%s: %v does not name the port", name, err)
 		}
-		if err := NewFake().EnsureForwards(f, nil); err == nil {
+		if err := NewFake().EnsureForwards(f); err == nil {
 			t.Errorf("%s: Fake.EnsureForwards accepted %+v", name, f)
 		}
 	}
@@ -110,7 +110,7 @@ func TestForwardValidate(t *testing.T) {
 		}
 	}
 	for _, ref := range [][2]string{{"", "vA"}, {"lab", ""}, {"lab", "a/b"}} {
-		if err := NewFake().RemoveForwards(ref[0], ref[1], nil); err == nil {
+		if err := NewFake().RemoveForwards(ref[0], ref[1]); err == nil {
 			t.Errorf("RemoveForwards(%q, %q) accepted", ref[0], ref[1])
 		}
 	}
@@ -271,7 +271,7 @@ func TestIPTForwardSpecs(t *testing.T) {
 func TestFakeForwards(t *testing.T) {
 	f := NewFake()
 	a, b := guestA(), guestB()
-	if err := f.EnsureForwards(a, &Forwards{}); err != nil {
+	if err := f.EnsureForwards(a); err != nil {
 		t.Fatal(err)
 	}
 	a.Forwards[0].GuestPort = 1 // the Fake keeps its own copy
@@ -280,7 +280,7 @@ func TestFakeForwards(t *testing.T) {
 		t.Errorf("Forwards = %+v, %v", got, ok)
 	}
 	a = guestA()
-	if err := f.EnsureForwards(b, nil); err != nil {
+	if err := f.EnsureForwards(b); err != nil {
 		t.Fatal(err)
 	}
 	if p := f.ForwardPorts("lab"); !slices.Equal(p, []string{"vA", "vB"}) {
@@ -292,21 +292,18 @@ func TestFakeForwards(t *testing.T) {
 	}
 	steal := b
 	steal.Forwards = append(slices.Clone(b.Forwards), fwd("tcp", "", 8080, "10.0.0.3", 80))
-	err := f.EnsureForwards(steal, &b)
+	err := f.EnsureForwards(steal)
 	if !errors.Is(err, ErrAlreadyPublished) || err.Error() != "firewall: port vB: tcp 0.0.0.0:8080 is already published by port vA" {
 		t.Errorf("EnsureForwards of a taken port = %v", err)
 	}
 	if got, _ := f.Forwards("lab", "vB"); len(got.Forwards) != 1 {
 		t.Errorf("a refused EnsureForwards changed the port: %+v", got)
 	}
-	if f.StaleHints() != 0 {
-		t.Errorf("StaleHints = %d with right hints", f.StaleHints())
-	}
-	if err := f.EnsureForwards(a, &Forwards{}); err != nil || f.StaleHints() != 1 {
-		t.Errorf("a wrong hint: err %v, StaleHints %d", err, f.StaleHints())
+	if err := f.EnsureForwards(a); err != nil {
+		t.Errorf("EnsureForwards again: %v", err)
 	}
 	for range 2 {
-		if err := f.RemoveForwards("lab", "vA", nil); err != nil {
+		if err := f.RemoveForwards("lab", "vA"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -315,15 +312,15 @@ func TestFakeForwards(t *testing.T) {
 	}
 	empty := b
 	empty.Forwards = nil
-	if err := f.EnsureForwards(empty, &b); err != nil || len(f.ForwardPorts("lab")) != 0 || f.StaleHints() != 1 {
-		t.Errorf("EnsureForwards with none: %v, ports %q, stale %d", err, f.ForwardPorts("lab"), f.StaleHints())
+	if err := f.EnsureForwards(empty); err != nil || len(f.ForwardPorts("lab")) != 0 {
+		t.Errorf("EnsureForwards with none: %v, ports %q", err, f.ForwardPorts("lab"))
 	}
-	if err := f.EnsureForwards(b, nil); err != nil {
+	if err := f.EnsureForwards(b); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
 	f.FailWith(boom)
-	if err := f.EnsureForwards(a, nil); !errors.Is(err, boom) {
+	if err := f.EnsureForwards(a); !errors.Is(err, boom) {
 		t.Errorf("EnsureForwards with FailWith = %v", err)
 	}
 	f.FailWith(nil)
@@ -332,34 +329,5 @@ func TestFakeForwards(t *testing.T) {
 	}
 	if p := f.ForwardPorts("lab"); len(p) != 0 {
 		t.Errorf("Remove(network) kept published ports %q", p)
-	}
-}
-
-func TestFakePortHints(t *testing.T) {
-	f := NewFake()
-	g := guest()
-	for _, step := range []struct {
-		op    func() error
-		stale int
-	}{
-		{func() error { return f.EnsurePort(g, &PortRules{}) }, 0},
-		{func() error { return f.EnsurePort(g, &g) }, 0},
-		{func() error {
-			h := g
-			h.IPs = addrs("10.7.0.11", "fd00:7::11", "10.7.0.12")
-			return f.EnsurePort(g, &h)
-		}, 0}, // same set of addresses
-		{func() error { h := g; h.IPs = nil; return f.EnsurePort(g, &h) }, 1},
-		{func() error { return f.EnsurePort(g, &PortRules{}) }, 2},
-		{func() error { return f.RemovePort("lab", g.Port, &g) }, 2},
-		{func() error { return f.RemovePort("lab", g.Port, &g) }, 3},
-		{func() error { return f.RemovePort("lab", g.Port, &PortRules{}) }, 3},
-	} {
-		if err := step.op(); err != nil {
-			t.Fatal(err)
-		}
-		if f.StaleHints() != step.stale {
-			t.Fatalf("StaleHints = %d, want %d", f.StaleHints(), step.stale)
-		}
 	}
 }

@@ -18,6 +18,16 @@ func unitBackend(f *fakeNL) *nftBackend {
 	}
 }
 
+// recordingBackend is an nftables backend with complete (empty) records of
+// network lab, and no nft: it must not touch the kernel.
+func recordingBackend(t *testing.T) *nftBackend {
+	b := &nftBackend{rec: testRecords(t)}
+	if err := b.noteTables("lab"); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // dumps runs fn and returns how many sets it read.
 func dumps(fn func()) int64 {
 	before := nftSetDumps.Load()
@@ -92,9 +102,9 @@ func TestPortHints(t *testing.T) {
 		}
 	}
 
-	// RemovePort with a hint of nothing installed does not even open a connection.
-	nb := &nftBackend{}
-	if err := nb.RemovePort("lab", "vif9.0", &PortRules{}); err != nil {
+	// RemovePort of a port the records say has nothing does not even open a connection.
+	nb := recordingBackend(t)
+	if err := nb.RemovePort("lab", "vif9.0"); err != nil {
 		t.Errorf("RemovePort with nothing installed: %v", err)
 	}
 
@@ -259,8 +269,8 @@ func TestFwdHintUsable(t *testing.T) {
 			t.Errorf("%s: fwdHint = %+v, want usable: %v", name, got, tt.usable)
 		}
 	}
-	// RemoveForwards with a hint of nothing installed does not even open a connection.
-	if err := (&nftBackend{}).RemoveForwards("lab", "vA", &Forwards{}); err != nil {
+	// RemoveForwards of a port the records say has none does not even open a connection.
+	if err := recordingBackend(t).RemoveForwards("lab", "vA"); err != nil {
 		t.Errorf("RemoveForwards with nothing installed: %v", err)
 	}
 }

@@ -24,8 +24,8 @@ import (
 // per family (IPv4 then IPv6). The network's chains go with its last
 // published port. Ownership of a host port is checked first by reading the
 // network's port chains (iptables -S), in both families, so that a conflict
-// changes nothing. Hints (prev) are not needed: nothing here reads more than
-// the network's own chains.
+// changes nothing. Nothing here reads more than the network's own chains, so
+// no records are kept.
 
 func dnatChain(network string) string    { return "BR-DNAT-" + network }    // ≤ 23 characters
 func hairpinChain(network string) string { return "BR-HAIRPIN-" + network } // ≤ 26 characters
@@ -310,7 +310,7 @@ func (f *iptFamily) listForwards(network string) ([]string, map[string][]Forward
 	return out, pub, nil
 }
 
-func (b *iptBackend) EnsureForwards(fw Forwards, _ *Forwards) error {
+func (b *iptBackend) EnsureForwards(fw Forwards) error {
 	if err := fw.validate(); err != nil {
 		return err
 	}
@@ -355,7 +355,7 @@ func (b *iptBackend) EnsureForwards(fw Forwards, _ *Forwards) error {
 	return nil
 }
 
-func (b *iptBackend) RemoveForwards(network, port string, _ *Forwards) error {
+func (b *iptBackend) RemoveForwards(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}

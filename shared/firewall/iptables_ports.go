@@ -417,9 +417,10 @@ func (b *iptBackend) allPortTools() ([]xtChains, error) {
 	return append(br, rt...), err
 }
 
-// EnsurePort ignores the hint: replacing a port's chain does not depend on
-// what was in it, and other operations look at one chain per port anyway.
-func (b *iptBackend) EnsurePort(p PortRules, _ *PortRules) error {
+// EnsurePort replaces the port's chain: that does not depend on what was in
+// it, and other operations look at one chain per port anyway, so the
+// iptables backend keeps no records.
+func (b *iptBackend) EnsurePort(p PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -456,7 +457,7 @@ func (b *iptBackend) EnsurePort(p PortRules, _ *PortRules) error {
 	return nil
 }
 
-func (b *iptBackend) RemovePort(network, port string, _ *PortRules) error {
+func (b *iptBackend) RemovePort(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}

@@ -110,7 +110,7 @@ func kernelNet() NetworkRules {
 
 func newBackend(t *testing.T, kind string) Backend {
 	t.Helper()
-	b, err := New(kind)
+	b, err := New(kind, testRecords(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ const opTimeout = 15 * time.Second
 // knftables' probes or the iptables lookups of the Docker compatibility.
 type nftBackend struct {
 	nftPath string
+	rec     Records // what the backend installed per port (installed.go); nil: none kept
 
 	nftOnce sync.Once
 	nftIfc  knftables.Interface // no default table: every object names its own
@@ -40,12 +41,12 @@ type nftBackend struct {
 	createFwdTable   func(network, bridge string, subnets []netip.Prefix) error
 }
 
-func newNftables() (*nftBackend, error) {
+func newNftables(rec Records) (*nftBackend, error) {
 	path, err := exec.LookPath("nft")
 	if err != nil {
 		return nil, fmt.Errorf("nftables: nft not found (install the Debian package nftables): %w", err)
 	}
-	return &nftBackend{nftPath: path}, nil
+	return &nftBackend{nftPath: path, rec: rec}, nil
 }
 
 // knft returns the knftables handle, probing nft on first use.
@@ -152,6 +153,12 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	if err != nil {
 		return errorf("%w", err)
 	}
+	if len(have.ports) == 0 && have.fwd == nil {
+		// The network's port tables are created now: its records are complete.
+		if err := b.noteTables(r.Network); err != nil {
+			return err
+		}
+	}
 	tx := nft.NewTransaction()
 	nftTransaction(tx, r)
 	for _, t := range ports {
@@ -195,6 +202,9 @@ func (b *nftBackend) Remove(network string) error {
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
+	}
+	if err := b.forgetNetwork(network); err != nil {
+		return err
 	}
 	for _, f := range b.compat() {
 		if err := f.removeChains(network); err != nil {

@@ -59,7 +59,7 @@ import (
 // tables returns, is its chains and maps plus one per such port, so "only
 // this port left" is read without touching an element.
 //
-// A hint (prev) is checked by the batch itself: deleting an element, or the
+// The record of what is installed (prev, installed.go) is checked by the batch itself: deleting an element, or the
 // port's counter, that is not there fails, and so does adding a key that is
 // there with another value; the port's entries are then read from the maps
 // and the change made from them. Adds cost little; a batch that deletes makes
@@ -148,6 +148,9 @@ func nftFwdSetup(tx *knftables.Transaction, network, bridge string, subnets []ne
 }
 
 func (b *nftBackend) setupFwdTable(network, bridge string, subnets []netip.Prefix) error {
+	if err := b.noteTables(network); err != nil {
+		return err
+	}
 	if b.createFwdTable != nil {
 		return b.createFwdTable(network, bridge, subnets)
 	}
@@ -497,26 +500,47 @@ func readForwards(conn nftPortOp, table *gnftables.Table) (fwdState, error) {
 	return st, nil
 }
 
-func (b *nftBackend) EnsureForwards(f Forwards, prev *Forwards) error {
+// EnsureForwards makes the port's published ports f's. What is installed
+// comes from the backend's records (installed.go): with them, only the
+// difference is sent and no map is read.
+func (b *nftBackend) EnsureForwards(f Forwards) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
-	prev = fwdHint(f.Network, f.Port, prev)
+	prev := b.fwdInstalled(f.Network, f.Port)
 	if prev != nil && len(prev.Forwards) == 0 && len(f.Forwards) == 0 {
 		return nil
 	}
-	return b.syncForwards(f, prev)
+	if err := b.changing(recFwd(f.Network, f.Port), fwdRec{}); err != nil {
+		return err
+	}
+	if err := b.syncForwards(f, prev); err != nil {
+		if errors.Is(err, ErrAlreadyPublished) {
+			// Nothing changed: what was installed still is.
+			if prev != nil {
+				_ = b.installedForwards(f.Network, f.Port, prev.Forwards)
+			}
+		}
+		return err
+	}
+	return b.installedForwards(f.Network, f.Port, f.Forwards)
 }
 
-func (b *nftBackend) RemoveForwards(network, port string, prev *Forwards) error {
+func (b *nftBackend) RemoveForwards(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	prev = fwdHint(network, port, prev)
+	prev := b.fwdInstalled(network, port)
 	if prev != nil && len(prev.Forwards) == 0 {
 		return nil // nothing installed: nothing to do, not even a netlink socket
 	}
-	return b.syncForwards(Forwards{Network: network, Port: port}, prev)
+	if err := b.changing(recFwd(network, port), fwdRec{}); err != nil {
+		return err
+	}
+	if err := b.syncForwards(Forwards{Network: network, Port: port}, prev); err != nil {
+		return err
+	}
+	return b.installedForwards(network, port, nil)
 }
 
 // listForwards returns, for List, a line per published port of the table.

@@ -52,8 +52,8 @@ import (
 // go through knftables as text.
 //
 // Finding a port's current elements means reading (dumping) the four sets,
-// whose size grows with the guests. The caller's record of what it installed
-// (the prev hint of EnsurePort and RemovePort) avoids that: the difference
+// whose size grows with the guests. The backend's own record of what it installed
+// (installed.go; "prev" below) avoids that: the difference
 // prev → p is sent as is, deletes of prev-only elements and adds of p-only
 // ones, and only listing the tables (a handful) is read. The kernel checks
 // the hint as it applies the batch: deleting an element that is not there, or
@@ -63,7 +63,8 @@ import (
 // prev equal to p (nothing sent), or the kernel holding elements of the port
 // that prev does not name (adds carry no NLM_F_EXCL, which google/nftables
 // does not send, so they succeed over an existing element). Such elements
-// stay until an EnsurePort or RemovePort without hint.
+// stay until an operation without a record (after a crash, or a network
+// whose tables an older version made) reads the sets.
 
 const (
 	setPorts = "as_ports"
@@ -395,11 +396,15 @@ func (b *nftBackend) syncPortOn(conn nftPortOp, network, port string, want, prev
 // syncPortHinted applies the difference prev → want. It reports false (and
 // no error) when the kernel disagrees with prev: the caller then reads it.
 func (b *nftBackend) syncPortHinted(conn nftPortOp, network, port string, want, prev *PortRules) (bool, error) {
+	fresh := map[string]bool{} // tables created here: they held nothing, whatever prev says
 	for attempt := 0; attempt < 2; attempt++ {
-		missing, err := planPortHint(conn, network, port, want, prev)
+		missing, err := planPortHint(conn, network, port, want, prev, fresh)
 		if len(missing) > 0 {
 			if err := b.setupPortTables(network, missing); err != nil {
 				return false, err
+			}
+			for _, t := range missing {
+				fresh[t.String()] = true
 			}
 			continue
 		}
@@ -420,7 +425,7 @@ func (b *nftBackend) syncPortHinted(conn nftPortOp, network, port string, want, 
 // table that does not exist holds nothing, whatever prev says. It returns the
 // tables that must be created first (then nothing was changed). An error from
 // the batch (an element or set that is not there) means prev was wrong.
-func planPortHint(conn nftPortOp, network, port string, want, prev *PortRules) ([]nftPortTable, error) {
+func planPortHint(conn nftPortOp, network, port string, want, prev *PortRules, fresh map[string]bool) ([]nftPortTable, error) {
 	existing, err := conn.ListTables()
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
@@ -432,7 +437,7 @@ func planPortHint(conn nftPortOp, network, port string, want, prev *PortRules) (
 	var changes []setChange
 	for _, t := range nftPortTables(network) {
 		here := want != nil && want.Bridged == t.bridged
-		was := prev.installed() && prev.Bridged == t.bridged
+		was := prev.installed() && prev.Bridged == t.bridged && !fresh[t.String()]
 		if !exists(t) {
 			if here {
 				missing = append(missing, t)
@@ -525,6 +530,9 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 
 // setupPortTables creates tables (or refreshes their rules) in one transaction.
 func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) error {
+	if err := b.noteTables(network); err != nil {
+		return err
+	}
 	if b.createPortTables != nil {
 		return b.createPortTables(network, tables)
 	}
@@ -549,22 +557,38 @@ func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) erro
 	return nil
 }
 
-func (b *nftBackend) EnsurePort(p PortRules, prev *PortRules) error {
+// EnsurePort makes the port's antispoof entries p's. What is installed
+// comes from the backend's records (installed.go): with them, only the
+// difference is sent and no set is read.
+func (b *nftBackend) EnsurePort(p PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	return b.syncPort(p.Network, p.Port, &p, portHint(p.Network, p.Port, prev))
+	prev := b.guardInstalled(p.Network, p.Port)
+	if err := b.changing(recGuard(p.Network, p.Port), guardRec{}); err != nil {
+		return err
+	}
+	if err := b.syncPort(p.Network, p.Port, &p, prev); err != nil {
+		return err
+	}
+	return b.installedGuard(p.Network, p.Port, &p)
 }
 
-func (b *nftBackend) RemovePort(network, port string, prev *PortRules) error {
+func (b *nftBackend) RemovePort(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	prev = portHint(network, port, prev)
+	prev := b.guardInstalled(network, port)
 	if prev != nil && !prev.installed() {
 		return nil // nothing installed: nothing to do, not even a netlink socket
 	}
-	return b.syncPort(network, port, nil, prev)
+	if err := b.changing(recGuard(network, port), guardRec{}); err != nil {
+		return err
+	}
+	if err := b.syncPort(network, port, nil, prev); err != nil {
+		return err
+	}
+	return b.installedGuard(network, port, nil)
 }
 
 // nftTables is what exists of a network's tables besides "inet brouter-NET".

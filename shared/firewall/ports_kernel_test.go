@@ -110,7 +110,7 @@ func newPortLab(t *testing.T, kind string, bridged bool) *portLab {
 		// A mode route network: no bridge, routed, never masqueraded.
 		l.net.Bridge, l.net.Masquerade = "", false
 	}
-	l.must("New", func() (err error) { l.b, err = New(kind); return err })
+	l.must("New", func() (err error) { l.b, err = New(kind, testRecords(t)); return err })
 	// Let links settle (carrier, port states) before anyone takes a snapshot:
 	// the kernel reports a carrier change up to a second late.
 	l.reach(l.own4, l.gw4)
@@ -200,9 +200,9 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	l.reach(l.spoof4, l.gw4)
 	l.reach(l.spoof6, l.gw6)
 
-	l.must("EnsurePort", func() error { return l.b.EnsurePort(l.port, nil) })
+	l.must("EnsurePort", func() error { return l.b.EnsurePort(l.port) })
 	guarded := h.Dump(t)
-	l.must("EnsurePort again", func() error { return l.b.EnsurePort(l.port, nil) })
+	l.must("EnsurePort again", func() error { return l.b.EnsurePort(l.port) })
 	if d := nstest.Diff(guarded, h.Dump(t)); d != "" {
 		t.Errorf("second EnsurePort changed the state:\n%s", d)
 	}
@@ -258,12 +258,12 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	// New addresses replace the old ones atomically.
 	moved := l.port
 	moved.IPs = []netip.Addr{netip.MustParseAddr(l.spoof4), netip.MustParseAddr(l.spoof6)}
-	l.must("EnsurePort (new addresses)", func() error { return l.b.EnsurePort(moved, nil) })
+	l.must("EnsurePort (new addresses)", func() error { return l.b.EnsurePort(moved) })
 	flush()
 	l.reach(l.spoof4, l.gw4)
 	l.reach(l.spoof6, l.gw6)
 	l.blocked(l.own4, l.gw4)
-	l.must("EnsurePort (old addresses)", func() error { return l.b.EnsurePort(l.port, nil) })
+	l.must("EnsurePort (old addresses)", func() error { return l.b.EnsurePort(l.port) })
 	if d := nstest.Diff(guarded, h.Dump(t)); d != "" {
 		t.Errorf("EnsurePort back to the first addresses differs from the first EnsurePort:\n%s", d)
 	}
@@ -277,7 +277,7 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	}
 
 	for i := range 2 {
-		l.must("RemovePort", func() error { return l.b.RemovePort(l.net.Network, l.port.Port, nil) })
+		l.must("RemovePort", func() error { return l.b.RemovePort(l.net.Network, l.port.Port) })
 		if d := nstest.Diff(beforePort, h.Dump(t)); d != "" {
 			t.Errorf("RemovePort #%d did not restore the state before EnsurePort:\n%s", i+1, d)
 		}
@@ -287,7 +287,7 @@ func portAntispoof(t *testing.T, kind string, bridged bool) {
 	l.reach(l.spoof6, l.gw6)
 
 	// Remove(network) takes guarded ports with it.
-	l.must("EnsurePort", func() error { return l.b.EnsurePort(l.port, nil) })
+	l.must("EnsurePort", func() error { return l.b.EnsurePort(l.port) })
 	l.must("Remove", func() error { return l.b.Remove(l.net.Network) })
 	if d := nstest.Diff(begin, h.Dump(t)); d != "" {
 		t.Errorf("Remove did not restore the initial state:\n%s", d)
@@ -302,9 +302,9 @@ func TestKernelPortKindChange(t *testing.T) {
 			l := newPortLab(t, kind, true)
 			begin := l.host.Dump(t)
 			p := l.port
-			l.must("EnsurePort bridged", func() error { return l.b.EnsurePort(p, nil) })
+			l.must("EnsurePort bridged", func() error { return l.b.EnsurePort(p) })
 			p.Bridged = false
-			l.must("EnsurePort routed", func() error { return l.b.EnsurePort(p, nil) })
+			l.must("EnsurePort routed", func() error { return l.b.EnsurePort(p) })
 			if out, _ := l.host.Try("nft", "list", "set", "bridge", "brouter-astest", "as_ports"); strings.Contains(out, "vg1") {
 				t.Errorf("bridge set entry left after switching to routed:\n%s", out)
 			}
@@ -316,7 +316,7 @@ func TestKernelPortKindChange(t *testing.T) {
 			if !slices.ContainsFunc(lines, func(s string) bool { return strings.Contains(s, "vg1") }) {
 				t.Errorf("List does not show the routed port:\n%s", strings.Join(lines, "\n"))
 			}
-			l.must("RemovePort", func() error { return l.b.RemovePort(p.Network, p.Port, nil) })
+			l.must("RemovePort", func() error { return l.b.RemovePort(p.Network, p.Port) })
 			// Port tables stay with the network (empty) until it is removed.
 			l.must("Remove", func() error { return l.b.Remove(p.Network) })
 			if d := nstest.Diff(begin, l.host.Dump(t)); d != "" {
@@ -340,7 +340,7 @@ func TestKernelPortScale(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	in("New", func() (err error) { b, err = New(KindNftables); return err })
+	in("New", func() (err error) { b, err = New(KindNftables, testRecords(t)); return err })
 	port := func(i int) PortRules {
 		return PortRules{Network: "scale", Port: fmt.Sprintf("vif%d.0", i), Bridged: true,
 			MAC: net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)},
@@ -351,13 +351,13 @@ func TestKernelPortScale(t *testing.T) {
 		n = len(nftRuleRE.FindAllString(out, -1))
 		return n, strings.Count(out, `"vif`)
 	}
-	in("EnsurePort", func() error { return b.EnsurePort(port(0), nil) })
+	in("EnsurePort", func() error { return b.EnsurePort(port(0)) })
 	one, _ := rules()
 	if one == 0 {
 		t.Fatalf("no rules counted in:\n%s", host.Exec(t, "nft", "-a", "list", "table", "bridge", "brouter-scale"))
 	}
 	for i := 1; i < 200; i++ {
-		in("EnsurePort", func() error { return b.EnsurePort(port(i), nil) })
+		in("EnsurePort", func() error { return b.EnsurePort(port(i)) })
 	}
 	n, elems := rules()
 	if n != one {
@@ -377,7 +377,7 @@ func TestKernelPortScale(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- host.Do(func() error { return b.EnsurePort(port(i), nil) })
+			errs <- host.Do(func() error { return b.EnsurePort(port(i)) })
 		}()
 	}
 	wg.Wait()
@@ -396,24 +396,24 @@ func TestKernelPortScale(t *testing.T) {
 	for i := 200; i < 250; i++ {
 		in("latency", func() error {
 			start := time.Now()
-			if err := b.EnsurePort(port(i), nil); err != nil {
+			if err := b.EnsurePort(port(i)); err != nil {
 				return err
 			}
 			ens = append(ens, time.Since(start))
 			start = time.Now()
-			if err := b.EnsurePort(port(i), nil); err != nil {
+			if err := b.EnsurePort(port(i)); err != nil {
 				return err
 			}
 			same = append(same, time.Since(start))
 			p := port(i)
 			p.IPs = p.IPs[:1]
 			start = time.Now()
-			if err := b.EnsurePort(p, nil); err != nil {
+			if err := b.EnsurePort(p); err != nil {
 				return err
 			}
 			repl = append(repl, time.Since(start))
 			start = time.Now()
-			if err := b.RemovePort("scale", port(i).Port, nil); err != nil {
+			if err := b.RemovePort("scale", port(i).Port); err != nil {
 				return err
 			}
 			rem = append(rem, time.Since(start))
@@ -430,24 +430,24 @@ func TestKernelPortScale(t *testing.T) {
 			in("latency, hinted", func() error {
 				p := port(i)
 				start := time.Now()
-				if err := b.EnsurePort(p, &PortRules{}); err != nil {
+				if err := b.EnsurePort(p); err != nil {
 					return err
 				}
 				ens = append(ens, time.Since(start))
 				start = time.Now()
-				if err := b.EnsurePort(p, &p); err != nil {
+				if err := b.EnsurePort(p); err != nil {
 					return err
 				}
 				same = append(same, time.Since(start))
 				less := p
 				less.IPs = p.IPs[:1]
 				start = time.Now()
-				if err := b.EnsurePort(less, &p); err != nil {
+				if err := b.EnsurePort(less); err != nil {
 					return err
 				}
 				repl = append(repl, time.Since(start))
 				start = time.Now()
-				if err := b.RemovePort("scale", p.Port, &less); err != nil {
+				if err := b.RemovePort("scale", p.Port); err != nil {
 					return err
 				}
 				rem = append(rem, time.Since(start))
@@ -474,7 +474,7 @@ func TestKernelPortLatencyIPTables(t *testing.T) {
 	nstest.RequireRoot(t)
 	host := nstest.New(t, "host")
 	var b Backend
-	if err := host.Do(func() (err error) { b, err = New(KindIPTables); return err }); err != nil {
+	if err := host.Do(func() (err error) { b, err = New(KindIPTables, testRecords(t)); return err }); err != nil {
 		t.Fatal(err)
 	}
 	var ens, rem []time.Duration
@@ -483,7 +483,7 @@ func TestKernelPortLatencyIPTables(t *testing.T) {
 			MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(i + 1)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 52, 0, byte(i + 1)})}}
 		if err := host.Do(func() error {
 			start := time.Now()
-			if err := b.EnsurePort(p, nil); err != nil {
+			if err := b.EnsurePort(p); err != nil {
 				return err
 			}
 			ens = append(ens, time.Since(start))
@@ -495,7 +495,7 @@ func TestKernelPortLatencyIPTables(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		if err := host.Do(func() error {
 			start := time.Now()
-			if err := b.RemovePort("lat", fmt.Sprintf("vif%d.0", i), nil); err != nil {
+			if err := b.RemovePort("lat", fmt.Sprintf("vif%d.0", i)); err != nil {
 				return err
 			}
 			rem = append(rem, time.Since(start))

@@ -59,7 +59,7 @@ func TestPortValidate(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "firewall: ") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: validate(%+v) = %v, want a one-line firewall: error", name, p, err)
 		}
-		if err := NewFake().EnsurePort(p, nil); err == nil {
+		if err := NewFake().EnsurePort(p); err == nil {
 			t.Errorf("%s: Fake.EnsurePort accepted %+v", name, p)
 		}
 	}
@@ -69,7 +69,7 @@ func TestPortValidate(t *testing.T) {
 		}
 	}
 	for _, ref := range [][2]string{{"", "vif1.0"}, {"lab", ""}, {"lab", "x/y"}} {
-		if err := NewFake().RemovePort(ref[0], ref[1], nil); err == nil {
+		if err := NewFake().RemovePort(ref[0], ref[1]); err == nil {
 			t.Errorf("RemovePort(%q, %q) accepted", ref[0], ref[1])
 		}
 	}
@@ -298,7 +298,7 @@ func TestPortSpecs(t *testing.T) {
 func TestFakePorts(t *testing.T) {
 	f := NewFake()
 	g := guest()
-	if err := f.EnsurePort(g, nil); err != nil {
+	if err := f.EnsurePort(g); err != nil {
 		t.Fatal(err)
 	}
 	g.IPs[0] = netip.MustParseAddr("10.7.0.99") // the Fake keeps its own copy
@@ -308,7 +308,7 @@ func TestFakePorts(t *testing.T) {
 	}
 	h := guest()
 	h.Port = "vif2.0"
-	if err := f.EnsurePort(h, nil); err != nil {
+	if err := f.EnsurePort(h); err != nil {
 		t.Fatal(err)
 	}
 	if p := f.Ports("lab"); !slices.Equal(p, []string{"vif1.0", "vif2.0"}) {
@@ -318,7 +318,7 @@ func TestFakePorts(t *testing.T) {
 		t.Errorf("List = %q", l)
 	}
 	for range 2 {
-		if err := f.RemovePort("lab", "vif1.0", nil); err != nil {
+		if err := f.RemovePort("lab", "vif1.0"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,7 +327,7 @@ func TestFakePorts(t *testing.T) {
 	}
 	boom := errors.New("boom")
 	f.FailWith(boom)
-	if err := f.EnsurePort(g, nil); !errors.Is(err, boom) {
+	if err := f.EnsurePort(g); !errors.Is(err, boom) {
 		t.Errorf("EnsurePort with FailWith = %v", err)
 	}
 	f.FailWith(nil)
@@ -343,7 +343,7 @@ func TestFakePorts(t *testing.T) {
 // which package to install, before touching anything.
 func TestIPTablesPortMissingTool(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	err := (&iptBackend{}).EnsurePort(guest(), nil)
+	err := (&iptBackend{}).EnsurePort(guest())
 	if err == nil || !strings.HasPrefix(err.Error(), "firewall: iptables: port vif1.0: ebtables not found") ||
 		!strings.Contains(err.Error(), "Debian package iptables") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("EnsurePort without ebtables = %v", err)
@@ -351,7 +351,7 @@ func TestIPTablesPortMissingTool(t *testing.T) {
 	routed := guest()
 	routed.Bridged = false
 	b := &iptBackend{v4: &iptFamily{family: 4, cmd: "iptables"}}
-	if err := b.EnsurePort(routed, nil); err == nil || !strings.Contains(err.Error(), "ip6tables not found") {
+	if err := b.EnsurePort(routed); err == nil || !strings.Contains(err.Error(), "ip6tables not found") {
 		t.Errorf("routed EnsurePort without ip6tables = %v", err)
 	}
 }

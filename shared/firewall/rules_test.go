@@ -251,7 +251,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewBogus(t *testing.T) {
-	_, err := New("bogus")
+	_, err := New("bogus", nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "firewall: ") ||
 		!strings.Contains(err.Error(), "auto") || !strings.Contains(err.Error(), "nftables") || !strings.Contains(err.Error(), "iptables") {
 		t.Fatalf("New(bogus) = %v", err)

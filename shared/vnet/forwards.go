@@ -200,22 +200,16 @@ func forwardRules(n *config.Network, rec *record, port string, fw []Forward) fir
 
 // publish makes want the port's forwards: host ports claimed, DNAT entries
 // installed, and those of had (its forwards before) it no longer wants
-// removed. hint is what the firewall has installed for the port (nil:
-// unknown, the firewall reads the kernel).
-func (m *Manager) publish(n *config.Network, rec *record, fw firewall.Backend, port string, want, had []Forward, hint *[]Forward) error {
-	if len(want) == 0 && len(had) == 0 && hint != nil {
+// removed.
+func (m *Manager) publish(n *config.Network, rec *record, fw firewall.Backend, port string, want, had []Forward) error {
+	if len(want) == 0 && len(had) == 0 {
 		return nil
 	}
 	if err := m.claimHostPorts(n.Name, port, want, had); err != nil {
 		return err
 	}
-	var prev *firewall.Forwards
-	if hint != nil {
-		h := forwardRules(n, rec, port, *hint)
-		prev = &h
-	}
 	if len(want) == 0 {
-		return fw.RemoveForwards(n.Name, port, prev)
+		return fw.RemoveForwards(n.Name, port)
 	}
 	if n.Gateway.IsValid() && rec.Bridge != "" {
 		// Connections from the host to 127.0.0.1:HostPort are DNATed to the
@@ -225,7 +219,7 @@ func (m *Manager) publish(n *config.Network, rec *record, fw firewall.Backend, p
 			return err
 		}
 	}
-	return fw.EnsureForwards(forwardRules(n, rec, port, want), prev)
+	return fw.EnsureForwards(forwardRules(n, rec, port, want))
 }
 
 // unpublish removes the port's forwards and releases their host ports.
@@ -237,11 +231,7 @@ func (m *Manager) unpublish(pr *portRecord) error {
 	if err != nil {
 		return err
 	}
-	var hint *firewall.Forwards
-	if pr.ForwardsKnown {
-		hint = &firewall.Forwards{Network: pr.Network, Bridge: pr.Bridge, Port: pr.Port, Forwards: pr.Forwards}
-	}
-	if err := fw.RemoveForwards(pr.Network, pr.Port, hint); err != nil {
+	if err := fw.RemoveForwards(pr.Network, pr.Port); err != nil {
 		return err
 	}
 	return m.releaseHostPorts(pr.Network, pr.Port, pr.Forwards)

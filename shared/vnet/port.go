@@ -65,12 +65,12 @@ type PortSpec struct {
 //
 // It is written before Attach changes anything and removed only after Detach
 // has undone everything, so a port without a record has nothing installed.
-// The firewall entries it lists (Guard, Forwards) are what the firewall is
-// told was installed, which spares it reading whole sets; they are marked
-// unknown while a change is under way (the firewall then reads the kernel).
+// What the firewall installed exactly is the firewall backend's own record
+// (firewall/installed.go); this one says which backend holds the port's
+// entries and what they are for.
 type portRecord struct {
-	// V is the record's format: 2 has Guard and Forwards; before, Firewall
-	// alone meant "antispoof entries, unknown which".
+	// V is the record's format: from 2 on, Guard says whether the port has
+	// antispoof entries; before, Firewall alone meant "antispoof entries".
 	V        int       `json:"v,omitempty"`
 	Network  string    `json:"network"`
 	Port     string    `json:"port"`
@@ -87,40 +87,18 @@ type portRecord struct {
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
 	Attached time.Time `json:"attached"`
 
-	Guard         *guardRecord `json:"guard,omitempty"`          // antispoof entries (V 2; nil: none)
-	Forwards      []Forward    `json:"forwards,omitempty"`       // published ports
-	ForwardsKnown bool         `json:"forwards_known,omitempty"` // Forwards are exactly what is installed
+	Guard    *guardRecord `json:"guard,omitempty"`    // antispoof entries (V 2; nil: none)
+	Forwards []Forward    `json:"forwards,omitempty"` // published ports (and claimed host ports)
 }
 
-// guardRecord is a port's antispoof entries.
+// guardRecord is a port's antispoof entries, as asked of the firewall.
 type guardRecord struct {
 	MAC     string       `json:"mac"`
 	IPs     []netip.Addr `json:"ips,omitempty"`
 	Bridged bool         `json:"bridged"`
-	Known   bool         `json:"known"` // exactly these are installed
 }
 
-const portRecordVersion = 2
-
-func (g *guardRecord) rules(network, port string) firewall.PortRules {
-	mac, _ := net.ParseMAC(g.MAC)
-	return firewall.PortRules{Network: network, Port: port, MAC: mac, IPs: g.IPs, Bridged: g.Bridged}
-}
-
-// guardHint is what the firewall is told is installed for the port's
-// antispoof: nil when the record cannot tell.
-func (pr *portRecord) guardHint() *firewall.PortRules {
-	switch {
-	case pr.V < portRecordVersion:
-		return nil
-	case pr.Guard == nil:
-		return &firewall.PortRules{Network: pr.Network, Port: pr.Port}
-	case pr.Guard.Known:
-		r := pr.Guard.rules(pr.Network, pr.Port)
-		return &r
-	}
-	return nil
-}
+const portRecordVersion = 3
 
 func portDir(network string) string              { return "ports/" + network }
 func portRecordName(network, port string) string { return portDir(network) + "/" + port + ".json" }
@@ -176,11 +154,11 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		pr.Firewall = fw.Name()
 	}
 	if guard != nil {
-		pr.Guard = &guardRecord{MAC: guard.MAC.String(), IPs: guard.IPs, Bridged: guard.Bridged, Known: !reattach}
-	} else if reattach && prev.Firewall != "" && (prev.V < portRecordVersion || prev.Guard != nil) {
-		pr.Guard = &guardRecord{} // being removed: which entries are left is unknown
+		pr.Guard = &guardRecord{MAC: guard.MAC.String(), IPs: guard.IPs, Bridged: guard.Bridged}
+	} else if reattach && prev.Firewall != "" && (prev.V < 2 || prev.Guard != nil) {
+		pr.Guard = &guardRecord{} // being removed
 	}
-	pr.Forwards, pr.ForwardsKnown = p.Forwards, !reattach
+	pr.Forwards = p.Forwards
 	if reattach {
 		pr.Forwards = unionForwards(prev.Forwards, p.Forwards)
 	}
@@ -206,16 +184,6 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	// independent, and each waits on the kernel (an ifb's creation, an
 	// nf_tables commit): they are set up at once, and before the port joins
 	// the network, so the guest's first frame already meets them.
-	prevGuard := &firewall.PortRules{Network: n.Name, Port: p.Name} // a fresh port: nothing
-	if reattach {
-		prevGuard = prev.guardHint()
-	}
-	var prevFw *[]Forward
-	if !reattach {
-		prevFw = &[]Forward{}
-	} else if prev.ForwardsKnown || prev.V >= portRecordVersion && len(prev.Forwards) == 0 {
-		prevFw = &prev.Forwards
-	}
 	err = parallel(
 		func() error {
 			// A device made for this attachment has no shaping to remove.
@@ -227,7 +195,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		func() error {
 			switch {
 			case guard != nil:
-				return fw.EnsurePort(*guard, prevGuard)
+				return fw.EnsurePort(*guard)
 			case reattach && prev.Firewall != "":
 				return m.removeGuard(&prev)
 			}
@@ -237,7 +205,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 			if fw == nil {
 				return nil
 			}
-			return m.publish(n, &rec, fw, p.Name, p.Forwards, prev.Forwards, prevFw)
+			return m.publish(n, &rec, fw, p.Name, p.Forwards, prev.Forwards)
 		},
 	)
 	if err != nil {
@@ -245,8 +213,6 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	}
 	if guard == nil {
 		pr.Guard = nil
-	} else {
-		pr.Guard.Known = true
 	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
@@ -268,7 +234,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 	}
-	pr.Forwards, pr.ForwardsKnown = p.Forwards, true
+	pr.Forwards = p.Forwards
 	if pr.Lease, err = m.staticLease(n, p); err != nil {
 		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 	}
@@ -584,14 +550,14 @@ func undoRouted(port netlink.Link, pr *portRecord) error {
 }
 
 func (m *Manager) removeGuard(pr *portRecord) error {
-	if pr.Firewall == "" || pr.V >= portRecordVersion && pr.Guard == nil {
+	if pr.Firewall == "" || pr.V >= 2 && pr.Guard == nil {
 		return nil
 	}
 	fw, err := m.NewFirewall(pr.Firewall)
 	if err != nil {
 		return err
 	}
-	return fw.RemovePort(pr.Network, pr.Port, pr.guardHint())
+	return fw.RemovePort(pr.Network, pr.Port)
 }
 
 // detachRecordedPorts undoes Attach for every port recorded on the network

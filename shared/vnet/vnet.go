@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -39,7 +40,13 @@ type Manager struct {
 // New returns a Manager for the config, with the real firewall backends.
 func New(c *config.Config) *Manager {
 	ensurePath()
-	return &Manager{Config: c, Run: state.NewVolatile(c.RunDir), NewFirewall: firewall.New}
+	run := state.NewVolatile(c.RunDir)
+	// The firewall's own records of what it installed ("." cannot occur in a
+	// network name, so run_dir/firewall.d never collides with a network's directory).
+	fwRecords := state.NewVolatile(filepath.Join(c.RunDir, "firewall.d"))
+	return &Manager{Config: c, Run: run, NewFirewall: func(kind string) (firewall.Backend, error) {
+		return firewall.New(kind, fwRecords)
+	}}
 }
 
 // ensurePath gives the process a PATH when its caller gave none: libxl and

@@ -13,10 +13,10 @@ import (
 // publishes.
 // Safe for concurrent use.
 type Fake struct {
-	mu         sync.Mutex
-	nets       map[string]fakeNet
-	ports      map[string]map[string]PortRules // network → port → rules
-	fwds       map[string]map[string]Forwards  // network → port → published ports
+	mu    sync.Mutex
+	nets  map[string]fakeNet
+	ports map[string]map[string]PortRules // network → port → rules
+	fwds  map[string]map[string]Forwards  // network → port → published ports
 	err   error
 	calls int
 }

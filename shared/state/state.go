@@ -4,9 +4,9 @@
 //
 // Records are JSON files written atomically (temp file, fsync, rename), so a
 // reader sees either the old or the new record, never a torn one, even if the
-// writer is killed. Locks are flock(2) locks with a deadline: a hotplug script
-// that cannot get the lock in time fails with a clear error instead of hanging
-// until Xen kills it.
+// writer is killed. Locks (lock.go) are fair queues of flock(2)ed tickets
+// with a deadline: a hotplug script that cannot get the lock in time fails
+// with a clear error instead of hanging until Xen kills it.
 package state
 
 import (
@@ -16,7 +16,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -126,57 +125,4 @@ func (s *Store) List(sub string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// Lock is a held flock.
-type Lock struct {
-	f *os.File
-}
-
-// ErrLockTimeout is returned (wrapped) when a lock was not obtained in time.
-var ErrLockTimeout = errors.New("timed out waiting for lock")
-
-// Acquire takes an exclusive flock on name (a file in the store's directory),
-// waiting at most timeout.
-func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
-	p := s.path(name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("state: lock: %w", err)
-	}
-	deadline := time.Now().Add(timeout)
-	wait := 100 * time.Microsecond
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return &Lock{f: f}, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("state: lock %s: %w", p, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", p, ErrLockTimeout, timeout)
-		}
-		// Short polls: locks are held for milliseconds (one attach), and a
-		// runtime's parallel CNI ADDs queue on the same network's lock.
-		time.Sleep(wait)
-		if wait < 2*time.Millisecond {
-			wait *= 2
-		}
-	}
-}
-
-// Release drops the lock. Safe on nil.
-func (l *Lock) Release() {
-	if l == nil || l.f == nil {
-		return
-	}
-	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
-	l.f.Close()
-	l.f = nil
 }

@@ -532,7 +532,9 @@ func (b *nftBackend) RemoveForwards(network, port string) error {
 	}
 	prev := b.fwdInstalled(network, port)
 	if prev != nil && len(prev.Forwards) == 0 {
-		return nil // nothing installed: nothing to do, not even a netlink socket
+		// Nothing installed: nothing to do, not even a netlink socket. (The
+		// temp file of a record write that was killed may be left: remove it.)
+		return b.forget(recFwd(network, port))
 	}
 	if err := b.changing(recFwd(network, port), fwdRec{}); err != nil {
 		return err

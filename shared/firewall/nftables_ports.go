@@ -580,7 +580,9 @@ func (b *nftBackend) RemovePort(network, port string) error {
 	}
 	prev := b.guardInstalled(network, port)
 	if prev != nil && !prev.installed() {
-		return nil // nothing installed: nothing to do, not even a netlink socket
+		// Nothing installed: nothing to do, not even a netlink socket. (The
+		// temp file of a record write that was killed may be left: remove it.)
+		return b.forget(recGuard(network, port))
 	}
 	if err := b.changing(recGuard(network, port), guardRec{}); err != nil {
 		return err

@@ -14,11 +14,7 @@ import (
 // up by its name; nil if there is none (or the name belongs to a link that is
 // not an ifb, which is not brouter's).
 func aggregateIfb(network string, d direction) (netlink.Link, error) {
-	l, err := linkByName(netIfbName(network, d))
-	if err != nil || l == nil || l.Type() != "ifb" {
-		return nil, err
-	}
-	return l, nil
+	return ifbByName(netIfbName(network, d))
 }
 
 // leaveAggregate removes the port from network's aggregate in direction d, if
@@ -207,13 +203,7 @@ func ApplyNetwork(n NetworkSpec) error {
 	if err != nil {
 		return err
 	}
-	if err := applyNetwork(n); err != nil {
-		if undo := applyNetwork(prev); undo != nil {
-			return fmt.Errorf("%w (restoring the previous aggregate failed too: %v)", err, undo)
-		}
-		return err
-	}
-	return nil
+	return undoOnError(applyNetwork(n), "aggregate", func() error { return applyNetwork(prev) })
 }
 
 // RemoveNetwork removes a network's aggregates; its members keep their own
@@ -270,8 +260,8 @@ func ensureAggregate(ifb netlink.Link, lim Limit) error {
 // dissolve removes a network's aggregate in one direction: its members that
 // still exist get their own limits back, then the ifb goes.
 func dissolve(network string, d direction) error {
-	ifb, err := linkByName(netIfbName(network, d))
-	if err != nil || ifb == nil || ifb.Type() != "ifb" {
+	ifb, err := aggregateIfb(network, d)
+	if err != nil || ifb == nil {
 		return err
 	}
 	ms, err := members(ifb)
@@ -300,11 +290,11 @@ func dissolve(network string, d direction) error {
 func readNetwork(network string) (NetworkSpec, error) {
 	n := NetworkSpec{Network: network}
 	for _, d := range directions {
-		ifb, err := linkByName(netIfbName(network, d))
+		ifb, err := aggregateIfb(network, d)
 		if err != nil {
 			return n, err
 		}
-		if ifb == nil || ifb.Type() != "ifb" {
+		if ifb == nil {
 			continue
 		}
 		p, ok := parseName(ifb.Attrs().Alias)

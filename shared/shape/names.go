@@ -72,6 +72,11 @@ func portFilterName(l Limit, p Priority, network string) string {
 	return fmt.Sprintf("%s rate=%d burst=%d prio=%s net=%s", specMark, l.Rate, l.Burst, p, network)
 }
 
+// portIfbAlias labels the ifb of a port's own from-guest shaper.
+func portIfbAlias(port string, d direction) string {
+	return fmt.Sprintf("%s port=%s dir=%s", specMark, port, d)
+}
+
 // netAlias labels a network ifb with its network and aggregate limit.
 func netAlias(network string, d direction, l Limit) string {
 	return fmt.Sprintf("%s network=%s dir=%s rate=%d burst=%d", specMark, network, d, l.Rate, l.Burst)

@@ -19,31 +19,34 @@ func ApplyPort(s PortSpec) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	l, err := linkByName(s.Port)
+	l, err := portLink(s.Port)
 	if err != nil {
 		return err
-	}
-	if l == nil {
-		return fmt.Errorf("shape: port %s: %w", s.Port, ErrNoPort)
 	}
 	prev, prevNets, hadPrev, err := readPortSpec(l)
 	if err != nil {
 		return err
 	}
-	if err := applyPort(l, s, prevNets...); err != nil {
+	return undoOnError(applyPort(l, s, prevNets...), "shaping", func() error {
 		// The failed attempt may have joined s.Network's aggregate already.
-		var undo error
 		if hadPrev {
-			undo = applyPort(l, prev, append(prevNets, s.Network)...)
-		} else {
-			undo = removePort(s.Port, false, s.Network)
+			return applyPort(l, prev, append(prevNets, s.Network)...)
 		}
-		if undo != nil {
-			return fmt.Errorf("%w (restoring the previous shaping failed too: %v)", err, undo)
-		}
-		return err
+		return removePort(s.Port, false, s.Network)
+	})
+}
+
+// portLink looks up the port's device; a port that does not exist is an
+// error wrapping ErrNoPort.
+func portLink(port string) (netlink.Link, error) {
+	l, err := linkByName(port)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if l == nil {
+		return nil, fmt.Errorf("shape: port %s: %w", port, ErrNoPort)
+	}
+	return l, nil
 }
 
 // applyPort brings the port to s. leave names the networks whose aggregates
@@ -100,14 +103,8 @@ func applyDir(l netlink.Link, d direction, lim Limit, prio Priority, network str
 		if err != nil {
 			return err
 		}
-		if err := ensureClsact(l); err != nil {
-			return err
-		}
-		hf, err := listHook(l, hook)
+		hf, err := classify(l, hook, netlink.MakeHandle(1, uint16(minor)), name)
 		if err != nil {
-			return err
-		}
-		if err := ensureClassify(l, hook, hf.classify, netlink.MakeHandle(1, uint16(minor)), name); err != nil {
 			return err
 		}
 		if err := ensureRedirect(l, hook, hf.redirect, netIfb); err != nil {
@@ -118,7 +115,7 @@ func applyDir(l netlink.Link, d direction, lim Limit, prio Priority, network str
 	case lim.Rate > 0:
 		dev := l
 		if d == fromGuest {
-			ifb, _, err := ensureIfb(PortIfb(port), fmt.Sprintf("%s port=%s dir=%s", specMark, port, d))
+			ifb, _, err := ensureIfb(PortIfb(port), portIfbAlias(port, d))
 			if err != nil {
 				return err
 			}
@@ -127,14 +124,8 @@ func applyDir(l netlink.Link, d direction, lim Limit, prio Priority, network str
 		if err := ensurePortShaper(dev, lim); err != nil {
 			return err
 		}
-		if err := ensureClsact(l); err != nil {
-			return err
-		}
-		hf, err := listHook(l, hook)
+		hf, err := classify(l, hook, aggClass, name)
 		if err != nil {
-			return err
-		}
-		if err := ensureClassify(l, hook, hf.classify, aggClass, name); err != nil {
 			return err
 		}
 		if d == fromGuest {
@@ -162,6 +153,20 @@ func applyDir(l netlink.Link, d direction, lim Limit, prio Priority, network str
 		}
 		return delPortShaper(l, d)
 	}
+}
+
+// classify makes the port's hook set skb->priority to classid, with a filter
+// called name (which records the spec); it returns the hook's filters as they
+// were before.
+func classify(l netlink.Link, hook, classid uint32, name string) (hookFilters, error) {
+	if err := ensureClsact(l); err != nil {
+		return hookFilters{}, err
+	}
+	hf, err := listHook(l, hook)
+	if err != nil {
+		return hookFilters{}, err
+	}
+	return hf, ensureClassify(l, hook, hf.classify, classid, name)
 }
 
 // ensurePortShaper sets up HTB 1: -> 1:1 -> leaf 2: on dev (the port or its ifb).
@@ -192,8 +197,8 @@ func delPortShaper(l netlink.Link, d direction) error {
 // delIfb deletes the ifb called name, if there is one; a link of another
 // kind with that name is not brouter's and stays.
 func delIfb(name string) error {
-	ifb, err := linkByName(name)
-	if err != nil || ifb == nil || ifb.Type() != "ifb" {
+	ifb, err := ifbByName(name)
+	if err != nil || ifb == nil {
 		return err
 	}
 	return delLink(ifb)
@@ -229,9 +234,6 @@ func RemovePortIn(port, network string) error {
 	return removePort(port, network == "", network)
 }
 
-// removePort removes the port's shaping and its membership in the
-// aggregates of networks, and of the networks its filters name; with
-// scanAll, in the aggregates of every network on the host.
 // ForgetPort removes what a port's shaping leaves outside the port device:
 // its ifb and its classes in network's aggregates. It never touches the
 // device itself, so a caller that is deleting the device (whose qdiscs and
@@ -252,6 +254,9 @@ func ForgetPort(port, network string) error {
 	return errors.Join(errs...)
 }
 
+// removePort removes the port's shaping and its membership in the
+// aggregates of networks, and of the networks its filters name; with
+// scanAll, in the aggregates of every network on the host.
 func removePort(port string, scanAll bool, networks ...string) error {
 	var errs []error
 	l, err := linkByName(port)

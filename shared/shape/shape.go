@@ -42,9 +42,10 @@
 // of the port once shaped (the ifb marks it so that the redirect is not
 // repeated). Shaping at the ports rather than at the bridge device means that
 // everything a guest sends or receives counts toward the aggregate, traffic
-// between two guests of the same bridge and from dom0 itself included. On the ifb, one "tag" filter per member (parent
-// 1:, handle m, a named bpf filter that never matches) records which port owns
-// class 1:m, so that a port that is already gone can still be removed.
+// between two guests of the same bridge and from dom0 itself included. On the
+// ifb, one "tag" filter per member (parent 1:, handle m, a named bpf filter
+// that never matches) records which port owns class 1:m, so that a port that
+// is already gone can still be removed.
 //
 // # State
 //
@@ -52,6 +53,14 @@
 // name derived from the port or network (ifb names hash them to fit IFNAMSIZ),
 // and the port's spec is written into the name of its classifier filter, so
 // Describe can report it and a failed ApplyPort can restore the previous one.
+//
+// # Files
+//
+// names.go derives every name (ifbs, filter names, aliases) and parses them
+// back; port.go shapes one port (ApplyPort, RemovePortIn, ForgetPort);
+// aggregate.go holds network aggregates (ApplyNetwork, RemoveNetwork) and
+// their members' classes; tc.go and bpf.go talk to the kernel; sizing.go
+// derives bursts, queues and shares from rates; describe.go reads it all back.
 //
 // # Limits of the design
 //
@@ -204,6 +213,19 @@ func (n NetworkSpec) validate() error {
 		return err
 	}
 	return n.FromGuest.validate("network " + n.Network + " from-guest aggregate")
+}
+
+// undoOnError returns err, the failure of a change (nil: it succeeded). On a
+// failure it first runs undo, which puts back what was there before, and
+// says so if that fails too: what names the state undo restores.
+func undoOnError(err error, what string, undo func() error) error {
+	if err == nil {
+		return nil
+	}
+	if u := undo(); u != nil {
+		return fmt.Errorf("%w (restoring the previous %s failed too: %v)", err, what, u)
+	}
+	return err
 }
 
 // burstOr is the explicit burst or the automatic one for rate.

@@ -46,22 +46,22 @@ test: setup
 
 demo: setup
 	$(MAKE) build
-	$(GO) build -o $(BINDIR)/xenstored-double ./e2e/xenstored-double
-	$(GO) build -o $(BINDIR)/qemu-guest ./e2e/qemu-guest
+	$(GO) build -o $(BINDIR)/xenstored-double ./tools/xenstored-double
+	$(GO) build -o $(BINDIR)/qemu-guest ./tools/qemu-guest
 	$(GO) build -o $(BINDIR)/host-local github.com/containernetworking/plugins/plugins/ipam/host-local
 	./scripts/demo.sh
 
 bench: setup
 	$(MAKE) build
-	$(GO) run ./e2e/bench
-	$(GO) run ./e2e/bench-vif -bin $(BINDIR)
+	$(GO) run ./tools/bench
+	$(GO) run ./tools/bench-vif -bin $(BINDIR)
 
 bench-shaping: setup
-	$(GO) run ./e2e/bench-shaping
+	$(GO) run ./tools/bench-shaping
 
 bench-cni: setup
 	$(MAKE) build
-	$(GO) run ./e2e/bench-cni -bin $(BINDIR)
+	$(GO) run ./tools/bench-cni -bin $(BINDIR)
 
 install: build
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' ./install/install.sh

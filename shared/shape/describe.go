@@ -80,12 +80,9 @@ func Describe(port string) (PortStatus, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	l, err := linkByName(port)
+	l, err := portLink(port)
 	if err != nil {
 		return st, err
-	}
-	if l == nil {
-		return st, fmt.Errorf("shape: port %s: %w", port, ErrNoPort)
 	}
 	for _, d := range directions {
 		ds, p, ok, err := describeDir(l, d)
@@ -181,7 +178,7 @@ func DescribeNetwork(network string) (NetworkStatus, error) {
 		if lim.Rate == 0 {
 			continue
 		}
-		ifb, err := linkByName(netIfbName(network, d))
+		ifb, err := aggregateIfb(network, d)
 		if err != nil || ifb == nil {
 			return st, err
 		}

@@ -26,7 +26,7 @@ import (
 //     vif ports carry GSO/TSO packets of up to 64 KiB, so a TBF bucket smaller
 //     than that (the usual "burst 16kb") splits every large packet into
 //     MTU-sized segments (tbf_segment, CPU in the softirq) and can then send
-//     only 11 of them per 16 KiB of tokens. Measured with e2e/bench-shaping on
+//     only 11 of them per 16 KiB of tokens. Measured with tools/bench-shaping on
 //     this project's CI machine (kernel 6.18, HZ=250, 2 vCPUs kept busy by
 //     4-8 spinning threads): a 1 Gbit/s TBF with a 16 KiB burst delivered
 //     83-92% of its rate, HTB with the bucket below 100.0%. At 100 Mbit/s

@@ -562,6 +562,16 @@ func ensureIfb(name, alias string) (l netlink.Link, created bool, err error) {
 	return l, created, nil
 }
 
+// ifbByName looks up the ifb called name; nil if there is none, or if the
+// name belongs to a link that is not an ifb (which is not brouter's).
+func ifbByName(name string) (netlink.Link, error) {
+	l, err := linkByName(name)
+	if err != nil || l == nil || l.Type() != "ifb" {
+		return nil, err
+	}
+	return l, nil
+}
+
 func delLink(l netlink.Link) error {
 	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("shape: delete %s: %w", l.Attrs().Name, err)

@@ -5,7 +5,7 @@
 // vif-bridge from Debian's xen-utils-common against the same kind of vif,
 // bridge and xenstore.
 //
-//	go run ./e2e/bench-vif [-bin ./bin] [-n 30] [-no-stock]
+//	go run ./tools/bench-vif [-bin ./bin] [-n 30] [-no-stock]
 //
 // As root. Everything happens inside a network namespace of its own (the
 // program re-executes itself there) and temporary directories, all removed at

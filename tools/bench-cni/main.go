@@ -3,7 +3,7 @@
 // the bandwidth and portMappings capabilities a runtime would pass (one port
 // mapping per container, distinct host ports).
 //
-//	go run ./e2e/bench-cni [-n 30] [-big 1000] [-par 50] [-j 10] [-grow-j 1] [-bin ./bin]
+//	go run ./tools/bench-cni [-n 30] [-big 1000] [-par 50] [-j 10] [-grow-j 1] [-bin ./bin]
 //
 // It measures ADD and DEL latency (p50/p90) of one container with 10 and
 // with -big existing attachments, -par ADDs (and DELs) with -j in parallel,

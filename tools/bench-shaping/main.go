@@ -5,7 +5,7 @@
 // for traffic to the guest and on an ifb for traffic from it. It also shows a
 // network aggregate with a high- and a low-priority guest saturating it.
 //
-//	go run ./e2e/bench-shaping [-t 5] [-rates 1,10,100,1000] [-load 0]
+//	go run ./tools/bench-shaping [-t 5] [-rates 1,10,100,1000] [-load 0]
 //
 // Everything runs in network namespaces of its own (a "dom0" with a bridge
 // and three guests on veth ports), deleted on exit, also on failure or ^C.

@@ -2,7 +2,7 @@
 // the binary Xen or systemd runs, and port attach/detach through shared/vnet.
 // It runs everything inside a network namespace of its own and removes it.
 //
-//	go run ./e2e/bench [-bin ./bin] [-n 30]
+//	go run ./tools/bench [-bin ./bin] [-n 30]
 //
 // It prints p50/p90 per operation. Absolute numbers on a shared machine are
 // noisy; compare rows measured in one run.

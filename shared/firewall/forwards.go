@@ -50,6 +50,7 @@ var ErrAlreadyPublished = errors.New("already published")
 
 var (
 	loopback4 = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6 = netip.MustParsePrefix("::1/128")
 	fwdProtos = map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132}
 )
 

@@ -55,6 +55,8 @@ type guardRule struct {
 	ownSrc bool
 	// src: the source address is in one of these prefixes.
 	src []netip.Prefix
+	// dst: the destination address is in one of these prefixes (IP sections).
+	dst []netip.Prefix
 	// proto with sport and dport: an UDP datagram between these ports.
 	proto        string
 	sport, dport uint16
@@ -64,11 +66,11 @@ type guardRule struct {
 
 // Addresses and ports the guard lets through (see PortRules).
 var (
-	probeSrc4    = netip.MustParsePrefix("0.0.0.0/32") // ARP probes (RFC 5227)
+	probeSrc4    = netip.MustParsePrefix("0.0.0.0/32") // ARP probes (RFC 5227), DHCP discovery
+	broadcast4   = netip.MustParsePrefix("255.255.255.255/32")
 	linkLocal6   = netip.MustParsePrefix("fe80::/10")
 	unspecified6 = netip.MustParsePrefix("::/128") // DAD, MLD
 	dhcp4Client  = [2]uint16{68, 67}               // udp sport, dport
-	dhcp6Client  = [2]uint16{546, 547}
 )
 
 // guardPlan is the guard of every guarded port, in order.
@@ -85,13 +87,19 @@ func guardPlan() []guardRule {
 		{in: inARP, verdict: drop},
 
 		{in: inIP4, ownSrc: true, verdict: accept},
-		{in: inIP4, proto: "udp", sport: dhcp4Client[0], dport: dhcp4Client[1], verdict: accept},
+		// A client without an address yet: DHCP from 0.0.0.0 to the
+		// broadcast address, nothing else (a renewing client uses its own).
+		{in: inIP4, src: []netip.Prefix{probeSrc4}, dst: []netip.Prefix{broadcast4},
+			proto: "udp", sport: dhcp4Client[0], dport: dhcp4Client[1], verdict: accept},
 		{in: inIP4, verdict: drop},
 
+		// DHCPv6 clients send from their link-local address (RFC 8415).
 		{in: inIP6, ownSrc: true, verdict: accept},
 		{in: inIP6, src: []netip.Prefix{linkLocal6, unspecified6}, verdict: accept},
-		{in: inIP6, proto: "udp", sport: dhcp6Client[0], dport: dhcp6Client[1], verdict: accept},
 		{in: inIP6, verdict: drop},
+
+		// Only what a guest needs: ARP, IPv4 and IPv6 (each met a verdict above).
+		{in: inOther, verdict: drop},
 	}
 }
 
@@ -202,6 +210,14 @@ func nftGuardRule(r guardRule) []string {
 		slices.Sort(l) // as nft lists a set
 		w = append(w, src+" "+nftList(l))
 	}
+	if len(r.dst) > 0 {
+		l := make([]string, len(r.dst))
+		for i, p := range r.dst {
+			l[i] = nftAddr(p)
+		}
+		slices.Sort(l)
+		w = append(w, strings.Replace(src, "saddr", "daddr", 1)+" "+nftList(l))
+	}
 	if r.proto != "" {
 		w = append(w, fmt.Sprintf("%s sport %d %s dport %d", r.proto, r.sport, r.proto, r.dport))
 	}
@@ -248,23 +264,39 @@ func (p PortRules) ownAddrs(in guardSection) []string {
 	return addrStrings(v4)
 }
 
-// xtExpand renders a rule as one spec per source address it matches: pre
-// (the section's qualifier and other matches) + srcFlag ADDR + post, or a
-// single pre + post without any source match.
-func xtExpand(p PortRules, r guardRule, srcFlag string, pre, post []string) [][]string {
+// xtExpand renders a rule as one spec per source and destination address
+// it matches (the tools take one address per rule): pre (the section's
+// qualifier and other matches), srcFlag ADDR, dstFlag ADDR, then post.
+func xtExpand(p PortRules, r guardRule, srcFlag, dstFlag string, pre, post []string) [][]string {
 	var srcs []string
 	if r.ownSrc {
 		srcs = p.ownAddrs(r.in)
+		if len(srcs) == 0 {
+			return nil // no address of the port's: the rule matches nothing
+		}
 	}
-	for _, s := range r.src {
-		srcs = append(srcs, xtAddr(s))
+	for _, a := range r.src {
+		srcs = append(srcs, xtAddr(a))
 	}
-	if !r.ownSrc && len(r.src) == 0 {
-		return [][]string{slices.Concat(pre, post)}
+	var dsts []string
+	for _, a := range r.dst {
+		dsts = append(dsts, xtAddr(a))
 	}
-	out := make([][]string, 0, len(srcs))
-	for _, s := range srcs {
-		out = append(out, slices.Concat(pre, []string{srcFlag, s}, post))
+	opt := func(flag string, l []string) [][]string {
+		if len(l) == 0 {
+			return [][]string{nil}
+		}
+		out := make([][]string, len(l))
+		for i, a := range l {
+			out[i] = []string{flag, a}
+		}
+		return out
+	}
+	var out [][]string
+	for _, sm := range opt(srcFlag, srcs) {
+		for _, dm := range opt(dstFlag, dsts) {
+			out = append(out, slices.Concat(pre, sm, dm, post))
+		}
 	}
 	return out
 }
@@ -281,6 +313,7 @@ func ebtSpecs(p PortRules) [][]string {
 	for _, in := range []guardSection{inFrame, inARP, inIP4, inIP6, inOther} {
 		qual := map[guardSection][]string{inARP: {"-p", "ARP"}, inIP4: {"-p", "IPv4"}, inIP6: {"-p", "IPv6"}}[in]
 		srcFlag := map[guardSection]string{inARP: "--arp-ip-src", inIP4: "--ip-src", inIP6: "--ip6-src"}[in]
+		dstFlag := map[guardSection]string{inARP: "--arp-ip-dst", inIP4: "--ip-dst", inIP6: "--ip6-dst"}[in]
 		for _, r := range guardRules(in) {
 			if r.arpNotEthIPv4 {
 				continue
@@ -303,7 +336,7 @@ func ebtSpecs(p PortRules) [][]string {
 				ip := map[guardSection]string{inIP4: "--ip", inIP6: "--ip6"}[in]
 				post = slices.Concat([]string{ip + "-proto", r.proto, ip + "-sport", strconv.Itoa(int(r.sport)), ip + "-dport", strconv.Itoa(int(r.dport))}, post)
 			}
-			out = append(out, xtExpand(p, r, srcFlag, pre, post)...)
+			out = append(out, xtExpand(p, r, srcFlag, dstFlag, pre, post)...)
 		}
 	}
 	return out
@@ -329,7 +362,7 @@ func iptPortSpecs(p PortRules, family int) [][]string {
 		if r.proto != "" {
 			post = slices.Concat([]string{"-p", r.proto, "--sport", strconv.Itoa(int(r.sport)), "--dport", strconv.Itoa(int(r.dport))}, post)
 		}
-		out = append(out, xtExpand(p, r, "-s", pre, post)...)
+		out = append(out, xtExpand(p, r, "-s", "-d", pre, post)...)
 	}
 	return out
 }
@@ -346,7 +379,7 @@ func arptSpecs(p PortRules) [][]string {
 		if r.notOwnMAC {
 			pre = []string{"!", "--source-mac", p.MAC.String()}
 		}
-		out = append(out, xtExpand(p, r, "-s", pre, []string{"-j", xtVerdict[r.verdict]})...)
+		out = append(out, xtExpand(p, r, "-s", "-d", pre, []string{"-j", xtVerdict[r.verdict]})...)
 	}
 	return out
 }

@@ -29,11 +29,33 @@ const (
 	builtinFwd  = "FORWARD"
 	builtinPost = "POSTROUTING"
 	builtinIn   = "INPUT"
+	builtinPre  = "PREROUTING"
 )
 
 func fwdChain(network string) string { return "BR-FWD-" + network }
 func natChain(network string) string { return "BR-NAT-" + network }
 func inChain(network string) string  { return "BR-IN-" + network }
+func preChain(network string) string { return "BR-PRE-" + network }
+
+// iptRole is where a chain role of the plan lives in iptables.
+type iptRole struct {
+	role, table string
+	name        func(network string) string
+	hook        string
+}
+
+// iptRoles are the plan's chain roles (rules.go) in iptables. The forward
+// chain is also jumped from DOCKER-USER on Docker hosts (forwardHooks).
+var iptRoles = []iptRole{
+	{chainForward, "filter", fwdChain, builtinFwd},
+	{chainInput, "filter", inChain, builtinIn},
+	{chainPostrouting, "nat", natChain, builtinPost},
+	{chainPrerouting, "raw", preChain, builtinPre},
+}
+
+// skipRemoval: ip6tables-nft creates an empty nat table merely by listing
+// it, and IPv6 is never masqueraded: nothing of ours can be there.
+func (f *iptFamily) skipRemoval(r iptRole) bool { return r.table == "nat" && f.family == 6 }
 
 // iptFamily is iptables (4) or ip6tables (6) on this host.
 type iptFamily struct {
@@ -161,19 +183,15 @@ func (f *iptFamily) removeChain(table, chain string, from ...string) error {
 
 // removeChains deletes everything any backend put in this family for network.
 func (f *iptFamily) removeChains(network string) error {
-	if err := f.removeChain("filter", fwdChain(network), builtinFwd, dockerUser); err != nil {
-		return err
+	for _, r := range iptRoles {
+		if f.skipRemoval(r) {
+			continue
+		}
+		if err := f.removeChain(r.table, r.name(network), r.hook, dockerUser); err != nil {
+			return err
+		}
 	}
-	if err := f.removeChain("filter", inChain(network), builtinIn); err != nil {
-		return err
-	}
-	if err := f.removeAllForwards(network); err != nil {
-		return err
-	}
-	if f.family == 4 {
-		return f.removeChain("nat", natChain(network), builtinPost)
-	}
-	return nil
+	return f.removeAllForwards(network)
 }
 
 func (f *iptFamily) chainExists(table, chain string) (bool, error) {
@@ -187,11 +205,14 @@ func (f *iptFamily) chainExists(table, chain string) (bool, error) {
 // list prints our chains and the jumps to them as iptables command lines.
 func (f *iptFamily) list(network string) ([]string, error) {
 	var out []string
-	for _, c := range []struct{ table, name, from string }{
-		{"filter", fwdChain(network), builtinFwd + " " + dockerUser},
-		{"filter", inChain(network), builtinIn},
-		{"nat", natChain(network), builtinPost},
-	} {
+	for _, r := range iptRoles {
+		if f.skipRemoval(r) {
+			continue
+		}
+		c := struct{ table, name, from string }{r.table, r.name(network), r.hook}
+		if r.role == chainForward {
+			c.from += " " + dockerUser
+		}
 		if ok, err := f.chainExists(c.table, c.name); err != nil || !ok {
 			if err != nil {
 				return nil, err
@@ -279,25 +300,24 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 		if err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		}
-		chains := []ourChain{{table: "filter", name: fwdChain(r.Network), rules: f.specs(rules, chainForward, false), from: from}}
-		in := f.specs(rules, chainInput, false)
-		if len(in) > 0 {
-			chains = append(chains, ourChain{table: "filter", name: inChain(r.Network), rules: in, from: []string{builtinIn}})
-		}
-		nat := f.specs(rules, chainPostrouting, false)
-		if len(nat) > 0 {
-			chains = append(chains, ourChain{table: "nat", name: natChain(r.Network), rules: nat, from: []string{builtinPost}})
+		var chains []ourChain
+		var unused []iptRole
+		for _, role := range iptRoles {
+			specs := f.specs(rules, role.role, false)
+			switch {
+			case role.role == chainForward: // always: it holds the network's policy
+				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: from})
+			case len(specs) > 0:
+				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: []string{role.hook}})
+			case !f.skipRemoval(role):
+				unused = append(unused, role)
+			}
 		}
 		if err := f.apply(chains...); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		}
-		if len(in) == 0 {
-			if err := f.removeChain("filter", inChain(r.Network), builtinIn); err != nil {
-				return errorf("iptables: network %s: %w", r.Network, err)
-			}
-		}
-		if len(nat) == 0 && f.family == 4 {
-			if err := f.removeChain("nat", natChain(r.Network), builtinPost); err != nil {
+		for _, role := range unused {
+			if err := f.removeChain(role.table, role.name(r.Network), role.hook); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
 		}

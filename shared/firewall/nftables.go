@@ -106,6 +106,7 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 		{chainForward, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority},
 		{chainPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority},
 		{chainInput, knftables.FilterType, knftables.InputHook, knftables.FilterPriority},
+		{chainPrerouting, knftables.FilterType, knftables.PreroutingHook, knftables.RawPriority},
 	} {
 		if c.name == chainForward || slices.ContainsFunc(rules, func(rl rule) bool { return rl.chain == c.name }) {
 			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: c.name,

@@ -103,7 +103,8 @@ func TestNftPortSetup(t *testing.T) {
 		"add rule bridge brouter-lab antispoof iifname . ether saddr != @as_mac drop",
 		"add rule bridge brouter-lab antispoof ether type { 8021q, 8021ad } drop",
 		"add rule bridge brouter-lab antispoof_arp iifname . arp saddr ip @as_ip4 accept",
-		"add rule bridge brouter-lab antispoof_ip4 udp sport 68 udp dport 67 accept",
+		"add rule bridge brouter-lab antispoof_ip4 ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+		"add rule bridge brouter-lab antispoof drop",
 		"add rule bridge brouter-lab antispoof_ip6 ip6 saddr { ::, fe80::/10 } accept",
 		"add rule inet brouter-lab.ports antispoof meta nfproto ipv6 jump antispoof_ip6",
 		"add rule arp brouter-lab input iifname @as_ports jump antispoof_arp",
@@ -256,19 +257,19 @@ func TestPortSpecs(t *testing.T) {
 		"-p ARP -j DROP",
 		"-p IPv4 --ip-src 10.7.0.11 -j RETURN",
 		"-p IPv4 --ip-src 10.7.0.12 -j RETURN",
-		"-p IPv4 --ip-proto udp --ip-sport 68 --ip-dport 67 -j RETURN",
+		"-p IPv4 --ip-src 0.0.0.0 --ip-dst 255.255.255.255 --ip-proto udp --ip-sport 68 --ip-dport 67 -j RETURN",
 		"-p IPv4 -j DROP",
 		"-p IPv6 --ip6-src fd00:7::11 -j RETURN",
 		"-p IPv6 --ip6-src fe80::/10 -j RETURN",
 		"-p IPv6 --ip6-src ::/128 -j RETURN",
-		"-p IPv6 --ip6-proto udp --ip6-sport 546 --ip6-dport 547 -j RETURN",
 		"-p IPv6 -j DROP",
+		"-j DROP",
 	})
 	check("iptables", join(iptPortSpecs(g, 4)), []string{
 		"-m mac ! --mac-source 52:54:00:12:34:56 -j DROP",
 		"-s 10.7.0.11 -j RETURN",
 		"-s 10.7.0.12 -j RETURN",
-		"-p udp --sport 68 --dport 67 -j RETURN",
+		"-s 0.0.0.0 -d 255.255.255.255 -p udp --sport 68 --dport 67 -j RETURN",
 		"-j DROP",
 	})
 	check("ip6tables", join(iptPortSpecs(g, 6)), []string{
@@ -276,7 +277,6 @@ func TestPortSpecs(t *testing.T) {
 		"-s fd00:7::11 -j RETURN",
 		"-s fe80::/10 -j RETURN",
 		"-s ::/128 -j RETURN",
-		"-p udp --sport 546 --dport 547 -j RETURN",
 		"-j DROP",
 	})
 	check("arptables", join(arptSpecs(g)), []string{

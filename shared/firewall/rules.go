@@ -22,6 +22,7 @@ const (
 	chainForward     = "forward"     // filter, hook forward
 	chainPostrouting = "postrouting" // nat, hook postrouting
 	chainInput       = "input"       // filter, hook input
+	chainPrerouting  = "prerouting"  // filter, hook prerouting, before conntrack and routing (raw)
 )
 
 type verdict string
@@ -93,15 +94,24 @@ func plan(r NetworkRules) []rule {
 	if b == "" {
 		return planRoute(r)
 	}
-	var input []rule
-	if r.Services { // accepts only: the host's own input policy is not ours
-		input = []rule{
-			{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
-			{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
-			{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept},
-		}
+	// Nothing a guest sends may have a loopback source or destination: with
+	// route_localnet on the bridge (for 127.0.0.1 → published port) the host
+	// would route it to its own loopback services (CVE-2020-8558's class).
+	// Replies to the host's own localhost connections are un-NATed later,
+	// so they never carry 127.0.0.0/8 here.
+	var local []rule
+	for _, lo := range []netip.Prefix{loopback4, loopback6} {
+		local = append(local,
+			rule{chain: chainPrerouting, iif: b, daddr: []netip.Prefix{lo}, verdict: drop},
+			rule{chain: chainPrerouting, iif: b, saddr: []netip.Prefix{lo}, verdict: drop})
 	}
-	return append(planBridge(r), input...)
+	if r.Services { // accepts only: the host's own local policy is not ours
+		local = append(local,
+			rule{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
+			rule{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
+			rule{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept})
+	}
+	return append(planBridge(r), local...)
 }
 
 // planBridge is the forward and nat plan of a network with a bridge.

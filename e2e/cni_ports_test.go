@@ -108,7 +108,7 @@ firewall = %q
 		if backend == "iptables" {
 			// iptables-nft creates built-in chains (nat PREROUTING, OUTPUT) on
 			// first use and never removes them; empty ones are not brouter's.
-			d = withoutEmptyBuiltins(d)
+			d = nstest.WithoutEmptyBuiltins(d)
 		}
 		return d
 	}

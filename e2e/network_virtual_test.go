@@ -201,7 +201,7 @@ func TestDockerHost(t *testing.T) {
 		w.sameStateAfterStop("after stop", before)
 		iptAfter := w.dom0.Exec(t, "iptables-save")
 		if d := dumpDiffIptables(iptBefore, iptAfter); d != "" {
-			if dumpDiffIptables(withoutEmptyBuiltins(iptBefore), withoutEmptyBuiltins(iptAfter)) != "" {
+			if dumpDiffIptables(nstest.WithoutEmptyBuiltins(iptBefore), nstest.WithoutEmptyBuiltins(iptAfter)) != "" {
 				t.Errorf("iptables-save after stop differs from before start:\n%s", d)
 			} else {
 				t.Logf("note: iptables-save after stop has only extra empty built-in tables:\n%s", d)

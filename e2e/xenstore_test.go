@@ -440,7 +440,7 @@ func (h *vifHost) anchor(t *testing.T, bridge string) {
 // the "table bridge nat" with an empty PREROUTING chain that ebtables-nft
 // creates on first use.
 func withoutEmptyTables(dump string) string {
-	lines := strings.Split(withoutEmptyBuiltins(dump), "\n")
+	lines := strings.Split(nstest.WithoutEmptyBuiltins(dump), "\n")
 	var out []string
 	for i := 0; i < len(lines); i++ {
 		if strings.HasPrefix(lines[i], "table ") && strings.HasSuffix(lines[i], " {") && i+1 < len(lines) && lines[i+1] == "}" {

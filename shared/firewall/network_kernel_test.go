@@ -3,6 +3,7 @@ package firewall
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/brouter/brouter/shared/nstest"
 	"os"
 	"os/exec"
 	"runtime"
@@ -170,7 +171,9 @@ func lifecycle(t *testing.T, b Backend, check func(state string)) {
 		if err := b.Remove(r.Network); err != nil {
 			t.Fatal(err)
 		}
-		if after := dump(t); after != before {
+		// iptables-nft leaves the built-in chains of a table it created
+		// (raw, for the loopback guard): empty, policy accept, no residue.
+		if after := dump(t); nstest.WithoutEmptyBuiltins(after) != nstest.WithoutEmptyBuiltins(before) {
 			t.Errorf("Remove did not restore the ruleset:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 	}

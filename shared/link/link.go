@@ -586,12 +586,16 @@ func SetIPv6(name string, on bool) (wasOn bool, err error) {
 	return wasOn, writeSysctl(path, val)
 }
 
-// SetRouteLocalnet lets the link route packets with loopback addresses
-// (net.ipv4.conf.NAME.route_localnet), which connections from the host to
-// 127.0.0.1 that are DNATed to a guest behind the link need. The setting
+// SetRouteLocalnet lets the link route packets with loopback addresses, or
+// stops it (net.ipv4.conf.NAME.route_localnet): connections from the host to
+// 127.0.0.1 that are DNATed to a guest behind the link need it. The setting
 // lives and dies with the link.
-func SetRouteLocalnet(name string) error {
-	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", "1")
+func SetRouteLocalnet(name string, on bool) error {
+	val := "0"
+	if on {
+		val = "1"
+	}
+	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", val)
 }
 
 // Detach takes the port off whatever bridge it is on. A missing port, or one

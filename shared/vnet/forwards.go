@@ -86,7 +86,7 @@ func validateForwards(n *config.Network, p *PortSpec) error {
 // claimHostPorts makes this port the owner of its forwards' host ports, and
 // releases the ones it no longer publishes. A host port owned by another
 // attached port is an error that changes nothing.
-func (m *Manager) claimHostPorts(network, port string, want, had []Forward) error {
+func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forward) error {
 	if len(want) == 0 && len(had) == 0 {
 		return nil
 	}
@@ -118,7 +118,10 @@ func (m *Manager) claimHostPorts(network, port string, want, had []Forward) erro
 			return err
 		}
 	}
-	return m.releaseClaimsLocked(owner, had, want)
+	if err := m.releaseClaimsLocked(owner, had, want); err != nil {
+		return err
+	}
+	return m.syncLocalnetLocked(network, bridge)
 }
 
 // claimOwnerAttached reports whether the owner ("network/port") of a claim
@@ -152,7 +155,7 @@ func (m *Manager) writeClaim(name, owner string) error {
 }
 
 // releaseHostPorts drops the port's claims on its forwards.
-func (m *Manager) releaseHostPorts(network, port string, had []Forward) error {
+func (m *Manager) releaseHostPorts(network, bridge, port string, had []Forward) error {
 	if len(had) == 0 {
 		return nil
 	}
@@ -161,7 +164,53 @@ func (m *Manager) releaseHostPorts(network, port string, had []Forward) error {
 		return fmt.Errorf("vnet: published ports: %w", err)
 	}
 	defer l.Release()
-	return m.releaseClaimsLocked(network+"/"+port, had, nil)
+	if err := m.releaseClaimsLocked(network+"/"+port, had, nil); err != nil {
+		return err
+	}
+	return m.syncLocalnetLocked(network, bridge)
+}
+
+// syncLocalnetLocked makes route_localnet on the network's bridge follow its
+// published ports (the caller holds the host port lock, so a port that
+// publishes and one that unpublishes never undo each other): on while any
+// port of the network publishes an IPv4 host port, since a connection from
+// the host to 127.0.0.1:HostPort is DNATed to the guest and leaves through
+// the bridge with a loopback source, which the kernel drops unless
+// route_localnet is on; off again once none does, so that no path to the
+// host's loopback stays open behind the firewall's loopback guard.
+func (m *Manager) syncLocalnetLocked(network, bridge string) error {
+	if bridge == "" {
+		return nil // routed ports: the guest side is the port itself
+	}
+	on, err := m.publishesIPv4(network)
+	if err != nil {
+		return err
+	}
+	if err := link.SetRouteLocalnet(bridge, on); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// publishesIPv4 reports whether a port of network claims an IPv4 host port.
+func (m *Manager) publishesIPv4(network string) (bool, error) {
+	dir := filepath.Join(m.Run.Dir, hostPortsDir)
+	names, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("vnet: published ports: %w", err)
+	}
+	for _, e := range names {
+		// PROTO-HOST-PORT, HOST "any4", "any6", an IPv4 address or an IPv6 one with '_' for ':'.
+		parts := strings.Split(e.Name(), "-")
+		if len(parts) != 3 || parts[1] == "any6" || strings.Contains(parts[1], "_") {
+			continue
+		}
+		owner, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil && strings.HasPrefix(string(owner), network+"/") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // releaseClaimsLocked removes owner's claims on the forwards in had that are
@@ -205,19 +254,15 @@ func (m *Manager) publish(n *config.Network, rec *record, fw firewall.Backend, p
 	if len(want) == 0 && len(had) == 0 {
 		return nil
 	}
-	if err := m.claimHostPorts(n.Name, port, want, had); err != nil {
+	bridge := rec.Bridge
+	if !n.Gateway.IsValid() {
+		bridge = "" // no IPv4 on the bridge: nothing to route from 127.0.0.1
+	}
+	if err := m.claimHostPorts(n.Name, bridge, port, want, had); err != nil {
 		return err
 	}
 	if len(want) == 0 {
 		return fw.RemoveForwards(n.Name, port)
-	}
-	if n.Gateway.IsValid() && rec.Bridge != "" {
-		// Connections from the host to 127.0.0.1:HostPort are DNATed to the
-		// guest and leave through the bridge with a loopback source (then
-		// masqueraded): the kernel drops those unless route_localnet is on.
-		if err := link.SetRouteLocalnet(rec.Bridge); err != nil {
-			return err
-		}
 	}
 	return fw.EnsureForwards(forwardRules(n, rec, port, want))
 }
@@ -234,7 +279,7 @@ func (m *Manager) unpublish(pr *portRecord) error {
 	if err := fw.RemoveForwards(pr.Network, pr.Port); err != nil {
 		return err
 	}
-	return m.releaseHostPorts(pr.Network, pr.Port, pr.Forwards)
+	return m.releaseHostPorts(pr.Network, pr.Bridge, pr.Port, pr.Forwards)
 }
 
 // CheckPort reports whether port name is attached to network n as Attach

@@ -227,11 +227,11 @@ func (c *call) portSpec(dev string) (vnet.PortSpec, error) {
 		p.GuestMAC = mac
 	}
 	for _, s := range strings.Fields(c.get("ip")) {
-		a, err := netip.ParseAddr(strings.Split(s, "/")[0]) // xl accepts ip=10.0.0.5/24 too
+		a, err := guestAddr(s)
 		if err != nil {
-			return p, fmt.Errorf("ip %q: not an IPv4 or IPv6 address", s)
+			return p, err
 		}
-		p.IPs = append(p.IPs, a.Unmap())
+		p.IPs = append(p.IPs, a)
 	}
 	p.Antispoof = len(p.IPs) > 0
 	if s := c.get("mtu"); s != "" {
@@ -341,3 +341,22 @@ func (c *call) offline() error {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// guestAddr parses one address of ip=. xl accepts an address with a prefix
+// length (ip=10.0.0.5/24): the address is the guest's. A prefix itself
+// (ip=10.0.0.0/24) names no guest, and whitelisting its first address is
+// not what was meant: refused.
+func guestAddr(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		a := p.Addr().Unmap()
+		if bits := a.BitLen(); p.Bits() < bits-1 && p.Masked().Addr() == p.Addr() {
+			return netip.Addr{}, fmt.Errorf("ip %q is a prefix, not the guest's address: give the guest's own addresses (ip=\"10.0.0.5 fd00::5\")", s)
+		}
+		return a, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("ip %q: not an IPv4 or IPv6 address", s)
+	}
+	return a.Unmap(), nil
+}

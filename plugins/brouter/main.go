@@ -93,7 +93,8 @@ func errConfig(format string, a ...any) error {
 }
 
 // cniError turns an error from brouter's libraries into a CNI error with the
-// right code: 11 (try again later) for a lock held too long, else 999.
+// right code: 11 (try again later) for a lock held too long, 7 (invalid
+// network config) for a port request vnet refused, else 999.
 func cniError(what string, err error) error {
 	if err == nil {
 		return nil
@@ -104,6 +105,9 @@ func cniError(what string, err error) error {
 	}
 	if errors.Is(err, state.ErrLockTimeout) {
 		return types.NewError(types.ErrTryAgainLater, what, err.Error())
+	}
+	if errors.Is(err, vnet.ErrInvalidPort) {
+		return types.NewError(types.ErrInvalidNetworkConfig, what, err.Error())
 	}
 	return types.NewError(types.ErrInternal, what, err.Error())
 }

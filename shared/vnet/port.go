@@ -109,7 +109,7 @@ func portRecordName(network, port string) string { return portDir(network) + "/"
 // and changes nothing else. A failed Attach leaves nothing behind.
 func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	if err := validatePort(n, &p); err != nil {
-		return err
+		return invalidPort{err}
 	}
 	l, err := m.lock(n.Name)
 	if err != nil {
@@ -314,8 +314,8 @@ func validatePort(n *config.Network, p *PortSpec) error {
 		return fmt.Errorf("vnet: port %s is network %s's own bridge or uplink", p.Name, n.Name)
 	}
 	for _, ip := range p.IPs {
-		if !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback() || ip.Zone() != "" {
-			return fmt.Errorf("vnet: port %s: %s is not a usable guest address", p.Name, ip)
+		if err := validGuestAddr(n, ip); err != nil {
+			return fmt.Errorf("vnet: port %s: %w", p.Name, err)
 		}
 	}
 	if p.MTU < 0 || p.MTU > 65535 || p.MTU > 0 && p.MTU < 68 {

@@ -168,3 +168,43 @@ func TestVifRefusesNonGuestAddresses(t *testing.T) {
 	h.connected(t, v, r)
 	h.offline(t, v)
 }
+
+// TestQemuIfupRefusesNonGuestDevices: qemu-ifup handed the uplink, lo, a
+// device with an address, a tun or another bridge's port attaches nothing
+// and changes nothing (MAC, master, IPv6 addresses); a fresh tap (the
+// control) is attached.
+func TestQemuIfupRefusesNonGuestDevices(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{outside: true})
+	w.writeConfig(fmt.Sprintf("[network.lab]\nbridge = \"brlab\"\naddress = \"10.98.98.1/24\"\nuplink = %q\n", uplinkDev))
+	w.mustRun(0, "start", "net=lab")
+	w.dom0.Exec(t, "ip", "-6", "addr", "add", "fd00:99::1/64", "dev", uplinkDev, "nodad")
+	w.dom0.Exec(t, "ip", "tuntap", "add", "mode", "tap", "name", "tapaddr")
+	w.dom0.Exec(t, "ip", "addr", "add", "192.0.2.99/32", "dev", "tapaddr")
+	w.dom0.Exec(t, "ip", "tuntap", "add", "mode", "tun", "name", "tun0")
+	w.dom0.Exec(t, "ip", "tuntap", "add", "mode", "tap", "name", "tapother")
+	w.dom0.Exec(t, "ip", "link", "add", "brx", "type", "bridge")
+	w.dom0.Exec(t, "ip", "link", "set", "tapother", "master", "brx")
+	w.dom0.Exec(t, "ip", "tuntap", "add", "mode", "tap", "name", "tapok")
+	before := w.dom0.Dump(t)
+	for _, dev := range []string{uplinkDev, "lo", "tapaddr", "tun0", "tapother", "brx"} {
+		code, stderr := w.qemuScript("qemu-ifup", nil, dev)
+		if code == 0 {
+			t.Errorf("qemu-ifup %s: exit 0, want it refused", dev)
+		} else if lines := strings.Split(strings.TrimSpace(stderr), "\n"); len(lines) != 1 {
+			t.Errorf("qemu-ifup %s: want one line on stderr, got:\n%s", dev, stderr)
+		} else {
+			t.Logf("qemu-ifup %s: %s", dev, lines[0])
+		}
+		if d := nstest.Diff(before, w.dom0.Dump(t)); d != "" {
+			t.Errorf("qemu-ifup %s changed dom0 (- before, + after):\n%s", dev, d)
+		}
+	}
+	if code, stderr := w.qemuScript("qemu-ifup", nil, "tapok"); code != 0 {
+		t.Fatalf("control: qemu-ifup tapok: exit %d: %s", code, stderr)
+	}
+	if m := w.dom0.ReadSys(t, "tapok/master/uevent"); !strings.Contains(m, "INTERFACE=brlab") {
+		t.Errorf("control: tapok is not on brlab (master: %q)", m)
+	}
+	w.qemuScript("qemu-ifdown", nil, "tapok")
+}

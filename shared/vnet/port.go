@@ -135,6 +135,9 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		pr.Owned = pr.Owned || prev.Owned
 		pr.IPv6Off = prev.IPv6Off
 	} else if l, err := link.Get(p.Name); err == nil {
+		if err := guestDevice(n, l, bridgeIndex(rec.Bridge)); err != nil {
+			return invalidPort{fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)}
+		}
 		// What Attach changes, so that Detach can put it back.
 		a := l.Attrs()
 		pr.SetUp = a.Flags&net.FlagUp == 0 // Xen's vifs come down; netback waits for us

@@ -7,7 +7,9 @@
 //
 //	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
 //
-// Exit status: 0 success (status: running), 1 failure, 2 usage, 3 status: not running.
+// Exit status: 0 success (status: running and intact), 1 failure (status:
+// running but with problems, LSB's "dead but state exists"), 2 usage, 3
+// status: not running.
 package main
 
 import (
@@ -35,7 +37,8 @@ Variables (Xen network-script style; they override the host config):
   antispoof=yes|no  drop forwarded packets whose source is outside the network
 
 Host config: --config FILE, else $BROUTER_CONFIG, else /etc/brouter/brouter.toml (optional).
-Exit status: 0 ok (status: running), 1 failure, 2 usage, 3 not running.
+Exit status: 0 ok (status: running, no problem), 1 failure (status: running
+with problems: what Start set up is not all there), 2 usage, 3 not running.
 `
 
 const (
@@ -116,6 +119,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if !st.Running {
 			return exitNotRunning
+		}
+		if len(st.Problems) > 0 {
+			return exitFail // LSB: 1, dead (not as set up) but state exists
 		}
 	}
 	return 0

@@ -82,6 +82,10 @@ type Backend interface {
 	// List returns a human-readable line per rule installed for the network
 	// (for status), and a line per guarded port; nil when there are none.
 	List(network string) ([]string, error)
+	// Check compares what the kernel holds for network r with what Ensure
+	// installs (see check.go): one line per problem, each saying what to do;
+	// none when the rules are intact.
+	Check(r NetworkRules) ([]string, error)
 	// EnsurePort makes p.Port's per-port antispoof (see PortRules) exactly
 	// p, replacing the port's previous entries atomically. Idempotent. The
 	// number of rules does not grow with the number of ports where the

@@ -422,7 +422,8 @@ type Status struct {
 }
 
 // Status reports on the network. Running means Start has run and the bridge
-// exists; Problems lists what differs from what Start set up.
+// exists; Problems lists what differs from what Start set up (the bridge,
+// its addresses, the firewall backend's Check of the network's rules).
 func (m *Manager) Status(n *config.Network) (*Status, error) {
 	st := &Status{Network: n.Name, Bridge: n.Bridge, Mode: string(n.Mode), Ports: []PortStatus{}, Routes: []string{}, Firewall: []string{}}
 	if n.Gateway.IsValid() {
@@ -474,6 +475,12 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		}
 		if had && len(st.Firewall) == 0 {
 			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
+		} else if had && err == nil {
+			problems, err := fw.Check(rulesFor(n))
+			if err != nil {
+				problems = []string{err.Error()}
+			}
+			st.Problems = append(st.Problems, problems...)
 		}
 	}
 	return st, nil

@@ -42,6 +42,11 @@ func Start(s Spec) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fail("%w", err)
 		}
+		if d != s.StateDir {
+			if err := removeTemps(d); err != nil {
+				return fail("%w", err)
+			}
+		}
 	}
 	for _, d := range []string{DHCPHostDir, DNSHostDir} { // ours alone, whatever the umask
 		if err := os.Chmod(filepath.Join(s.RunDir, d), 0o755); err != nil {
@@ -148,12 +153,27 @@ func Stop(network, runDir string) error {
 			return fmt.Errorf("dhcp: network %s: stop: %w", network, err)
 		}
 	}
+	// A Start killed while dnsmasq daemonised leaves two processes for a
+	// moment (the first one waits for its daemon child to be ready): stop
+	// every one that runs this configuration, until none is left.
+	for round := 0; round < 5; round++ {
+		pids := findAll(confPath)
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			if err := terminate(pid, confPath); err != nil {
+				return fmt.Errorf("dhcp: network %s: stop: %w", network, err)
+			}
+		}
+	}
 	var errs []error
 	for _, f := range []string{ConfFile, PidFile, LogFile, DHCPHostDir, DNSHostDir} {
 		if err := os.RemoveAll(filepath.Join(runDir, f)); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, removeTemps(runDir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dhcp: network %s: stop: %w", network, err)
 	}
@@ -177,17 +197,25 @@ func find(runDir string) (int, bool) {
 			return pid, true
 		}
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, false
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pid > 1 && ours(pid, confPath) {
-			return pid, true
-		}
+	if pids := findAll(confPath); len(pids) > 0 {
+		return pids[0], true
 	}
 	return 0, false
+}
+
+// findAll lists every living dnsmasq that runs confPath, from /proc.
+func findAll(confPath string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 1 && ours(pid, confPath) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // ours reports whether pid is a living (not zombie) dnsmasq started with
@@ -346,4 +374,21 @@ func writeFile(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// removeTemps removes what a Start or a write killed midway left in dir: the
+// daemon's start-up output file and the temp files of atomic writes. Every
+// writer of runDir holds the network's lock, as do Start and Stop, so none
+// of them is in use.
+func removeTemps(dir string) error {
+	var errs []error
+	for _, pattern := range []string{".dnsmasq-start-*", ".*.tmp*"} {
+		names, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, n := range names {
+			if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -119,7 +119,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 
 	// Everything that can be checked is checked before the host is touched.
 	route := n.Mode == config.ModeRoute
-	skip := 0
+	skip, bridgeMissing := 0, false
 	if route {
 		// No bridge: the guests' host routes, once ports attach, are ours.
 	} else if br, err := link.Get(n.Bridge); err == nil {
@@ -127,7 +127,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return fmt.Errorf("vnet: network %s: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", n.Name, n.Bridge, br.Type())
 		}
 		skip = br.Attrs().Index
-	} else if !errors.Is(err, link.ErrNotFound) {
+	} else if errors.Is(err, link.ErrNotFound) {
+		bridgeMissing = true
+	} else {
 		return fmt.Errorf("vnet: %w", err)
 	}
 	for _, sn := range n.Subnets() {
@@ -163,6 +165,16 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			}
 		}
 	}()
+	if !had {
+		// Recorded before it is created: killed at any point from here,
+		// Start leaves Stop a record of the bridge it may have created and
+		// of the backend whose tables may exist.
+		rec.CreatedBridge, rec.Backend = bridgeMissing, fw.Name()
+		if err := m.Run.Write(recordName(n.Name), &rec); err != nil {
+			return err
+		}
+		undo = append(undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
+	}
 
 	if !route {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
@@ -177,6 +189,10 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	if old != nil {
 		if err := old.Remove(n.Name); err != nil {
 			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		}
+		rec.Backend = fw.Name() // before its tables exist, as above
+		if err := m.Run.Write(recordName(n.Name), &rec); err != nil {
+			return err
 		}
 	}
 	if err := fw.Ensure(rulesFor(n)); err != nil {
@@ -207,13 +223,13 @@ func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]
 	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
-		rec.CreatedBridge = true
-		// Remember at once that we own the bridge, so a Stop after a crash removes it.
+	}
+	if owned := created || had && rec.CreatedBridge; owned != rec.CreatedBridge {
+		// Someone else's bridge appeared since the record was written (or
+		// a bridge of ours was recreated): the record follows.
+		rec.CreatedBridge = owned
 		if werr := m.Run.Write(recordName(n.Name), rec); werr != nil && err == nil {
 			err = werr
-		}
-		if !had {
-			*undo = append(*undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
 		}
 	}
 	if err != nil {

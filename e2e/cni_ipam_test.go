@@ -58,8 +58,8 @@ range_end = "10.98.98.200"
 			t.Errorf("container %d has %q, want %s/24", i, got, addrs[i])
 		}
 	}
-	if addrs[0] != "10.98.98.2" || addrs[1] != "10.98.98.3" || addrs[2] != "10.98.98.77" {
-		t.Errorf("addresses %v, want 10.98.98.2, .3 (first free outside the DHCP range) and .77 (asked for)", addrs)
+	if addrs[0] != "10.98.98.64" || addrs[1] != "10.98.98.65" || addrs[2] != "10.98.98.77" {
+		t.Errorf("addresses %v, want 10.98.98.64, .65 (the first of the allocator's default pool, a /24's second quarter) and .77 (asked for)", addrs)
 	}
 	mustPing(t, ctrs[0], "ctr0", addrs[1])
 	mustPing(t, ctrs[1], "ctr1", gatewayIP)

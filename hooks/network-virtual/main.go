@@ -270,4 +270,7 @@ func printStatus(w io.Writer, st *vnet.Status) {
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}
+	for _, p := range st.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", p)
+	}
 }

@@ -114,6 +114,9 @@ type Network struct {
 	Shaping *Shaping
 	// DHCP: the network's DHCP and DNS service; nil when not configured.
 	DHCP *DHCP
+	// Alloc: the pools brouter's own allocator hands out from (always set
+	// for a subnet the network has).
+	Alloc Alloc
 	// Ports: what is known about the guests behind matching ports.
 	Ports []Port
 }
@@ -157,6 +160,7 @@ type NetworkSpec struct {
 
 	Shaping *ShapingSpec `toml:"shaping"`
 	DHCP    *DHCPSpec    `toml:"dhcp"`
+	Alloc   *AllocSpec   `toml:"alloc"`
 	Port    []PortSpec   `toml:"port"`
 }
 
@@ -393,6 +397,9 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 	}
 	n.Shaping = sh
 	if n.DHCP, err = s.DHCP.validate("network."+name+".dhcp", n); err != nil {
+		return nil, err
+	}
+	if n.Alloc, err = s.Alloc.validate("network."+name+".alloc", n); err != nil {
 		return nil, err
 	}
 	if n.Ports, err = validatePorts("network."+name+".port", s.Port); err != nil {

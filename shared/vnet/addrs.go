@@ -16,8 +16,10 @@ import (
 
 // brouter's own address allocator, for guests that get their addresses from
 // their caller rather than by DHCP (CNI containers whose config names a
-// network and no IPAM plugin). It hands out the network's addresses that
-// nothing else may use: not the network and broadcast addresses, not the
+// network and no IPAM plugin). It hands out the addresses of the network's
+// pool ([network.NAME.alloc], by default a part of each subnet that the
+// DHCP range and the low addresses operators give VMs by hand are not in)
+// that nothing else may use: not the network and broadcast addresses, not the
 // gateway, not the DHCP range dnsmasq leases from, not a static DHCP host
 // and not a [[network.NAME.port]]'s address, so containers and VMs on one
 // network never collide, which a separate IPAM plugin cannot promise.
@@ -348,20 +350,21 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 	if sub.Addr().Is6() {
 		hint = filepath.Join(dir, "next6")
 	}
-	start := sub.Masked().Addr().Next()
+	pool := n.Alloc.Pool(sub.Addr().Is6())
+	if !pool.Start.IsValid() { // a Network not made by config.Validate
+		pool = config.Pool{Start: sub.Masked().Addr().Next(), End: lastAddr(sub)}
+	}
+	start := pool.Start
 	if b, err := os.ReadFile(hint); err == nil {
-		if a, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && sub.Contains(a) {
+		if a, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && pool.Contains(a) {
 			start = a
 		}
 	}
-	if !sub.Contains(start) {
-		start = sub.Masked().Addr().Next()
-	}
 
-	// A /64 is not searched to its end: 2^16 tries find a free address in
-	// any subnet that is not almost full.
+	// The pool is searched from the hint, at most 2^16 addresses: enough
+	// to find a free one in any pool that is not almost full.
 	const maxTries = 1 << 16
-	first := sub.Masked().Addr().Next()
+	first := pool.Start
 	for a, i := start, 0; i < maxTries; i++ {
 		if _, err := os.Lstat(filepath.Join(dir, "ip", addrFile(a))); err == nil {
 			// taken: no need to try
@@ -378,12 +381,44 @@ func (m *Manager) next(n *config.Network, dir, owner string, sub netip.Prefix, g
 				return netip.Addr{}, err
 			}
 		}
-		if a = a.Next(); !a.IsValid() || !sub.Contains(a) {
+		if a = a.Next(); !a.IsValid() || !pool.Contains(a) {
 			a = first // wrap around
 		}
 		if a == start {
 			break
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("vnet: network %s: no free address left in %s outside the DHCP range and reserved addresses", n.Name, sub)
+	return netip.Addr{}, fmt.Errorf("vnet: network %s: no free address left in the allocator's pool %s (outside the DHCP range and reserved addresses); widen [network.%s.alloc]", n.Name, pool, n.Name)
+}
+
+// poolWarnings names the guest addresses given by hand (port rules, the
+// ip= of attached Xen vifs and other ports brouter did not create) that lie
+// in the allocator's pool: a container may be handed one of them first, and
+// the guest then fails to attach.
+func (m *Manager) poolWarnings(n *config.Network) []string {
+	var out []string
+	inPool := func(a netip.Addr) (config.Pool, bool) {
+		p := n.Alloc.Pool(a.Is6())
+		return p, p.Contains(a)
+	}
+	for _, p := range n.Ports {
+		for _, a := range p.IPs {
+			if pool, ok := inPool(a); ok {
+				out = append(out, fmt.Sprintf("port rule %q: address %s is in the allocator's pool %s; a container may get it first (move it, or the pool: [network.%s.alloc])", p.Name, a, pool, n.Name))
+			}
+		}
+	}
+	names, _ := m.Run.List(portDir(n.Name))
+	for _, f := range names {
+		var pr portRecord
+		if ok, err := m.Run.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok || pr.Owned || pr.Guard == nil {
+			continue
+		}
+		for _, a := range pr.Guard.IPs {
+			if pool, ok := inPool(a); ok {
+				out = append(out, fmt.Sprintf("port %s: address %s is in the allocator's pool %s; a container may get it first (move it, or the pool: [network.%s.alloc])", pr.Port, a, pool, n.Name))
+			}
+		}
+	}
+	return out
 }

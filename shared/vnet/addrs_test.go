@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/state"
 )
 
 func addrManager(t *testing.T, doc string) (*Manager, *config.Network) {
@@ -35,14 +36,15 @@ range_start = "10.98.98.100"
 range_end = "10.98.98.199"
 [[network.lab.dhcp.host]]
 mac = "52:54:00:00:00:09"
-ip = "10.98.98.2"
+ip = "10.98.98.64"
 `)
 	got, err := m.Allocate(n, "ctr1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The gateway and the static host are skipped; one address per family.
-	if want := "[10.98.98.3/24 fd00:98::2/64]"; fmt.Sprint(got) != want {
+	// From the default pools (a /24's second quarter, a /64's ::1:0/112),
+	// the static host skipped; one address per family.
+	if want := "[10.98.98.65/24 fd00:98::1:0/64]"; fmt.Sprint(got) != want {
 		t.Errorf("first allocation %v, want %s", got, want)
 	}
 	again, err := m.Allocate(n, "ctr1", nil)
@@ -50,8 +52,13 @@ ip = "10.98.98.2"
 		t.Errorf("allocating again for the same owner: %v, %v; want %v", again, err, got)
 	}
 	second, _ := m.Allocate(n, "ctr2", nil)
-	if fmt.Sprint(second) != "[10.98.98.4/24 fd00:98::3/64]" {
+	if fmt.Sprint(second) != "[10.98.98.66/24 fd00:98::1:1/64]" {
 		t.Errorf("second owner got %v", second)
+	}
+	// Addresses an operator gives VMs by hand (a vif's ip=) lie outside
+	// the pool: the containers never took them.
+	if err := m.claimAddrs(n, "vif1.0", []netip.Addr{netip.MustParseAddr("10.98.98.3"), netip.MustParseAddr("fd00:98::3")}); err != nil {
+		t.Errorf("a VM's static address after allocations: %v", err)
 	}
 	// Specific addresses: free, taken, reserved.
 	if p, err := m.Allocate(n, "ctr3", []netip.Addr{netip.MustParseAddr("10.98.98.50")}); err != nil || fmt.Sprint(p) != "[10.98.98.50/24]" {
@@ -68,7 +75,7 @@ ip = "10.98.98.2"
 			t.Errorf("asking for %s: %v, want an error saying %q", addr, err, why)
 		}
 	}
-	if owners, _ := m.Owners("lab"); fmt.Sprint(owners) != "[ctr1 ctr2 ctr3]" {
+	if owners, _ := m.Owners("lab"); fmt.Sprint(owners) != "[ctr1 ctr2 ctr3 vif1.0]" {
 		t.Errorf("owners %v (a refused request must leave none)", owners)
 	}
 	if err := m.Release("lab", "ctr1"); err != nil {
@@ -77,7 +84,7 @@ ip = "10.98.98.2"
 	if err := m.Release("lab", "ctr1"); err != nil {
 		t.Errorf("releasing twice: %v", err)
 	}
-	if p, err := m.Allocate(n, "ctr5", []netip.Addr{netip.MustParseAddr("10.98.98.3")}); err != nil {
+	if p, err := m.Allocate(n, "ctr5", []netip.Addr{netip.MustParseAddr("10.98.98.65")}); err != nil {
 		t.Errorf("a released address is free again: %v, %v", p, err)
 	}
 }
@@ -87,8 +94,11 @@ func TestAllocateExhaustionAndConcurrency(t *testing.T) {
 [network.lab]
 bridge = "brlab"
 address = "10.98.98.1/27"
+[network.lab.alloc]
+range_start = "10.98.98.1"
+range_end = "10.98.98.30"
 `)
-	// 10.98.98.0/27: 30 hosts minus the gateway = 29 addresses.
+	// A pool of 10.98.98.0/27's 30 hosts minus the gateway = 29 addresses.
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -129,28 +139,64 @@ func TestClaimAddrs(t *testing.T) {
 bridge = "brlab"
 address = "10.98.98.1/24"
 `)
-	two, three := netip.MustParseAddr("10.98.98.2"), netip.MustParseAddr("10.98.98.3")
+	two, three := netip.MustParseAddr("10.98.98.64"), netip.MustParseAddr("10.98.98.65")
 	if err := m.claimAddrs(n, "vif1.0", []netip.Addr{two, netip.MustParseAddr("192.0.2.9")}); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := m.Allocate(n, "brvc1", nil); fmt.Sprint(p) != "[10.98.98.3/24]" {
+	if p, _ := m.Allocate(n, "brvc1", nil); fmt.Sprint(p) != "[10.98.98.65/24]" {
 		t.Errorf("allocation next to a claimed address: %v", p)
 	}
 	if err := m.claimAddrs(n, "vif2.0", []netip.Addr{three}); err == nil || !strings.Contains(err.Error(), "in use by port brvc1") {
 		t.Errorf("claiming a container's address: %v", err)
 	}
 	// Claiming again with another address gives the old one back.
-	four := netip.MustParseAddr("10.98.98.4")
+	four := netip.MustParseAddr("10.98.98.66")
 	if err := m.claimAddrs(n, "vif1.0", []netip.Addr{four}); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := m.Allocate(n, "brvc2", []netip.Addr{two}); fmt.Sprint(p) != "[10.98.98.2/24]" {
+	if p, _ := m.Allocate(n, "brvc2", []netip.Addr{two}); fmt.Sprint(p) != "[10.98.98.64/24]" {
 		t.Errorf("an address the vif gave back: %v", p)
 	}
 	if err := m.Release("lab", "vif1.0"); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := m.Allocate(n, "brvc3", []netip.Addr{four}); err != nil || fmt.Sprint(p) != "[10.98.98.4/24]" {
+	if p, err := m.Allocate(n, "brvc3", []netip.Addr{four}); err != nil || fmt.Sprint(p) != "[10.98.98.66/24]" {
 		t.Errorf("an address of a released port: %v, %v", p, err)
+	}
+}
+
+// Status names guest addresses given by hand inside the allocator's pool.
+func TestPoolWarnings(t *testing.T) {
+	m, n := addrManager(t, `
+[network.lab]
+bridge = "brlab"
+address = "10.98.98.1/24"
+[[network.lab.port]]
+name = "tap-a*"
+mac = "00:16:3e:00:00:70"
+ips = ["10.98.98.70"]
+[[network.lab.port]]
+name = "tap-b*"
+mac = "00:16:3e:00:00:07"
+ips = ["10.98.98.7"]
+`)
+	m.Run = state.New(t.TempDir())
+	pr := portRecord{Network: "lab", Port: "vif3.0", Guard: &guardRecord{IPs: []netip.Addr{netip.MustParseAddr("10.98.98.100"), netip.MustParseAddr("10.98.98.5")}}}
+	owned := portRecord{Network: "lab", Port: "brv1", Owned: true, Guard: &guardRecord{IPs: []netip.Addr{netip.MustParseAddr("10.98.98.64")}}}
+	for _, r := range []portRecord{pr, owned} {
+		if err := m.Run.Write(portRecordName("lab", r.Port), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := strings.Join(m.poolWarnings(n), "\n")
+	for _, want := range []string{`port rule "tap-a*": address 10.98.98.70`, "port vif3.0: address 10.98.98.100"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q: missing %q", w, want)
+		}
+	}
+	for _, not := range []string{"10.98.98.7 ", "10.98.98.5 ", "brv1"} {
+		if strings.Contains(w, not) {
+			t.Errorf("warnings %q: %q is outside the pool or allocated, want no warning", w, not)
+		}
 	}
 }

@@ -435,6 +435,9 @@ type Status struct {
 	Firewall      []string     `json:"firewall"`
 	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
 	Problems      []string     `json:"problems,omitempty"`
+	// Warnings are risks, not faults (status still exits 0): e.g. a guest
+	// address given by hand inside the allocator's pool.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Status reports on the network. Running means Start has run and the bridge
@@ -478,6 +481,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		}
 	}
 	m.dhcpStatus(n, st)
+	st.Warnings = m.poolWarnings(n)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)
 		if err == nil {

@@ -104,7 +104,8 @@ range_end = "10.97.0.120"
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if r := w.mustRun(0, "status", "net=a"); !strings.Contains(r.stdout, "not running") {
+	// A running network with a problem: status exits 1 (LSB "dead but state exists").
+	if r := w.mustRun(1, "status", "net=a"); !strings.Contains(r.stdout, "not running") {
 		t.Errorf("status after dnsmasq died does not say so:\n%s", r.stdout)
 	}
 	w.mustRun(0, "start", "net=a")

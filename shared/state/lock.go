@@ -30,8 +30,10 @@ import (
 
 // Lock is a held lock.
 type Lock struct {
-	ticket *os.File
-	path   string
+	ticket     *os.File
+	path       string
+	guard      string    // the lock's name, for lock statistics
+	asked, got time.Time // when the caller asked and got it (lock statistics)
 }
 
 // ErrLockTimeout is returned (wrapped) when a lock was not obtained in time.
@@ -45,7 +47,8 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 	if err := os.MkdirAll(queue, 0o755); err != nil {
 		return nil, fmt.Errorf("state: lock: %w", err)
 	}
-	deadline := time.Now().Add(timeout)
+	asked := time.Now()
+	deadline := asked.Add(timeout)
 	l, seq, err := takeTicket(guard, queue, deadline, timeout)
 	if err != nil {
 		return nil, err
@@ -57,8 +60,9 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 			l.Release()
 			return nil, err
 		}
-		if pred == nil {
-			return l, nil // first in line
+		if pred == nil { // first in line
+			l.guard, l.asked, l.got = guard, asked, time.Now()
+			return l, nil
 		}
 		for {
 			gone, err := ticketGone(pred)
@@ -212,4 +216,7 @@ func (l *Lock) Release() {
 	os.Remove(l.path)
 	l.ticket.Close()
 	l.ticket = nil
+	if !l.got.IsZero() {
+		noteLock(l.guard, l.asked, l.got)
+	}
 }

@@ -4,20 +4,26 @@
 //
 //	go run ./tools/bench [-bin ./bin] [-n 30]
 //
-// It prints p50/p90 per operation. Absolute numbers on a shared machine are
-// noisy; compare rows measured in one run.
+// It prints p50/p90 per operation, and for 20 qemu-ifup run at once the
+// lock wait and hold p50/p99 per program and lock. Absolute numbers on a
+// shared machine are noisy; compare rows measured in one run.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/vnet"
 )
 
@@ -107,7 +113,105 @@ func run(bin string, n int, inner bool) error {
 	if err := benchQemu(bin, dir, n); err != nil {
 		return err
 	}
+	if err := benchParallel(bin, dir, 20); err != nil {
+		return err
+	}
 	return benchPorts(n)
+}
+
+// benchParallel runs k qemu-ifup at once, then k qemu-ifdown at once, as
+// QEMU does when k guests start together, against one qemu-ifup alone; and
+// prints how long each program waited for and held each lock
+// (BROUTER_LOCK_STATS).
+func benchParallel(bin, dir string, k int) error {
+	ifup, ifdown := filepath.Join(bin, "qemu-ifup"), filepath.Join(dir, "qemu-ifdown")
+	nv := filepath.Join(bin, "network-virtual")
+	doc := "[network.bench]\nbridge = \"brbench0\"\naddress = \"10.77.0.1/24\"\n" +
+		"[[network.bench.port]]\nname = \"tappar*\"\nmac = \"00:16:3e:00:00:30\"\nips = [\"10.77.0.30\"]\n"
+	if err := os.WriteFile(os.Getenv(config.EnvConfig), []byte(doc), 0o644); err != nil {
+		return err
+	}
+	if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+		return err
+	}
+	defer timeCmd(nv, "stop", "net=bench")
+	taps := make([]string, k)
+	for i := range taps {
+		taps[i] = fmt.Sprintf("tappar%d", i)
+		if out, err := exec.Command("ip", "tuntap", "add", "mode", "tap", "name", taps[i]).CombinedOutput(); err != nil {
+			return fmt.Errorf("tuntap: %v: %s", err, out)
+		}
+		defer exec.Command("ip", "link", "del", taps[i]).Run()
+	}
+	var alone []time.Duration
+	for i := 0; i < 10; i++ {
+		d, err := timeCmd(ifup, taps[0])
+		if err != nil {
+			return err
+		}
+		alone = append(alone, d)
+		if _, err := timeCmd(ifdown, taps[0]); err != nil {
+			return err
+		}
+	}
+	stats := filepath.Join(dir, "lockstats")
+	os.Setenv(state.EnvLockStats, stats)
+	defer os.Unsetenv(state.EnvLockStats)
+	parallel := func(prog string) ([]time.Duration, error) {
+		ds := make([]time.Duration, k)
+		errs := make([]error, k)
+		var wg sync.WaitGroup
+		for i := range taps {
+			wg.Go(func() { ds[i], errs[i] = timeCmd(prog, taps[i]) })
+		}
+		wg.Wait()
+		return ds, errors.Join(errs...)
+	}
+	up, err := parallel(ifup)
+	if err != nil {
+		return err
+	}
+	down, err := parallel(ifdown)
+	if err != nil {
+		return err
+	}
+	report("qemu-ifup, alone (port rule)", alone)
+	report(fmt.Sprintf("qemu-ifup, %d at once (port rule)", k), up)
+	report(fmt.Sprintf("qemu-ifdown, %d at once (port rule)", k), down)
+	fmt.Printf("  %d parallel ifups: p50 %.1fx one alone\n", k, float64(pct(up, 0.5))/float64(pct(alone, 0.5)))
+	return reportLocks(stats)
+}
+
+// reportLocks prints lock wait and hold p50/p99 per program and lock from a
+// BROUTER_LOCK_STATS file.
+func reportLocks(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	wait, hold := map[string][]time.Duration{}, map[string][]time.Duration{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 4 {
+			continue
+		}
+		kind := f[0] + " " + f[1]
+		w, _ := strconv.ParseInt(f[2], 10, 64)
+		h, _ := strconv.ParseInt(f[3], 10, 64)
+		wait[kind] = append(wait[kind], time.Duration(w))
+		hold[kind] = append(hold[kind], time.Duration(h))
+	}
+	kinds := make([]string, 0, len(wait))
+	for k := range wait {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	fmt.Printf("  %-34s %9s %9s %9s %9s %5s\n", "lock (program, lock)", "wait p50", "wait p99", "hold p50", "hold p99", "n")
+	for _, k := range kinds {
+		r := func(ds []time.Duration, q float64) time.Duration { return pct(ds, q).Round(10 * time.Microsecond) }
+		fmt.Printf("  %-34s %9s %9s %9s %9s %5d\n", k, r(wait[k], 0.5), r(wait[k], 0.99), r(hold[k], 0.5), r(hold[k], 0.99), len(wait[k]))
+	}
+	return nil
 }
 
 // benchQemu times qemu-ifup and qemu-ifdown as QEMU runs them: a fresh
@@ -200,7 +304,11 @@ func timeCmd(name string, args ...string) (time.Duration, error) {
 }
 
 func report(what string, ds []time.Duration) {
+	fmt.Printf("%-44s %10s %10s %6d\n", what, pct(ds, 0.5).Round(10*time.Microsecond), pct(ds, 0.9).Round(10*time.Microsecond), len(ds))
+}
+
+// pct is the q-quantile of ds (which it sorts).
+func pct(ds []time.Duration, q float64) time.Duration {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1)+0.5)] }
-	fmt.Printf("%-44s %10s %10s %6d\n", what, p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), len(ds))
+	return ds[int(q*float64(len(ds)-1)+0.5)]
 }

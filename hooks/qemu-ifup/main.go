@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/vnet"
 )
 
@@ -42,7 +43,7 @@ func run(name string, args []string, getenv func(string) string, stderr io.Write
 		return 2
 	}
 	tap := args[0]
-	if err := config.ValidIfname(tap); err != nil {
+	if err := names.Interface(tap); err != nil {
 		fmt.Fprintf(stderr, "%s: tap %v\n", name, err)
 		return 2
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/vnet"
 	"github.com/brouter/brouter/shared/xenstore"
 )
@@ -165,7 +166,7 @@ func (c *call) device() (given, want string, err error) {
 		}
 	}
 	for _, n := range []string{given, want} {
-		if err := config.ValidIfname(n); err != nil {
+		if err := names.Interface(n); err != nil {
 			return given, want, err
 		}
 	}
@@ -329,7 +330,7 @@ func (c *call) offline() error {
 		// An invalid vifname was never applied (online refused it): the
 		// device, if anything, still has the name libxl gave it.
 		dev = given
-		if err := config.ValidIfname(dev); err != nil {
+		if err := names.Interface(dev); err != nil {
 			return err
 		}
 	}

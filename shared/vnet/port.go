@@ -20,6 +20,7 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/shape"
 )
 
@@ -307,7 +308,7 @@ func unionForwards(a, b []Forward) []Forward {
 }
 
 func validatePort(n *config.Network, p *PortSpec) error {
-	if err := config.ValidIfname(p.Name); err != nil {
+	if err := names.Interface(p.Name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	if p.Name == n.Bridge || p.Name == n.Uplink && n.Uplink != "" {
@@ -438,7 +439,7 @@ func applyShaping(n *config.Network, port string, sh config.PortShaping) error {
 // Detach takes a port off its network and removes everything Attach gave it.
 // A port that is already gone, or was never attached, is not an error.
 func (m *Manager) Detach(n *config.Network, name string) error {
-	if err := config.ValidIfname(name); err != nil {
+	if err := names.Interface(name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	l, err := m.lock(n.Name)
@@ -592,7 +593,7 @@ func (m *Manager) detachRecordedPorts(n *config.Network) error {
 // QEMU's ifdown) use it. A port with no record has its shaping removed, in
 // case an earlier attach died before recording it, and is otherwise left alone.
 func (m *Manager) DetachPort(name string) error {
-	if err := config.ValidIfname(name); err != nil {
+	if err := names.Interface(name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	nets, err := m.portNetworks()

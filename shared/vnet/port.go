@@ -24,14 +24,22 @@ import (
 	"github.com/brouter/brouter/shared/shape"
 )
 
+// HostPortMAC is the MAC hooks give the host side of a guest's port (a Xen
+// vif, a QEMU tap). A bridge takes the lowest MAC of its ports as its own
+// unless it has one set; fe:ff:ff:ff:ff:ff is never lower than a guest's,
+// so the bridge never adopts a port's address. A fresh copy each call.
+func HostPortMAC() net.HardwareAddr {
+	return net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
+}
+
 // PortSpec is one port joining a network: a Xen vif, a QEMU tap or the host
 // end of a CNI veth. Hooks fill in what their caller tells them; Attach is
 // the same code path for all of them.
 type PortSpec struct {
 	// Name of the host-side interface.
 	Name string
-	// MAC to give the host-side interface (nil: leave it). Xen vifs get
-	// fe:ff:ff:ff:ff:ff so the bridge never adopts a guest port's address.
+	// MAC to give the host-side interface (nil: leave it). Xen vifs and
+	// QEMU taps get HostPortMAC.
 	MAC net.HardwareAddr
 	// MTU of the port; 0 means the bridge's (mode route: the network's).
 	MTU int

@@ -110,11 +110,9 @@ func handle(req request) error {
 	if err != nil {
 		return err
 	}
-	spec := vnet.PortSpec{Name: req.tap, MAC: vnet.HostPortMAC()}
-	if p := n.PortFor(req.tap); p != nil {
-		spec.GuestMAC, spec.IPs, spec.Antispoof = p.MAC, p.IPs, p.Antispoof
-	}
-	return m.Attach(n, spec)
+	// The network's [[network.NAME.port]] rules apply in Attach, as for
+	// every kind of port: they tell it the guest's MAC and addresses.
+	return m.Attach(n, vnet.PortSpec{Name: req.tap, MAC: vnet.HostPortMAC()})
 }
 
 // pick chooses the tap's network: BRIDGE argument, $BROUTER_NETWORK, a port

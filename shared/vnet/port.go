@@ -114,9 +114,12 @@ func portRecordName(network, port string) string { return portDir(network) + "/"
 
 // Attach joins a port to a running network: on the bridge (or, in mode route,
 // routed to the guest's addresses), with its MTU and MAC, its shaping, and
-// antispoof when asked. Attaching an attached port again applies the new spec
-// and changes nothing else. A failed Attach leaves nothing behind.
+// antispoof when asked. The network's [[network.NAME.port]] rule for the
+// port applies, whichever kind of port it is (see withPortRule). Attaching an
+// attached port again applies the new spec and changes nothing else. A
+// failed Attach leaves nothing behind.
 func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
+	p = withPortRule(n, p)
 	if err := validatePort(n, &p); err != nil {
 		return err
 	}
@@ -313,6 +316,27 @@ func unionForwards(a, b []Forward) []Forward {
 		}
 	}
 	return out
+}
+
+// withPortRule completes a port's spec with the network's first
+// [[network.NAME.port]] rule matching its name and guest MAC: the rule gives
+// what the caller did not (the guest's MAC, its addresses), and turns
+// antispoof on when it asks for it. What the caller knows wins (a vif's mac
+// and ip keys, a container's MAC and IPAM addresses), and a rule never turns
+// off antispoof that the caller or the network asks for.
+func withPortRule(n *config.Network, p PortSpec) PortSpec {
+	r := n.PortFor(p.Name, p.GuestMAC)
+	if r == nil {
+		return p
+	}
+	if p.GuestMAC == nil {
+		p.GuestMAC = slices.Clone(r.MAC)
+	}
+	if len(p.IPs) == 0 {
+		p.IPs = slices.Clone(r.IPs)
+	}
+	p.Antispoof = p.Antispoof || r.Antispoof
+	return p
 }
 
 func validatePort(n *config.Network, p *PortSpec) error {

@@ -14,6 +14,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 BINDIR      ?= bin
 TEST_TIMEOUT ?= 30m
+FUZZTIME    ?= 5s
 GOTESTFLAGS ?=
 DESTDIR     ?=
 PREFIX      ?= /usr/local
@@ -22,7 +23,7 @@ PREFIX      ?= /usr/local
 # Packages that fail to load are included too, so that `go build` reports their error.
 MAIN_DIRS = $(shell $(GO) list -e -f '{{if or (eq .Name "main") .Error}}{{.Dir}}{{end}}' ./hooks/... ./plugins/... 2>/dev/null)
 
-.PHONY: all build setup test demo bench bench-shaping bench-cni install clean fmt vet
+.PHONY: all build setup test fuzz demo bench bench-shaping bench-cni install clean fmt vet
 
 all: build
 
@@ -43,6 +44,18 @@ build:
 test: setup
 	$(MAKE) build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
+
+# Every fuzz target (func FuzzX in a _test.go under shared/, hooks/, plugins/),
+# one after the other, FUZZTIME each (no root needed). A failing input is
+# kept under the package's testdata/fuzz/ and replayed by go test.
+fuzz:
+	@grep -rl --include='*_test.go' '^func Fuzz' shared hooks plugins | sort | while read -r f; do \
+		dir=./$$(dirname $$f); \
+		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "go test -run='^$$' -fuzz='^$$fn\$$' -fuzztime=$(FUZZTIME) $$dir"; \
+			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$dir || exit 1; \
+		done; \
+	done
 
 demo: setup
 	$(MAKE) build

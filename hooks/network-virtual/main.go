@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/vnet"
 )
@@ -42,10 +43,12 @@ with problems: what Start set up is not all there), 2 usage, 3 not running.
 `
 
 const (
-	exitFail       = 1
-	exitUsage      = 2
+	exitFail       = cli.ExitFail
+	exitUsage      = cli.ExitUsage
 	exitNotRunning = 3
 )
+
+var prog = cli.Program{Name: "network-virtual", Usage: usage}
 
 type invocation struct {
 	op         string
@@ -67,15 +70,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	inv, err := parseArgs(args)
 	if err != nil {
 		if errors.Is(err, errHelp) {
-			fmt.Fprint(stdout, usage)
-			return 0
+			return prog.Help(stdout)
 		}
-		fmt.Fprintf(stderr, "network-virtual: %v (see network-virtual --help)\n", err)
-		return exitUsage
+		return prog.UsageError(stderr, err)
 	}
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "network-virtual: %s: %s\n", inv.op, oneLine(err.Error()))
-		return exitFail
+		return prog.Fail(stderr, exitFail, fmt.Errorf("%s: %w", inv.op, err))
 	}
 	cfg, err := config.Load(inv.configPath)
 	if err != nil {
@@ -137,7 +137,7 @@ func parseArgs(args []string) (*invocation, error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
-		case a == "-h" || a == "--help" || a == "help":
+		case cli.IsHelp(a) || a == "help":
 			return nil, errHelp
 		case a == "--json":
 			inv.json = true
@@ -209,8 +209,6 @@ func unquote(v string) string {
 	}
 	return v
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func printStatus(w io.Writer, st *vnet.Status) {
 	state := "not running"

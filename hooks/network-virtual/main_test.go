@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -84,4 +85,50 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"start", "-h"}, {"--config", "/x", "--help"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 || out.String() != usage || errb.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+		}
+	}
+}
+
+// An interface name that starts with '-' is refused, whichever variable gives it.
+func TestDashNames(t *testing.T) {
+	conf := t.TempDir() + "/brouter.toml"
+	if err := os.WriteFile(conf, []byte("[network.lab]\nbridge = \"brlab\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BROUTER_CONFIG", conf)
+	t.Setenv("BROUTER_RUN_DIR", t.TempDir())
+	for _, v := range []string{"bridge=-br", "netdev=--help=x"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"status", v}, &out, &errb)
+		if code == 0 || code == exitNotRunning || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "starts with '-'") {
+			t.Errorf("%s: exit %d, stderr %q", v, code, errb.String())
+		}
+	}
+}
+
+func FuzzParseArgs(f *testing.F) {
+	f.Add("start", "bridgeip=10.0.0.1/24", "--json")
+	f.Add("--config", "/x.toml", "stop")
+	f.Add("status", "vifnum=9999", `bridge="br0"`)
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		inv, err := parseArgs([]string{a, b, c})
+		if err != nil {
+			if !errors.Is(err, errHelp) && strings.ContainsAny(err.Error(), "\n\r") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		switch inv.op {
+		case "start", "stop", "restart", "status":
+		default:
+			t.Fatalf("parsed op %q", inv.op)
+		}
+	})
 }

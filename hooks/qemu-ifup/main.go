@@ -11,80 +11,120 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/vnet"
 )
 
 // EnvNetwork names the network when QEMU's command line gives no bridge.
 const EnvNetwork = "BROUTER_NETWORK"
 
-// tapMAC can never become the bridge's MAC (a bridge takes its lowest port MAC).
-var tapMAC = net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
+const usage = `usage: qemu-ifup [--up|--down] TAPNAME [BRIDGE]
+       qemu-ifdown TAPNAME [BRIDGE]
 
-func main() {
-	os.Exit(run(filepath.Base(os.Args[0]), os.Args[1:], os.Getenv, os.Stderr))
+QEMU runs it for -netdev tap,ifname=TAPNAME,script=/etc/qemu-ifup,downscript=/etc/qemu-ifdown
+(Xen's qemu-ifup and NetBSD pass BRIDGE too). ifup brings the tap up on the
+network and attaches it (MTU, shaping, the [[network.NAME.port]] rules that
+match it); ifdown undoes that, and QEMU deletes the tap.
+
+The network: BRIDGE's, else $BROUTER_NETWORK, else the network with a
+[[network.NAME.port]] whose name matches the tap, else the default network.
+Host config: $BROUTER_CONFIG, else /etc/brouter/brouter.toml.
+Exit status: 0 ok, 1 failure, 2 usage.
+`
+
+// request is one call, as QEMU made it.
+type request struct {
+	down    bool
+	tap     string
+	bridge  string // the BRIDGE argument, or ""
+	network string // $BROUTER_NETWORK, or ""
 }
 
-func run(name string, args []string, getenv func(string) string, stderr io.Writer) int {
-	down := strings.Contains(name, "ifdown")
+var errHelp = errors.New("help requested")
+
+func main() {
+	os.Exit(run(filepath.Base(os.Args[0]), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	prog := cli.Program{Name: name, Usage: usage}
+	req, err := parseArgs(name, args, getenv)
+	if errors.Is(err, errHelp) {
+		return prog.Help(stdout)
+	}
+	if err != nil {
+		return prog.UsageError(stderr, err)
+	}
+	if err := handle(req); err != nil {
+		return prog.Fail(stderr, cli.ExitFail, fmt.Errorf("%s: %w", req.tap, err))
+	}
+	return cli.ExitOK
+}
+
+// parseArgs reads QEMU's call: the program's name (qemu-ifdown detaches),
+// an optional --up or --down, the tap and maybe a bridge, and the environment.
+func parseArgs(name string, args []string, getenv func(string) string) (request, error) {
+	req := request{down: strings.Contains(name, "ifdown"), network: getenv(EnvNetwork)}
+	if cli.WantsHelp(args) {
+		return req, errHelp
+	}
 	if len(args) > 0 && (args[0] == "--down" || args[0] == "--up") {
-		down, args = args[0] == "--down", args[1:]
+		req.down, args = args[0] == "--down", args[1:]
 	}
 	if len(args) < 1 || len(args) > 2 {
-		fmt.Fprintf(stderr, "usage: %s TAPNAME [BRIDGE] (QEMU runs it for -netdev tap,script=...)\n", name)
-		return 2
+		return req, fmt.Errorf("want TAPNAME [BRIDGE], got %d arguments", len(args))
 	}
-	tap := args[0]
-	if err := config.ValidIfname(tap); err != nil {
-		fmt.Fprintf(stderr, "%s: tap %v\n", name, err)
-		return 2
+	req.tap = args[0]
+	if err := names.Interface(req.tap); err != nil {
+		return req, fmt.Errorf("tap %w", err)
 	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", name, tap, strings.Join(strings.Fields(err.Error()), " "))
-		return 1
+	if len(args) == 2 && args[1] != "" {
+		req.bridge = args[1]
+		if err := names.Interface(req.bridge); err != nil {
+			return req, fmt.Errorf("bridge %w", err)
+		}
 	}
+	return req, nil
+}
+
+// handle attaches or detaches the tap.
+func handle(req request) error {
 	cfg, err := config.Load("")
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	m := vnet.New(cfg)
-	if down {
-		if err := m.DetachPort(tap); err != nil {
-			return fail(err)
-		}
-		return 0
+	if req.down {
+		return m.DetachPort(req.tap)
 	}
-	n, err := pick(cfg, m, tap, args[1:], getenv)
+	n, err := pick(cfg, m, req)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	spec := vnet.PortSpec{Name: tap, MAC: tapMAC}
-	if p := n.PortFor(tap); p != nil {
-		spec.GuestMAC, spec.IPs, spec.Antispoof = p.MAC, p.IPs, p.Antispoof
-	}
-	if err := m.Attach(n, spec); err != nil {
-		return fail(err)
-	}
-	return 0
+	// The network's [[network.NAME.port]] rules apply in Attach, as for
+	// every kind of port: they tell it the guest's MAC and addresses.
+	return m.Attach(n, vnet.PortSpec{Name: req.tap, MAC: vnet.HostPortMAC()})
 }
 
 // pick chooses the tap's network: BRIDGE argument, $BROUTER_NETWORK, a port
 // rule matching the tap, the default network.
-func pick(cfg *config.Config, m *vnet.Manager, tap string, bridge []string, getenv func(string) string) (*config.Network, error) {
-	if len(bridge) == 1 && bridge[0] != "" {
-		return m.NetworkByBridge(bridge[0])
+func pick(cfg *config.Config, m *vnet.Manager, req request) (*config.Network, error) {
+	if req.bridge != "" {
+		return m.NetworkByBridge(req.bridge)
 	}
-	if name := getenv(EnvNetwork); name != "" {
-		return cfg.Select(name, nil)
+	if req.network != "" {
+		return cfg.Select(req.network, nil)
 	}
-	if n := cfg.NetworkForPort(tap); n != nil {
+	if n := cfg.NetworkForPort(req.tap); n != nil {
 		return n, nil
 	}
 	return cfg.Select("", nil)

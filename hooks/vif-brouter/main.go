@@ -22,15 +22,32 @@ import (
 	"strings"
 	"time"
 
+	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/vnet"
 	"github.com/brouter/brouter/shared/xenstore"
 )
 
-// xenPortMAC keeps the bridge from adopting a guest port's address: the
-// bridge takes the lowest MAC of its ports, and fe:ff:ff:ff:ff:ff is never lowest.
-var xenPortMAC = net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
+const usage = `usage: vif-brouter online|offline [type_if=vif] [VAR=VAL ...]    (env vif=vifD.N, XENBUS_PATH)
+       vif-brouter add|remove type_if=tap [VAR=VAL ...]         (env INTERFACE=vifD.N-emu, XENBUS_PATH)
+
+Xen's vif hotplug script for guests on a brouter network: libxl runs it
+(vif.default.script="vif-brouter" in xl.conf, or script=vif-brouter in a vif
+spec), as do udev and xend. online/add attaches the vif to the network its
+bridge key names; offline/remove undoes that. On failure it writes
+hotplug-error and hotplug-status = error, so the guest fails to start.
+
+Settings, from the environment, else VAR=VAL, else the vif's xenstore
+backend directory (XENBUS_PATH): bridge, mac, ip, vifname, mtu, rate.
+Host config: $BROUTER_CONFIG, else /etc/brouter/brouter.toml.
+Exit status: 0 ok, 1 failure, 2 usage.
+`
+
+var prog = cli.Program{Name: "vif-brouter", Usage: usage}
+
+var errHelp = errors.New("help requested")
 
 // How long online waits for the device to appear (netback may still be creating it).
 const deviceWait = 5 * time.Second
@@ -49,40 +66,44 @@ type call struct {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run(argv []string, getenv func(string) string, stderr io.Writer) int {
+func run(argv []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	c, err := parse(argv, getenv)
+	if errors.Is(err, errHelp) {
+		return prog.Help(stdout)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vif-brouter: %v\n", err)
-		return 2
+		return prog.UsageError(stderr, err)
 	}
 	if c.xs, err = xenstore.Dial(); err != nil {
-		fmt.Fprintf(stderr, "vif-brouter: %s: %v\n", c.op, err)
-		return 1
+		return prog.Fail(stderr, cli.ExitFail, fmt.Errorf("%s: %w", c.op, err))
 	}
 	defer c.xs.Close()
 	switch c.op {
 	case "online", "add":
 		dev, err := c.online()
 		if err != nil {
-			msg := oneLine(fmt.Sprintf("%s %s: %v", c.op, dev, err))
-			fmt.Fprintf(stderr, "vif-brouter: %s\n", msg)
-			c.reportError(msg)
-			return 1
+			err = fmt.Errorf("%s %s: %w", c.op, dev, err)
+			c.reportError(cli.OneLine(err))
+			return prog.Fail(stderr, cli.ExitFail, err)
 		}
 	case "offline", "remove":
 		if err := c.offline(); err != nil {
-			fmt.Fprintf(stderr, "vif-brouter: %s\n", oneLine(fmt.Sprintf("%s: %v", c.op, err)))
-			return 1
+			return prog.Fail(stderr, cli.ExitFail, fmt.Errorf("%s: %w", c.op, err))
 		}
 	}
-	return 0
+	return cli.ExitOK
 }
 
+// parse reads the call's arguments (the operation, VAR=VAL) and the
+// environment it needs before anything else: XENBUS_PATH.
 func parse(argv []string, getenv func(string) string) (*call, error) {
 	c := &call{args: map[string]string{}, env: getenv, typeIf: "vif"}
+	if cli.WantsHelp(argv) {
+		return nil, errHelp
+	}
 	for _, a := range argv {
 		if k, v, ok := strings.Cut(a, "="); ok {
 			c.args[k] = v
@@ -165,7 +186,7 @@ func (c *call) device() (given, want string, err error) {
 		}
 	}
 	for _, n := range []string{given, want} {
-		if err := config.ValidIfname(n); err != nil {
+		if err := names.Interface(n); err != nil {
 			return given, want, err
 		}
 	}
@@ -218,7 +239,7 @@ func (c *call) online() (string, error) {
 
 // portSpec turns the vif's settings into the library's port request.
 func (c *call) portSpec(dev string) (vnet.PortSpec, error) {
-	p := vnet.PortSpec{Name: dev, MAC: xenPortMAC}
+	p := vnet.PortSpec{Name: dev, MAC: vnet.HostPortMAC()}
 	if s := c.get("mac"); s != "" {
 		mac, err := net.ParseMAC(s)
 		if err != nil || len(mac) != 6 {
@@ -329,7 +350,7 @@ func (c *call) offline() error {
 		// An invalid vifname was never applied (online refused it): the
 		// device, if anything, still has the name libxl gave it.
 		dev = given
-		if err := config.ValidIfname(dev); err != nil {
+		if err := names.Interface(dev); err != nil {
 			return err
 		}
 	}
@@ -339,8 +360,6 @@ func (c *call) offline() error {
 	}
 	return vnet.New(cfg).DetachPort(dev)
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // guestAddr parses one address of ip=. xl accepts an address with a prefix
 // length (ip=10.0.0.5/24): the address is the guest's. A prefix itself

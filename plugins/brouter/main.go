@@ -32,6 +32,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/vnet"
 )
@@ -123,7 +124,7 @@ func loadConf(args *skel.CmdArgs) (*netConf, error) {
 		}
 	}
 	if c.Bridge != "" {
-		if err := config.ValidIfname(c.Bridge); err != nil {
+		if err := names.Interface(c.Bridge); err != nil {
 			return nil, errConfig("bridge: %v", err)
 		}
 	}
@@ -410,7 +411,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := config.ValidIfname(args.IfName); err != nil {
+	if err := names.Interface(args.IfName); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME", err.Error())
 	}
 	if args.Netns == "" {
@@ -682,7 +683,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	hostName := hostVethName(args.ContainerID, args.IfName)
 	var errs []error
-	if config.ValidIfname(args.IfName) == nil {
+	if names.Interface(args.IfName) == nil {
 		m := vnet.New(cfg)
 		if c.IPAM.Type == "" {
 			if n, adHoc, err := selectIn(cfg, c); err == nil && c.builtinIPAM(adHoc) {

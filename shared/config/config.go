@@ -13,12 +13,13 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // DefaultPath is where the host config lives unless --config or BROUTER_CONFIG say otherwise.
@@ -259,16 +260,11 @@ func Parse(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
-var (
-	networkNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,14}$`)
-	ifnameRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-)
-
 // ValidNetworkName reports whether name can name a network (it also names
 // firewall tables and state files).
 func ValidNetworkName(name string) error {
-	if !networkNameRE.MatchString(name) {
-		return fmt.Errorf("network name %q: want 1-15 characters from A-Z a-z 0-9 _ -, starting with a letter or digit", name)
+	if err := names.Network(name); err != nil {
+		return err
 	}
 	if reservedNames[name] {
 		return fmt.Errorf("network name %q is reserved (brouter keeps its own records under that name in run_dir)", name)
@@ -279,15 +275,6 @@ func ValidNetworkName(name string) error {
 // reservedNames are run_dir entries of brouter's own; a network's own
 // directory (run_dir/NAME, for its DHCP server) must not collide with them.
 var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
-
-// ValidIfname reports whether name is a usable Linux interface name
-// (IFNAMSIZ: at most 15 bytes; no '/', ':', whitespace; not "." or "..").
-func ValidIfname(name string) error {
-	if !ifnameRE.MatchString(name) || name == "." || name == ".." {
-		return fmt.Errorf("interface name %q: want 1-15 characters from A-Z a-z 0-9 _ . -", name)
-	}
-	return nil
-}
 
 // Validate checks a spec and fills in defaults; name is the [network.NAME] key.
 func (s *NetworkSpec) Validate(name string) (*Network, error) {
@@ -312,7 +299,7 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		if s.Bridge != nil {
 			n.Bridge = *s.Bridge
 		}
-		if err := ValidIfname(n.Bridge); err != nil {
+		if err := names.Interface(n.Bridge); err != nil {
 			return nil, fmt.Errorf("%s: bridge %w", key("bridge"), err)
 		}
 	}
@@ -358,7 +345,7 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, fmt.Errorf("%s: mode \"bridge\" attaches to an existing bridge and never configures its addresses; remove address6", key("address6"))
 	}
 	if s.Uplink != nil && *s.Uplink != "" {
-		if err := ValidIfname(*s.Uplink); err != nil {
+		if err := names.Interface(*s.Uplink); err != nil {
 			return nil, fmt.Errorf("%s: uplink %w", key("uplink"), err)
 		}
 		if *s.Uplink == n.Bridge && n.Bridge != "" {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,8 +45,8 @@ type DHCPHost struct {
 }
 
 // PortSpec is one [[network.NAME.port]]: what brouter knows about the guest
-// behind ports whose name matches (QEMU taps above all, whose callers pass
-// nothing but the tap's name).
+// behind ports whose name matches, whatever made the port (a QEMU tap, whose
+// caller passes nothing but the tap's name, a Xen vif, a CNI veth).
 type PortSpec struct {
 	Name      *string  `toml:"name"`
 	MAC       *string  `toml:"mac"`
@@ -61,16 +62,21 @@ type Port struct {
 	Antispoof bool // default: true when IPs are given
 }
 
-// Matches reports whether the rule applies to the interface.
-func (p *Port) Matches(ifname string) bool {
-	ok, _ := path.Match(p.Name, ifname)
-	return ok
+// Matches reports whether the rule applies to the interface whose guest has
+// the MAC guestMAC (nil: unknown, as for a QEMU tap). A rule naming a mac
+// applies only to that guest's ports, or to ports whose guest is unknown.
+func (p *Port) Matches(ifname string, guestMAC net.HardwareAddr) bool {
+	if ok, _ := path.Match(p.Name, ifname); !ok {
+		return false
+	}
+	return p.MAC == nil || guestMAC == nil || bytes.Equal(p.MAC, guestMAC)
 }
 
-// PortFor returns the first [[network.NAME.port]] matching the interface, or nil.
-func (n *Network) PortFor(ifname string) *Port {
+// PortFor returns the first [[network.NAME.port]] matching the interface
+// and its guest's MAC (nil: unknown), or nil.
+func (n *Network) PortFor(ifname string, guestMAC net.HardwareAddr) *Port {
 	for i := range n.Ports {
-		if n.Ports[i].Matches(ifname) {
+		if n.Ports[i].Matches(ifname, guestMAC) {
 			return &n.Ports[i]
 		}
 	}
@@ -81,7 +87,7 @@ func (n *Network) PortFor(ifname string) *Port {
 // matching the interface (first by network name), or nil.
 func (c *Config) NetworkForPort(ifname string) *Network {
 	for _, name := range sortedKeys(c.Networks) {
-		if n := c.Networks[name]; n.PortFor(ifname) != nil {
+		if n := c.Networks[name]; n.PortFor(ifname, nil) != nil {
 			return n
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // Select picks the network a caller means and overlays the caller's own
@@ -36,7 +38,7 @@ func (c *Config) Select(name string, ov *NetworkSpec) (*Network, error) {
 				ov = &o
 			}
 		} else {
-			if err := ValidIfname(*ov.Bridge); err != nil {
+			if err := names.Interface(*ov.Bridge); err != nil {
 				return nil, fmt.Errorf("config: bridge %w", err)
 			}
 			name = adHocName(*ov.Bridge)

@@ -35,6 +35,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // Host is a static lease: the guest with this MAC always gets IP, and Name
@@ -89,8 +91,6 @@ const (
 )
 
 var (
-	networkRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,14}$`)
-	ifnameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	domainRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	userRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
@@ -99,8 +99,8 @@ var (
 )
 
 func validNetwork(network string) error {
-	if !networkRE.MatchString(network) {
-		return fmt.Errorf("dhcp: invalid network name %q: want 1-15 characters from A-Z a-z 0-9 _ -, starting with a letter or digit", network)
+	if err := names.Network(network); err != nil {
+		return fmt.Errorf("dhcp: invalid %w", err)
 	}
 	return nil
 }
@@ -179,8 +179,11 @@ func (s *Spec) Validate() error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("dhcp: network %s: "+format, append([]any{s.Network}, args...)...)
 	}
-	if !ifnameRE.MatchString(s.Bridge) || s.Bridge == "." || s.Bridge == ".." || s.Bridge == "lo" {
-		return fail("bridge %q: want an interface name of 1-15 characters from A-Z a-z 0-9 _ . - (not lo)", s.Bridge)
+	if err := names.Interface(s.Bridge); err != nil {
+		return fail("bridge %w", err)
+	}
+	if s.Bridge == "lo" {
+		return fail("bridge %q: not loopback", s.Bridge)
 	}
 	sub, err := newSubnet(s.Gateway)
 	if err != nil {

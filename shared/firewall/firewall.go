@@ -31,8 +31,9 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // NetworkRules is everything the firewall needs to know about one network.
@@ -170,21 +171,16 @@ func (e oneLine) Error() string {
 	return strings.Join(keep, " ")
 }
 
-var (
-	networkRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,14}$`)
-	ifnameRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-)
-
 func validNetwork(name string) error {
-	if !networkRE.MatchString(name) {
-		return errorf("invalid network name %q (want [A-Za-z0-9][A-Za-z0-9_-], at most 15 characters)", name)
+	if err := names.Network(name); err != nil {
+		return errorf("invalid %w", err)
 	}
 	return nil
 }
 
 func validIfname(what, name string) error {
-	if !ifnameRE.MatchString(name) || name == "." || name == ".." {
-		return errorf("invalid %s interface name %q (want [A-Za-z0-9_.-], at most 15 characters)", what, name)
+	if err := names.Interface(name); err != nil {
+		return errorf("invalid %s %w", what, err)
 	}
 	return nil
 }

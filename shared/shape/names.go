@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // Names.
@@ -18,8 +20,6 @@ const (
 )
 
 var (
-	ifnameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	networkRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	reservedRE = regexp.MustCompile(`^brs[pft][0-9a-f]{11}$`)
 )
 
@@ -47,8 +47,8 @@ func netIfbName(network string, d direction) string {
 }
 
 func validPort(port string) error {
-	if !ifnameRE.MatchString(port) || port == "." || port == ".." {
-		return fmt.Errorf("shape: invalid port name %q: want an interface name of 1-15 letters, digits, '.', '-' or '_'", port)
+	if err := names.Interface(port); err != nil {
+		return fmt.Errorf("shape: invalid port name: %w", err)
 	}
 	if reservedRE.MatchString(port) {
 		return fmt.Errorf("shape: invalid port name %q: names brs[pft]<hash> belong to brouter's ifb devices", port)
@@ -57,8 +57,8 @@ func validPort(port string) error {
 }
 
 func validNetwork(network string) error {
-	if !networkRE.MatchString(network) {
-		return fmt.Errorf("shape: invalid network name %q: want 1-64 letters, digits, '.', '-' or '_', starting with a letter or digit", network)
+	if err := names.Network(network); err != nil {
+		return fmt.Errorf("shape: invalid %w", err)
 	}
 	return nil
 }

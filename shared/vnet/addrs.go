@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/state"
 )
 
@@ -54,7 +55,7 @@ func addrFile(a netip.Addr) string { return strings.ReplaceAll(a.String(), ":", 
 // capability). Allocating for an owner that has addresses returns those.
 // The prefixes carry the subnet's length.
 func (m *Manager) Allocate(n *config.Network, owner string, want []netip.Addr) ([]netip.Prefix, error) {
-	if err := config.ValidIfname(owner); err != nil {
+	if err := names.Interface(owner); err != nil {
 		return nil, fmt.Errorf("vnet: allocate: owner: %w", err)
 	}
 	if !n.Subnet.IsValid() && !n.Subnet6.IsValid() {
@@ -199,7 +200,7 @@ func (m *Manager) claimAddrs(n *config.Network, owner string, ips []netip.Addr) 
 
 // Release frees owner's addresses; an owner without any is not an error.
 func (m *Manager) Release(network, owner string) error {
-	if err := config.ValidIfname(owner); err != nil {
+	if err := names.Interface(owner); err != nil {
 		return fmt.Errorf("vnet: release: owner: %w", err)
 	}
 	dir := m.addrDir(network)
@@ -241,7 +242,7 @@ func (m *Manager) Owners(network string) ([]string, error) {
 
 // Addresses returns owner's addresses on the network (none: nil).
 func (m *Manager) Addresses(n *config.Network, owner string) ([]netip.Prefix, error) {
-	if err := config.ValidIfname(owner); err != nil {
+	if err := names.Interface(owner); err != nil {
 		return nil, fmt.Errorf("vnet: owner: %w", err)
 	}
 	had, err := m.owned(m.addrDir(n.Name), owner)

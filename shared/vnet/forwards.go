@@ -14,6 +14,7 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 )
 
 // Forward is one published port of a guest (CNI's portMappings): traffic to
@@ -128,7 +129,7 @@ func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forwa
 // is still attached, and names it.
 func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
 	network, port, ok := strings.Cut(owner, "/")
-	if !ok || config.ValidNetworkName(network) != nil || config.ValidIfname(port) != nil {
+	if !ok || config.ValidNetworkName(network) != nil || names.Interface(port) != nil {
 		return "", false
 	}
 	var pr portRecord

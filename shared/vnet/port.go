@@ -20,8 +20,17 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/shape"
 )
+
+// HostPortMAC is the MAC hooks give the host side of a guest's port (a Xen
+// vif, a QEMU tap). A bridge takes the lowest MAC of its ports as its own
+// unless it has one set; fe:ff:ff:ff:ff:ff is never lower than a guest's,
+// so the bridge never adopts a port's address. A fresh copy each call.
+func HostPortMAC() net.HardwareAddr {
+	return net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
+}
 
 // PortSpec is one port joining a network: a Xen vif, a QEMU tap or the host
 // end of a CNI veth. Hooks fill in what their caller tells them; Attach is
@@ -29,8 +38,8 @@ import (
 type PortSpec struct {
 	// Name of the host-side interface.
 	Name string
-	// MAC to give the host-side interface (nil: leave it). Xen vifs get
-	// fe:ff:ff:ff:ff:ff so the bridge never adopts a guest port's address.
+	// MAC to give the host-side interface (nil: leave it). Xen vifs and
+	// QEMU taps get HostPortMAC.
 	MAC net.HardwareAddr
 	// MTU of the port; 0 means the bridge's (mode route: the network's).
 	MTU int
@@ -105,9 +114,12 @@ func portRecordName(network, port string) string { return portDir(network) + "/"
 
 // Attach joins a port to a running network: on the bridge (or, in mode route,
 // routed to the guest's addresses), with its MTU and MAC, its shaping, and
-// antispoof when asked. Attaching an attached port again applies the new spec
-// and changes nothing else. A failed Attach leaves nothing behind.
+// antispoof when asked. The network's [[network.NAME.port]] rule for the
+// port applies, whichever kind of port it is (see withPortRule). Attaching an
+// attached port again applies the new spec and changes nothing else. A
+// failed Attach leaves nothing behind.
 func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
+	p = withPortRule(n, p)
 	if err := validatePort(n, &p); err != nil {
 		return invalidPort{err}
 	}
@@ -309,8 +321,29 @@ func unionForwards(a, b []Forward) []Forward {
 	return out
 }
 
+// withPortRule completes a port's spec with the network's first
+// [[network.NAME.port]] rule matching its name and guest MAC: the rule gives
+// what the caller did not (the guest's MAC, its addresses), and turns
+// antispoof on when it asks for it. What the caller knows wins (a vif's mac
+// and ip keys, a container's MAC and IPAM addresses), and a rule never turns
+// off antispoof that the caller or the network asks for.
+func withPortRule(n *config.Network, p PortSpec) PortSpec {
+	r := n.PortFor(p.Name, p.GuestMAC)
+	if r == nil {
+		return p
+	}
+	if p.GuestMAC == nil {
+		p.GuestMAC = slices.Clone(r.MAC)
+	}
+	if len(p.IPs) == 0 {
+		p.IPs = slices.Clone(r.IPs)
+	}
+	p.Antispoof = p.Antispoof || r.Antispoof
+	return p
+}
+
 func validatePort(n *config.Network, p *PortSpec) error {
-	if err := config.ValidIfname(p.Name); err != nil {
+	if err := names.Interface(p.Name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	if p.Name == n.Bridge || p.Name == n.Uplink && n.Uplink != "" {
@@ -441,7 +474,7 @@ func applyShaping(n *config.Network, port string, sh config.PortShaping) error {
 // Detach takes a port off its network and removes everything Attach gave it.
 // A port that is already gone, or was never attached, is not an error.
 func (m *Manager) Detach(n *config.Network, name string) error {
-	if err := config.ValidIfname(name); err != nil {
+	if err := names.Interface(name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	l, err := m.lock(n.Name)
@@ -595,7 +628,7 @@ func (m *Manager) detachRecordedPorts(n *config.Network) error {
 // QEMU's ifdown) use it. A port with no record has its shaping removed, in
 // case an earlier attach died before recording it, and is otherwise left alone.
 func (m *Manager) DetachPort(name string) error {
-	if err := config.ValidIfname(name); err != nil {
+	if err := names.Interface(name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
 	nets, err := m.portNetworks()

@@ -23,6 +23,7 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/names"
 	"github.com/brouter/brouter/shared/shape"
 	"github.com/brouter/brouter/shared/state"
 )
@@ -275,7 +276,7 @@ func (m *Manager) NetworkByBridge(br string) (*config.Network, error) {
 	if n := m.Config.NetworkByBridge(br); n != nil {
 		return n, nil
 	}
-	if err := config.ValidIfname(br); err != nil {
+	if err := names.Interface(br); err != nil {
 		return nil, fmt.Errorf("vnet: bridge %w", err)
 	}
 	l, err := link.Get(br)

@@ -112,7 +112,7 @@ func handle(req request) error {
 	}
 	// The network's [[network.NAME.port]] rules apply in Attach, as for
 	// every kind of port: they tell it the guest's MAC and addresses.
-	return m.Attach(n, vnet.PortSpec{Name: req.tap, MAC: vnet.HostPortMAC()})
+	return m.Attach(n, vnet.PortRequest{Name: req.tap, MAC: vnet.HostPortMAC()})
 }
 
 // pick chooses the tap's network: BRIDGE argument, $BROUTER_NETWORK, a port

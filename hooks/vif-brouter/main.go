@@ -238,8 +238,8 @@ func (c *call) online() (string, error) {
 }
 
 // portSpec turns the vif's settings into the library's port request.
-func (c *call) portSpec(dev string) (vnet.PortSpec, error) {
-	p := vnet.PortSpec{Name: dev, MAC: vnet.HostPortMAC()}
+func (c *call) portSpec(dev string) (vnet.PortRequest, error) {
+	p := vnet.PortRequest{Name: dev, MAC: vnet.HostPortMAC()}
 	if s := c.get("mac"); s != "" {
 		mac, err := net.ParseMAC(s)
 		if err != nil || len(mac) != 6 {

@@ -466,7 +466,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			_ = ip.DelLinkByName(hostName)
 		}
 		if recDone {
-			_ = m.Run.Remove(attachmentName(hostName))
+			_ = m.Records.Remove(attachmentName(hostName))
 		}
 		if ipamCh != nil {
 			if !ipamWaited {
@@ -493,7 +493,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	// The record first, so GC finds a veth left by an ADD killed midway.
 	rec := attachment{CNINetwork: c.Name, Network: n.Name, ContainerID: args.ContainerID, IfName: args.IfName}
-	if err := m.Run.Write(attachmentName(hostName), &rec); err != nil {
+	if err := m.Records.Write(attachmentName(hostName), &rec); err != nil {
 		return cniError("record attachment "+hostName, err)
 	}
 	recDone = true
@@ -555,7 +555,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return cniError("configure "+args.IfName, err)
 	}
 
-	spec := vnet.PortSpec{
+	spec := vnet.PortRequest{
 		Name:      hostName,
 		GuestMAC:  contIf.HardwareAddr,
 		Antispoof: c.Antispoof == nil || *c.Antispoof,
@@ -700,7 +700,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		if err := ip.DelLinkByName(hostName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
 			errs = append(errs, cniError("delete "+hostName, err))
 		} else if len(errs) == 0 {
-			if err := m.Run.Remove(attachmentName(hostName)); err != nil {
+			if err := m.Records.Remove(attachmentName(hostName)); err != nil {
 				errs = append(errs, cniError("remove attachment "+hostName, err))
 			}
 		}
@@ -846,7 +846,7 @@ func cmdGC(args *skel.CmdArgs) error {
 			cands[p] = true
 		}
 	}
-	recs, err := m.Run.List("cni.d")
+	recs, err := m.Records.List("cni.d")
 	if err != nil {
 		return cniError("list CNI attachments", err)
 	}
@@ -861,7 +861,7 @@ func cmdGC(args *skel.CmdArgs) error {
 			continue
 		}
 		var rec attachment
-		had, err := m.Run.Read(attachmentName(p), &rec)
+		had, err := m.Records.Read(attachmentName(p), &rec)
 		if err != nil {
 			errs = append(errs, cniError("read attachment "+p, err))
 			continue
@@ -886,7 +886,7 @@ func cmdGC(args *skel.CmdArgs) error {
 				continue
 			}
 		}
-		if err := m.Run.Remove(attachmentName(p)); err != nil {
+		if err := m.Records.Remove(attachmentName(p)); err != nil {
 			errs = append(errs, cniError("remove attachment "+p, err))
 		}
 	}
@@ -899,7 +899,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		}
 		for _, o := range owners {
 			var rec attachment
-			had, _ := m.Run.Read(attachmentName(o), &rec)
+			had, _ := m.Records.Read(attachmentName(o), &rec)
 			if !isCNIPort(o) || valid[o] || had && rec.CNINetwork != c.Name {
 				continue
 			}

@@ -118,8 +118,8 @@ type Network struct {
 	// Alloc: the pools brouter's own allocator hands out from (always set
 	// for a subnet the network has).
 	Alloc Alloc
-	// Ports: what is known about the guests behind matching ports.
-	Ports []Port
+	// PortRules: what is known about the guests behind matching ports.
+	PortRules []PortRule
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -159,10 +159,10 @@ type NetworkSpec struct {
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
 
-	Shaping *ShapingSpec `toml:"shaping"`
-	DHCP    *DHCPSpec    `toml:"dhcp"`
-	Alloc   *AllocSpec   `toml:"alloc"`
-	Port    []PortSpec   `toml:"port"`
+	Shaping *ShapingSpec   `toml:"shaping"`
+	DHCP    *DHCPSpec      `toml:"dhcp"`
+	Alloc   *AllocSpec     `toml:"alloc"`
+	Port    []PortRuleSpec `toml:"port"`
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -389,7 +389,7 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 	if n.Alloc, err = s.Alloc.validate("network."+name+".alloc", n); err != nil {
 		return nil, err
 	}
-	if n.Ports, err = validatePorts("network."+name+".port", s.Port); err != nil {
+	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -38,11 +37,11 @@ name = "tap-any*"
 	if len(d.Hosts) != 1 || d.Hosts[0].Name != "web" || d.Hosts[0].IP.String() != "10.98.98.20" {
 		t.Errorf("hosts %+v", d.Hosts)
 	}
-	if p := n.PortFor("tap-web0", nil); p == nil || !p.Antispoof || p.MAC.String() != "00:16:3e:00:00:20" {
-		t.Errorf("PortFor(tap-web0) = %+v", p)
+	if p := n.PortRuleFor("tap-web0", nil); p == nil || !p.Antispoof || p.MAC.String() != "00:16:3e:00:00:20" {
+		t.Errorf("PortRuleFor(tap-web0) = %+v", p)
 	}
-	if p := n.PortFor("tap-any3", nil); p == nil || p.Antispoof {
-		t.Errorf("PortFor(tap-any3) = %+v, want a rule without antispoof", p)
+	if p := n.PortRuleFor("tap-any3", nil); p == nil || p.Antispoof {
+		t.Errorf("PortRuleFor(tap-any3) = %+v, want a rule without antispoof", p)
 	}
 	if c.NetworkForPort("tap-web0") != n || c.NetworkForPort("eth0") != nil {
 		t.Error("NetworkForPort")
@@ -51,40 +50,6 @@ name = "tap-any*"
 
 // A port rule naming a mac applies to that guest's ports, and to ports whose
 // guest is unknown (a QEMU tap); never to another guest's.
-func TestPortRuleMatchesMAC(t *testing.T) {
-	c, err := Parse([]byte(`
-[network.lab]
-[[network.lab.port]]
-name = "vif*"
-mac = "00:16:3e:00:00:20"
-ips = ["10.6.7.20"]
-[[network.lab.port]]
-name = "*"
-ips = ["10.6.7.30"]
-antispoof = false
-`), "t.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := c.Networks["lab"]
-	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
-	for _, tc := range []struct {
-		ifname string
-		mac    net.HardwareAddr
-		want   string
-	}{
-		{"vif1.0", mac("00:16:3e:00:00:20"), "10.6.7.20"},
-		{"vif1.0", nil, "10.6.7.20"},
-		{"vif1.0", mac("00:16:3e:00:00:21"), "10.6.7.30"},
-		{"brv0123456789ab", mac("00:16:3e:00:00:20"), "10.6.7.30"},
-	} {
-		p := n.PortFor(tc.ifname, tc.mac)
-		if p == nil || len(p.IPs) != 1 || p.IPs[0].String() != tc.want {
-			t.Errorf("PortFor(%s, %v) = %+v, want the rule giving %s", tc.ifname, tc.mac, p, tc.want)
-		}
-	}
-}
-
 func TestDHCPErrors(t *testing.T) {
 	base := "[network.lab]\nbridge = \"brlab\"\naddress = \"10.98.98.1/24\"\n"
 	cases := []struct{ doc, want string }{

@@ -37,7 +37,7 @@ type Shaping struct {
 	Default PortShaping
 	// Total limits all guests of the network together (0: none).
 	TotalToGuest, TotalFromGuest uint64
-	Rules                        []PortRule
+	Rules                        []ShapingRule
 }
 
 // PortShaping is what one port gets. Rates in bits/s, bursts in bytes; 0 means
@@ -75,7 +75,7 @@ func (p PortShaping) Validate() error {
 }
 
 // PortRule overrides the defaults for ports matching MAC and/or Name (a glob).
-type PortRule struct {
+type ShapingRule struct {
 	MAC  net.HardwareAddr
 	Name string
 	set  PortShaping
@@ -137,7 +137,7 @@ func (s *ShapingSpec) validate(key string) (*Shaping, error) {
 	}
 	for i, p := range s.Port {
 		pk := fmt.Sprintf("%s.port[%d]", key, i)
-		r := PortRule{}
+		r := ShapingRule{}
 		if p.MAC == nil && p.Name == nil {
 			return nil, fmt.Errorf("%s: give mac or name to say which ports it applies to", pk)
 		}

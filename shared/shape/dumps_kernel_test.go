@@ -22,7 +22,7 @@ func TestNoHostWideDumps(t *testing.T) {
 	})
 	lanTo, lanFrom := NetworkIfbs("lan")
 	wanTo, _ := NetworkIfbs("wan")
-	apply := func(s PortSpec) func() error { return func() error { return ApplyPort(s) } }
+	apply := func(s PortLimits) func() error { return func() error { return ApplyPort(s) } }
 	removeIn := func(port, network string) func() error {
 		return func() error { return RemovePortIn(port, network) }
 	}
@@ -30,18 +30,18 @@ func TestNoHostWideDumps(t *testing.T) {
 		what string
 		fn   func() error
 	}{
-		{"ApplyPort, new port", apply(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})},
-		{"ApplyPort, same spec again", apply(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})},
-		{"ApplyPort, changed rates", apply(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6, Burst: 64 << 10}})},
-		{"ApplyPort, one direction dropped", apply(PortSpec{Port: "vp1", FromGuest: Limit{Rate: 40e6}})},
-		{"ApplyPort, joins an aggregate", apply(PortSpec{Port: "vp1", Network: "lan", Priority: High, ToGuest: Limit{Rate: 10e6}})},
-		{"ApplyPort, aggregate member again", apply(PortSpec{Port: "vp1", Network: "lan", Priority: High, ToGuest: Limit{Rate: 10e6}})},
-		{"ApplyPort, aggregate member changed", apply(PortSpec{Port: "vp1", Network: "lan", Priority: Low, FromGuest: Limit{Rate: 5e6}})},
-		{"ApplyPort, second member", apply(PortSpec{Port: "vp2", Network: "lan"})},
-		{"ApplyPort, moves to another network", apply(PortSpec{Port: "vp1", Network: "wan", FromGuest: Limit{Rate: 5e6}})},
-		{"ApplyPort, leaves every network", apply(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 1e6}})},
-		{"ApplyPort, back into a network", apply(PortSpec{Port: "vp1", Network: "wan", FromGuest: Limit{Rate: 5e6}})},
-		{"ApplyPort, network without aggregates", apply(PortSpec{Port: "vp3", Network: "plain", ToGuest: Limit{Rate: 5e6}, FromGuest: Limit{Rate: 5e6}})},
+		{"ApplyPort, new port", apply(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})},
+		{"ApplyPort, same spec again", apply(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})},
+		{"ApplyPort, changed rates", apply(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6, Burst: 64 << 10}})},
+		{"ApplyPort, one direction dropped", apply(PortLimits{Port: "vp1", FromGuest: Limit{Rate: 40e6}})},
+		{"ApplyPort, joins an aggregate", apply(PortLimits{Port: "vp1", Network: "lan", Priority: High, ToGuest: Limit{Rate: 10e6}})},
+		{"ApplyPort, aggregate member again", apply(PortLimits{Port: "vp1", Network: "lan", Priority: High, ToGuest: Limit{Rate: 10e6}})},
+		{"ApplyPort, aggregate member changed", apply(PortLimits{Port: "vp1", Network: "lan", Priority: Low, FromGuest: Limit{Rate: 5e6}})},
+		{"ApplyPort, second member", apply(PortLimits{Port: "vp2", Network: "lan"})},
+		{"ApplyPort, moves to another network", apply(PortLimits{Port: "vp1", Network: "wan", FromGuest: Limit{Rate: 5e6}})},
+		{"ApplyPort, leaves every network", apply(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 1e6}})},
+		{"ApplyPort, back into a network", apply(PortLimits{Port: "vp1", Network: "wan", FromGuest: Limit{Rate: 5e6}})},
+		{"ApplyPort, network without aggregates", apply(PortLimits{Port: "vp3", Network: "plain", ToGuest: Limit{Rate: 5e6}, FromGuest: Limit{Rate: 5e6}})},
 		{"RemovePortIn, aggregate member", removeIn("vp2", "lan")},
 		{"RemovePortIn, again", removeIn("vp2", "lan")},
 		{"RemovePortIn, network without aggregates", removeIn("vp3", "plain")},
@@ -65,7 +65,7 @@ func TestNoHostWideDumps(t *testing.T) {
 
 	// A port whose device is gone: its own ifb and its class in the named
 	// network's aggregate still go, without a dump.
-	if err := h.do(t, apply(PortSpec{Port: "vp2", Network: "wan", FromGuest: Limit{Rate: 7e6}})); err != nil {
+	if err := h.do(t, apply(PortLimits{Port: "vp2", Network: "wan", FromGuest: Limit{Rate: 7e6}})); err != nil {
 		t.Fatal(err)
 	}
 	h.dom0.Exec(t, "ip", "link", "del", "vp2")

@@ -13,7 +13,7 @@ import (
 // shaping in place, and removes what s no longer asks for. s is validated
 // before anything is touched; if the kernel refuses a step, the port's
 // previous shaping is put back.
-func ApplyPort(s PortSpec) error {
+func ApplyPort(s PortLimits) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -23,7 +23,7 @@ func ApplyPort(s PortSpec) error {
 	if err != nil {
 		return err
 	}
-	prev, prevNets, hadPrev, err := readPortSpec(l)
+	prev, prevNets, hadPrev, err := readPortLimits(l)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func portLink(port string) (netlink.Link, error) {
 // its filters): it leaves them, except s.Network's when it joins that. Only
 // these networks' ifbs are looked at, by name: the cost does not depend on
 // how many ports or networks the host has.
-func applyPort(l netlink.Link, s PortSpec, leave ...string) error {
+func applyPort(l netlink.Link, s PortLimits, leave ...string) error {
 	for _, d := range directions {
 		var target netlink.Link
 		if s.Network != "" {
@@ -264,7 +264,7 @@ func removePort(port string, scanAll bool, networks ...string) error {
 		return err
 	}
 	if l != nil {
-		_, named, _, err := readPortSpec(l)
+		_, named, _, err := readPortLimits(l)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -298,11 +298,11 @@ func removePort(port string, scanAll bool, networks ...string) error {
 	return errors.Join(errs...)
 }
 
-// readPortSpec reads back the spec a port was applied with, from the names
+// readPortLimits reads back the spec a port was applied with, from the names
 // of its classifier filters; ok is false if the port is not shaped. nets are
 // the networks those names give (normally one, or none), whose aggregates the
 // port may have joined.
-func readPortSpec(l netlink.Link) (s PortSpec, nets []string, ok bool, err error) {
+func readPortLimits(l netlink.Link) (s PortLimits, nets []string, ok bool, err error) {
 	s.Port = l.Attrs().Name
 	for _, d := range directions {
 		hf, err := listHook(l, d.hook())

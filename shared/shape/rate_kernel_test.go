@@ -89,7 +89,7 @@ func TestRatePerPort(t *testing.T) {
 	h.guests[1].Start(t, "iperf3", "-s", "-p", "5201")
 	for _, rate := range []uint64{10e6, 100e6} {
 		h.must(t, func() error {
-			return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: rate}, FromGuest: Limit{Rate: rate}})
+			return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: rate}, FromGuest: Limit{Rate: rate}})
 		})
 		within(t, FormatRate(rate)+" from guest", iperf(t, h, 0, "10.201.0.2", 5201), float64(rate), 0.10)
 		within(t, FormatRate(rate)+" to guest", iperf(t, h, 0, "10.201.0.2", 5201, "-R"), float64(rate), 0.10)
@@ -109,7 +109,7 @@ func TestRateIgnoresUpstreamPriority(t *testing.T) {
 	h.dom0.Exec(t, "nft", "add rule bridge qos forward meta priority set 1:0")
 	const rate = 10e6
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: rate}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: rate}})
 	})
 	within(t, "to guest, priority set to 1:0 on the way", iperf(t, h, 0, "10.201.0.2", 5201, "-R"), rate, 0.10)
 	if q := h.dom0.Exec(t, "tc", "-s", "qdisc", "show", "dev", "vp1"); !strings.Contains(q, "direct_packets_stat 0 ") {
@@ -128,10 +128,10 @@ func TestRateAggregatePriority(t *testing.T) {
 		if err := ApplyNetwork(NetworkSpec{Network: "lan", FromGuest: Limit{Rate: total}}); err != nil {
 			return err
 		}
-		if err := ApplyPort(PortSpec{Port: "vp1", Network: "lan", Priority: High}); err != nil {
+		if err := ApplyPort(PortLimits{Port: "vp1", Network: "lan", Priority: High}); err != nil {
 			return err
 		}
-		return ApplyPort(PortSpec{Port: "vp3", Network: "lan", Priority: Low})
+		return ApplyPort(PortLimits{Port: "vp3", Network: "lan", Priority: Low})
 	})
 	var hi, lo float64
 	var ehi, elo error

@@ -103,8 +103,8 @@ type Limit struct {
 	Burst uint64 // bytes; 0 = automatic (AutoBurst), which is what you want
 }
 
-// PortSpec is the shaping of one port.
-type PortSpec struct {
+// PortLimits is the shaping of one port.
+type PortLimits struct {
 	// Port is the host-side interface: vif3.0, tap0, veth1234abcd.
 	Port string
 	// ToGuest limits what the port sends to the guest, FromGuest what the guest sends.
@@ -152,7 +152,7 @@ func (d direction) hook() uint32 {
 	return hookIngress
 }
 
-func (s PortSpec) limit(d direction) Limit {
+func (s PortLimits) limit(d direction) Limit {
 	if d == toGuest {
 		return s.ToGuest
 	}
@@ -187,7 +187,7 @@ func (l Limit) validate(what string) error {
 	return nil
 }
 
-func (s PortSpec) validate() error {
+func (s PortLimits) validate() error {
 	if err := validPort(s.Port); err != nil {
 		return err
 	}

@@ -94,7 +94,7 @@ func (h *host) tcDump(t *testing.T, skip ...string) string {
 func TestApplyPortCreatesExpectedObjects(t *testing.T) {
 	h := newHost(t, 1)
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6, Burst: 64 << 10}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6, Burst: 64 << 10}})
 	})
 	ifb := PortIfb("vp1")
 	q := h.dom0.Exec(t, "tc", "qdisc", "show", "dev", "vp1")
@@ -139,7 +139,7 @@ func TestApplyPortCreatesExpectedObjects(t *testing.T) {
 
 func TestApplyPortTwiceChangesNothing(t *testing.T) {
 	h := newHost(t, 1)
-	spec := PortSpec{Port: "vp1", ToGuest: Limit{Rate: 50e6}, FromGuest: Limit{Rate: 5e6}, Priority: High}
+	spec := PortLimits{Port: "vp1", ToGuest: Limit{Rate: 50e6}, FromGuest: Limit{Rate: 5e6}, Priority: High}
 	h.must(t, func() error { return ApplyPort(spec) })
 	first := h.tcDump(t)
 	h.must(t, func() error { return ApplyPort(spec) })
@@ -177,11 +177,11 @@ func TestApplyPortTwiceChangesNothing(t *testing.T) {
 func TestApplyPortChangesInPlace(t *testing.T) {
 	h := newHost(t, 1)
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
 	})
 	ifbBefore := h.dom0.Exec(t, "cat", "/sys/class/net/"+PortIfb("vp1")+"/ifindex")
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6}})
 	})
 	if got := h.dom0.Exec(t, "cat", "/sys/class/net/"+PortIfb("vp1")+"/ifindex"); got != ifbBefore {
 		t.Errorf("ifb was recreated (ifindex %s -> %s), want it changed in place", strings.TrimSpace(ifbBefore), strings.TrimSpace(got))
@@ -196,21 +196,21 @@ func TestApplyPortChangesInPlace(t *testing.T) {
 	changed := h.tcDump(t)
 	h.must(t, func() error { return RemovePort("vp1") })
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 30e6}, FromGuest: Limit{Rate: 40e6}})
 	})
 	if d := nstest.Diff(stripIDs(changed), stripIDs(h.tcDump(t))); d != "" {
 		t.Errorf("changed in place differs from applied afresh:\n%s", d)
 	}
 
 	// Dropping one direction removes just that direction.
-	h.must(t, func() error { return ApplyPort(PortSpec{Port: "vp1", FromGuest: Limit{Rate: 40e6}}) })
+	h.must(t, func() error { return ApplyPort(PortLimits{Port: "vp1", FromGuest: Limit{Rate: 40e6}}) })
 	if q := h.dom0.Exec(t, "tc", "qdisc", "show", "dev", "vp1"); strings.Contains(q, "htb") {
 		t.Errorf("to-guest shaping left after it was dropped:\n%s", q)
 	}
 	if f := h.dom0.Exec(t, "tc", "filter", "show", "dev", "vp1", "egress"); f != "" {
 		t.Errorf("egress filters left:\n%s", f)
 	}
-	h.must(t, func() error { return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 40e6}}) })
+	h.must(t, func() error { return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 40e6}}) })
 	if _, err := h.dom0.Try("ip", "link", "show", PortIfb("vp1")); err == nil {
 		t.Errorf("ifb left after from-guest shaping was dropped")
 	}
@@ -226,7 +226,7 @@ func TestRemovePortRestoresBeforeState(t *testing.T) {
 	h := newHost(t, 1)
 	before, beforeTC := h.dom0.Dump(t), h.tcDump(t)
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 20e6}})
 	})
 	for i := 0; i < 2; i++ { // twice: the second finds nothing and is fine with that
 		h.must(t, func() error { return RemovePort("vp1") })
@@ -238,7 +238,7 @@ func TestRemovePortRestoresBeforeState(t *testing.T) {
 		}
 	}
 	// A port that is already gone: its ifb must still go.
-	h.must(t, func() error { return ApplyPort(PortSpec{Port: "vp1", FromGuest: Limit{Rate: 20e6}}) })
+	h.must(t, func() error { return ApplyPort(PortLimits{Port: "vp1", FromGuest: Limit{Rate: 20e6}}) })
 	h.dom0.Exec(t, "ip", "link", "del", "vp1")
 	h.must(t, func() error { return RemovePort("vp1") })
 	if out := h.dom0.Exec(t, "ip", "-o", "link", "show", "type", "ifb"); out != "" {
@@ -248,23 +248,23 @@ func TestRemovePortRestoresBeforeState(t *testing.T) {
 
 func TestValidationChangesNothing(t *testing.T) {
 	h := newHost(t, 1)
-	h.must(t, func() error { return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}}) })
+	h.must(t, func() error { return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}}) })
 	before := h.tcDump(t)
 	for _, tc := range []struct {
 		name string
-		spec PortSpec
+		spec PortLimits
 		want string
 	}{
-		{"burst above 1GiB", PortSpec{Port: "vp1", ToGuest: Limit{Rate: 1e9, Burst: 2 << 30}}, "burst 2GiB is above the maximum of 1GiB"},
-		{"burst beyond the kernel's bucket", PortSpec{Port: "vp1", ToGuest: Limit{Rate: 1e6, Burst: 512 << 20}}, "more than the kernel can hold"},
-		{"burst without rate", PortSpec{Port: "vp1", FromGuest: Limit{Burst: 1 << 20}}, "without a rate"},
-		{"rate too low", PortSpec{Port: "vp1", ToGuest: Limit{Rate: 100}}, "below the minimum"},
-		{"bad port name", PortSpec{Port: "vp1;rm -rf", ToGuest: Limit{Rate: 1e6}}, "invalid port name"},
-		{"long port name", PortSpec{Port: "a23456789012345x", ToGuest: Limit{Rate: 1e6}}, "invalid port name"},
-		{"reserved port name", PortSpec{Port: PortIfb("x"), ToGuest: Limit{Rate: 1e6}}, "belong to brouter"},
-		{"bad network", PortSpec{Port: "vp1", Network: "a b", ToGuest: Limit{Rate: 1e6}}, "invalid network name"},
-		{"bad priority", PortSpec{Port: "vp1", Priority: 7, ToGuest: Limit{Rate: 1e6}}, "invalid priority"},
-		{"no such port", PortSpec{Port: "nope0", ToGuest: Limit{Rate: 1e6}}, "no such port"},
+		{"burst above 1GiB", PortLimits{Port: "vp1", ToGuest: Limit{Rate: 1e9, Burst: 2 << 30}}, "burst 2GiB is above the maximum of 1GiB"},
+		{"burst beyond the kernel's bucket", PortLimits{Port: "vp1", ToGuest: Limit{Rate: 1e6, Burst: 512 << 20}}, "more than the kernel can hold"},
+		{"burst without rate", PortLimits{Port: "vp1", FromGuest: Limit{Burst: 1 << 20}}, "without a rate"},
+		{"rate too low", PortLimits{Port: "vp1", ToGuest: Limit{Rate: 100}}, "below the minimum"},
+		{"bad port name", PortLimits{Port: "vp1;rm -rf", ToGuest: Limit{Rate: 1e6}}, "invalid port name"},
+		{"long port name", PortLimits{Port: "a23456789012345x", ToGuest: Limit{Rate: 1e6}}, "invalid port name"},
+		{"reserved port name", PortLimits{Port: PortIfb("x"), ToGuest: Limit{Rate: 1e6}}, "belong to brouter"},
+		{"bad network", PortLimits{Port: "vp1", Network: "a b", ToGuest: Limit{Rate: 1e6}}, "invalid network name"},
+		{"bad priority", PortLimits{Port: "vp1", Priority: 7, ToGuest: Limit{Rate: 1e6}}, "invalid priority"},
+		{"no such port", PortLimits{Port: "nope0", ToGuest: Limit{Rate: 1e6}}, "no such port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := h.do(t, func() error { return ApplyPort(tc.spec) })
@@ -276,7 +276,7 @@ func TestValidationChangesNothing(t *testing.T) {
 			}
 		})
 	}
-	err := h.do(t, func() error { return ApplyPort(PortSpec{Port: "nope0", ToGuest: Limit{Rate: 1e6}}) })
+	err := h.do(t, func() error { return ApplyPort(PortLimits{Port: "nope0", ToGuest: Limit{Rate: 1e6}}) })
 	if !errors.Is(err, ErrNoPort) {
 		t.Errorf("missing port: %v, want ErrNoPort", err)
 	}
@@ -299,7 +299,7 @@ func TestApplyPortUndoesOnKernelError(t *testing.T) {
 
 	before := h.tcDump(t)
 	err := h.do(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
 	})
 	if err == nil || !strings.Contains(err.Error(), "brouter needs that name for an ifb") {
 		t.Fatalf("ApplyPort = %v, want the name clash", err)
@@ -308,10 +308,10 @@ func TestApplyPortUndoesOnKernelError(t *testing.T) {
 		t.Errorf("failed ApplyPort (port unshaped before) left changes:\n%s", d)
 	}
 
-	h.must(t, func() error { return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 20e6}}) })
+	h.must(t, func() error { return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 20e6}}) })
 	before = h.tcDump(t)
 	err = h.do(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 10e6}, FromGuest: Limit{Rate: 10e6}})
 	})
 	if err == nil {
 		t.Fatal("ApplyPort succeeded despite the name clash")
@@ -346,7 +346,7 @@ func TestTapPort(t *testing.T) {
 	h.dom0.Exec(t, "ip", "tuntap", "add", "dev", "vif3.0", "mode", "tap", "multi_queue")
 	h.dom0.Exec(t, "ip", "link", "set", "vif3.0", "up")
 	before, beforeTC := h.dom0.Dump(t), h.tcDump(t)
-	spec := PortSpec{Port: "vif3.0", ToGuest: Limit{Rate: 1e9}, FromGuest: Limit{Rate: 2e6, Burst: 16 << 10}}
+	spec := PortLimits{Port: "vif3.0", ToGuest: Limit{Rate: 1e9}, FromGuest: Limit{Rate: 2e6, Burst: 16 << 10}}
 	h.must(t, func() error { return ApplyPort(spec) })
 	if q := h.dom0.Exec(t, "tc", "qdisc", "show", "dev", "vif3.0"); !strings.Contains(q, "qdisc htb 1: root") {
 		t.Errorf("tap qdiscs:\n%s", q)
@@ -386,14 +386,14 @@ func TestNetworkAggregate(t *testing.T) {
 		return ApplyNetwork(NetworkSpec{Network: "lan", ToGuest: Limit{Rate: 100e6}, FromGuest: Limit{Rate: 60e6}})
 	})
 	h.must(t, func() error {
-		if err := ApplyPort(PortSpec{Port: "vp1", Network: "lan", Priority: High}); err != nil {
+		if err := ApplyPort(PortLimits{Port: "vp1", Network: "lan", Priority: High}); err != nil {
 			return err
 		}
-		if err := ApplyPort(PortSpec{Port: "vp2", Network: "lan", Priority: Low, ToGuest: Limit{Rate: 10e6}}); err != nil {
+		if err := ApplyPort(PortLimits{Port: "vp2", Network: "lan", Priority: Low, ToGuest: Limit{Rate: 10e6}}); err != nil {
 			return err
 		}
 		// vp3 has its own limits and no network: not part of the aggregate.
-		return ApplyPort(PortSpec{Port: "vp3", FromGuest: Limit{Rate: 5e6}})
+		return ApplyPort(PortLimits{Port: "vp3", FromGuest: Limit{Rate: 5e6}})
 	})
 	classes := h.dom0.Exec(t, "tc", "class", "show", "dev", fromIfb)
 	// from-guest 60M: vp1 high (weight 4), vp2 low (1): 48M and 12M guaranteed.
@@ -446,7 +446,7 @@ func TestNetworkAggregate(t *testing.T) {
 		if err := ApplyNetwork(NetworkSpec{Network: "lan", ToGuest: Limit{Rate: 100e6}, FromGuest: Limit{Rate: 60e6}}); err != nil {
 			return err
 		}
-		return ApplyPort(PortSpec{Port: "vp2", Network: "lan", Priority: Low, ToGuest: Limit{Rate: 10e6}})
+		return ApplyPort(PortLimits{Port: "vp2", Network: "lan", Priority: Low, ToGuest: Limit{Rate: 10e6}})
 	})
 	if d := nstest.Diff(dump, h.tcDump(t)); d != "" {
 		t.Errorf("re-applying the network and a port changed the kernel:\n%s", d)
@@ -515,7 +515,7 @@ func TestNetworkOneDirection(t *testing.T) {
 		if err := ApplyNetwork(NetworkSpec{Network: "n1", FromGuest: Limit{Rate: 50e6}}); err != nil {
 			return err
 		}
-		return ApplyPort(PortSpec{Port: "vp1", Network: "n1", ToGuest: Limit{Rate: 7e6}, FromGuest: Limit{Rate: 9e6}})
+		return ApplyPort(PortLimits{Port: "vp1", Network: "n1", ToGuest: Limit{Rate: 7e6}, FromGuest: Limit{Rate: 9e6}})
 	})
 	_, fromIfb := NetworkIfbs("n1")
 	if c := h.dom0.Exec(t, "tc", "class", "show", "dev", "vp1"); !strings.Contains(c, "rate 7Mbit ceil 7Mbit") {
@@ -526,7 +526,7 @@ func TestNetworkOneDirection(t *testing.T) {
 	}
 	// Leaving the network moves the port back to its own ifb.
 	h.must(t, func() error {
-		return ApplyPort(PortSpec{Port: "vp1", ToGuest: Limit{Rate: 7e6}, FromGuest: Limit{Rate: 9e6}})
+		return ApplyPort(PortLimits{Port: "vp1", ToGuest: Limit{Rate: 7e6}, FromGuest: Limit{Rate: 9e6}})
 	})
 	if c := h.dom0.Exec(t, "tc", "class", "show", "dev", fromIfb); strings.Contains(c, "1:2") {
 		t.Errorf("port still in the network after leaving it:\n%s", c)

@@ -296,7 +296,7 @@ func reserved(n *config.Network, a netip.Addr) string {
 			}
 		}
 	}
-	for _, p := range n.Ports {
+	for _, p := range n.PortRules {
 		if slices.Contains(p.IPs, a) {
 			return "a configured port's"
 		}
@@ -402,17 +402,17 @@ func (m *Manager) poolWarnings(n *config.Network) []string {
 		p := n.Alloc.Pool(a.Is6())
 		return p, p.Contains(a)
 	}
-	for _, p := range n.Ports {
+	for _, p := range n.PortRules {
 		for _, a := range p.IPs {
 			if pool, ok := inPool(a); ok {
 				out = append(out, fmt.Sprintf("port rule %q: address %s is in the allocator's pool %s; a container may get it first (move it, or the pool: [network.%s.alloc])", p.Name, a, pool, n.Name))
 			}
 		}
 	}
-	names, _ := m.Run.List(portDir(n.Name))
+	names, _ := m.Records.List(portDir(n.Name))
 	for _, f := range names {
 		var pr portRecord
-		if ok, err := m.Run.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok || pr.Owned || pr.Guard == nil {
+		if ok, err := m.Records.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok || pr.Owned || pr.Guard == nil {
 			continue
 		}
 		for _, a := range pr.Guard.IPs {

@@ -180,11 +180,11 @@ name = "tap-b*"
 mac = "00:16:3e:00:00:07"
 ips = ["10.98.98.7"]
 `)
-	m.Run = state.New(t.TempDir())
+	m.Records = state.New(t.TempDir())
 	pr := portRecord{Network: "lab", Port: "vif3.0", Guard: &guardRecord{IPs: []netip.Addr{netip.MustParseAddr("10.98.98.100"), netip.MustParseAddr("10.98.98.5")}}}
 	owned := portRecord{Network: "lab", Port: "brv1", Owned: true, Guard: &guardRecord{IPs: []netip.Addr{netip.MustParseAddr("10.98.98.64")}}}
 	for _, r := range []portRecord{pr, owned} {
-		if err := m.Run.Write(portRecordName("lab", r.Port), &r); err != nil {
+		if err := m.Records.Write(portRecordName("lab", r.Port), &r); err != nil {
 			t.Fatal(err)
 		}
 	}

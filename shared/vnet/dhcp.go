@@ -48,7 +48,7 @@ func (m *Manager) stopDHCP(network string) error {
 // staticLease registers the port's guest with the network's DHCP server when
 // its address is known at attach time (a Xen vif's ip=, a port rule), and
 // returns the MAC it registered ("" when none).
-func (m *Manager) staticLease(n *config.Network, p PortSpec) (string, error) {
+func (m *Manager) staticLease(n *config.Network, p PortRequest) (string, error) {
 	if n.DHCP == nil || p.GuestMAC == nil {
 		return "", nil
 	}

@@ -59,7 +59,7 @@ func describeHost(f Forward) string {
 
 // validateForwards checks a port's forwards against its network before
 // anything changes.
-func validateForwards(n *config.Network, p *PortSpec) error {
+func validateForwards(n *config.Network, p *PortRequest) error {
 	if len(p.Forwards) == 0 {
 		return nil
 	}
@@ -91,7 +91,7 @@ func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forwa
 	if len(want) == 0 && len(had) == 0 {
 		return nil
 	}
-	l, err := m.Run.Acquire(hostPortLock(), m.Config.LockTimeout)
+	l, err := m.Records.Acquire(hostPortLock(), m.Config.LockTimeout)
 	if err != nil {
 		return fmt.Errorf("vnet: published ports: %w", err)
 	}
@@ -100,7 +100,7 @@ func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forwa
 	var take []string
 	for _, f := range want {
 		name := claimName(f)
-		cur, err := os.ReadFile(filepath.Join(m.Run.Dir, name))
+		cur, err := os.ReadFile(filepath.Join(m.Records.Dir, name))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
@@ -133,7 +133,7 @@ func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
 		return "", false
 	}
 	var pr portRecord
-	had, err := m.Run.Read(portRecordName(network, port), &pr)
+	had, err := m.Records.Read(portRecordName(network, port), &pr)
 	if err != nil {
 		return owner, true // unreadable: not ours to take
 	}
@@ -141,7 +141,7 @@ func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
 }
 
 func (m *Manager) writeClaim(name, owner string) error {
-	p := filepath.Join(m.Run.Dir, name)
+	p := filepath.Join(m.Records.Dir, name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("vnet: published ports: %w", err)
 	}
@@ -160,7 +160,7 @@ func (m *Manager) releaseHostPorts(network, bridge, port string, had []Forward) 
 	if len(had) == 0 {
 		return nil
 	}
-	l, err := m.Run.Acquire(hostPortLock(), m.Config.LockTimeout)
+	l, err := m.Records.Acquire(hostPortLock(), m.Config.LockTimeout)
 	if err != nil {
 		return fmt.Errorf("vnet: published ports: %w", err)
 	}
@@ -195,7 +195,7 @@ func (m *Manager) syncLocalnetLocked(network, bridge string) error {
 
 // publishesIPv4 reports whether a port of network claims an IPv4 host port.
 func (m *Manager) publishesIPv4(network string) (bool, error) {
-	dir := filepath.Join(m.Run.Dir, hostPortsDir)
+	dir := filepath.Join(m.Records.Dir, hostPortsDir)
 	names, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("vnet: published ports: %w", err)
@@ -227,7 +227,7 @@ func (m *Manager) releaseClaimsLocked(owner string, had, keep []Forward) error {
 		if kept[name] {
 			continue
 		}
-		p := filepath.Join(m.Run.Dir, name)
+		p := filepath.Join(m.Records.Dir, name)
 		if cur, err := os.ReadFile(p); err == nil && string(cur) == owner {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("vnet: published ports: %w", err))
@@ -288,7 +288,7 @@ func (m *Manager) unpublish(pr *portRecord) error {
 // ports in the firewall (for CNI's CHECK).
 func (m *Manager) CheckPort(n *config.Network, name string) error {
 	var pr portRecord
-	had, err := m.Run.Read(portRecordName(n.Name, name), &pr)
+	had, err := m.Records.Read(portRecordName(n.Name, name), &pr)
 	if err != nil {
 		return err
 	}

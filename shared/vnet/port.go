@@ -32,10 +32,10 @@ func HostPortMAC() net.HardwareAddr {
 	return net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
 }
 
-// PortSpec is one port joining a network: a Xen vif, a QEMU tap or the host
+// PortRequest is one port joining a network: a Xen vif, a QEMU tap or the host
 // end of a CNI veth. Hooks fill in what their caller tells them; Attach is
 // the same code path for all of them.
-type PortSpec struct {
+type PortRequest struct {
 	// Name of the host-side interface.
 	Name string
 	// MAC to give the host-side interface (nil: leave it). Xen vifs and
@@ -118,7 +118,7 @@ func portRecordName(network, port string) string { return portDir(network) + "/"
 // port applies, whichever kind of port it is (see withPortRule). Attaching an
 // attached port again applies the new spec and changes nothing else. A
 // failed Attach leaves nothing behind.
-func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
+func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 	p = withPortRule(n, p)
 	if err := validatePort(n, &p); err != nil {
 		return invalidPort{err}
@@ -129,7 +129,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	}
 	defer l.Release()
 	var rec record
-	had, err := m.Run.Read(recordName(n.Name), &rec)
+	had, err := m.Records.Read(recordName(n.Name), &rec)
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		return fmt.Errorf("vnet: attach %s: network %s is not running; start it first (network-virtual start net=%s)", p.Name, n.Name, n.Name)
 	}
 	var prev portRecord
-	reattach, err := m.Run.Read(portRecordName(n.Name, p.Name), &prev)
+	reattach, err := m.Records.Read(portRecordName(n.Name, p.Name), &prev)
 	if err != nil {
 		return err
 	}
@@ -181,12 +181,12 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 		if err != nil && !reattach {
 			// The record goes only when everything it lists is gone.
 			if m.undoPort(&pr) == nil {
-				_ = m.Run.Remove(portRecordName(n.Name, p.Name))
+				_ = m.Records.Remove(portRecordName(n.Name, p.Name))
 			}
 		}
 	}()
 	pr.Claimed = len(p.IPs) > 0 || reattach && prev.Claimed
-	if err := m.Run.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
+	if err := m.Records.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
 		return err
 	}
 	if pr.Claimed {
@@ -261,7 +261,7 @@ func (m *Manager) Attach(n *config.Network, p PortSpec) (err error) {
 	if pr.Guard == nil && len(pr.Forwards) == 0 {
 		pr.Firewall = ""
 	}
-	return m.Run.Write(portRecordName(n.Name, p.Name), &pr)
+	return m.Records.Write(portRecordName(n.Name, p.Name), &pr)
 }
 
 // parallel runs the functions at once and returns their errors, joined.
@@ -327,8 +327,8 @@ func unionForwards(a, b []Forward) []Forward {
 // antispoof on when it asks for it. What the caller knows wins (a vif's mac
 // and ip keys, a container's MAC and IPAM addresses), and a rule never turns
 // off antispoof that the caller or the network asks for.
-func withPortRule(n *config.Network, p PortSpec) PortSpec {
-	r := n.PortFor(p.Name, p.GuestMAC)
+func withPortRule(n *config.Network, p PortRequest) PortRequest {
+	r := n.PortRuleFor(p.Name, p.GuestMAC)
 	if r == nil {
 		return p
 	}
@@ -342,7 +342,7 @@ func withPortRule(n *config.Network, p PortSpec) PortSpec {
 	return p
 }
 
-func validatePort(n *config.Network, p *PortSpec) error {
+func validatePort(n *config.Network, p *PortRequest) error {
 	if err := names.Interface(p.Name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
 	}
@@ -369,7 +369,7 @@ func validatePort(n *config.Network, p *PortSpec) error {
 // attachRouted sets up a port of a mode route network: up with its MTU and
 // MAC, the network's gateway addresses as /32 and /128, proxy ARP, and a host
 // route per guest address (Xen's vif-route).
-func attachRouted(n *config.Network, p PortSpec, pr *portRecord) error {
+func attachRouted(n *config.Network, p PortRequest, pr *portRecord) error {
 	mtu := p.MTU
 	if mtu == 0 {
 		mtu = n.MTU
@@ -418,7 +418,7 @@ func dropStaleRoutes(port string, old, now []string) {
 
 // wantGuard is the port's antispoof, when the caller or the network asks
 // for it: nil for none.
-func wantGuard(n *config.Network, p PortSpec) *firewall.PortRules {
+func wantGuard(n *config.Network, p PortRequest) *firewall.PortRules {
 	// The network's antispoof setting guards every port whose guest's MAC and
 	// addresses are known; a guest whose address comes later (DHCP) cannot be
 	// pinned to it at attach, and is covered by the subnet check of the
@@ -447,7 +447,7 @@ func (m *Manager) backendFor(n *config.Network, rec *record) (firewall.Backend, 
 
 // portShaping is the policy for a port's limits: what the caller asked for,
 // else the network's config for this port (per-guest rules, then defaults).
-func (m *Manager) portShaping(n *config.Network, p PortSpec) config.PortShaping {
+func (m *Manager) portShaping(n *config.Network, p PortRequest) config.PortShaping {
 	conf := n.Shaping.ForPort(p.Name, p.GuestMAC)
 	if p.Shaping == nil {
 		return conf
@@ -462,7 +462,7 @@ func applyShaping(n *config.Network, port string, sh config.PortShaping) error {
 	if sh.IsZero() && (n.Shaping == nil || n.Shaping.TotalToGuest == 0 && n.Shaping.TotalFromGuest == 0) {
 		return shape.RemovePortIn(port, n.Name)
 	}
-	return shape.ApplyPort(shape.PortSpec{
+	return shape.ApplyPort(shape.PortLimits{
 		Port:      port,
 		ToGuest:   shape.Limit{Rate: sh.ToGuest, Burst: sh.ToGuestBurst},
 		FromGuest: shape.Limit{Rate: sh.FromGuest, Burst: sh.FromGuestBurst},
@@ -483,7 +483,7 @@ func (m *Manager) Detach(n *config.Network, name string) error {
 	}
 	defer l.Release()
 	pr := portRecord{Network: n.Name, Port: name, Bridge: n.Bridge}
-	had, err := m.Run.Read(portRecordName(n.Name, name), &pr)
+	had, err := m.Records.Read(portRecordName(n.Name, name), &pr)
 	if err != nil {
 		return err
 	}
@@ -491,7 +491,7 @@ func (m *Manager) Detach(n *config.Network, name string) error {
 		return fmt.Errorf("vnet: detach %s from network %s: %w", name, n.Name, err)
 	}
 	if had {
-		return m.Run.Remove(portRecordName(n.Name, name))
+		return m.Records.Remove(portRecordName(n.Name, name))
 	}
 	return nil
 }
@@ -599,7 +599,7 @@ func (m *Manager) removeGuard(pr *portRecord) error {
 // detachRecordedPorts undoes Attach for every port recorded on the network
 // (the caller holds the lock).
 func (m *Manager) detachRecordedPorts(n *config.Network) error {
-	names, err := m.Run.List(portDir(n.Name))
+	names, err := m.Records.List(portDir(n.Name))
 	if err != nil {
 		return err
 	}
@@ -610,7 +610,7 @@ func (m *Manager) detachRecordedPorts(n *config.Network) error {
 		}
 		var pr portRecord
 		name := portDir(n.Name) + "/" + f
-		if ok, err := m.Run.Read(name, &pr); err != nil || !ok {
+		if ok, err := m.Records.Read(name, &pr); err != nil || !ok {
 			errs = append(errs, err)
 			continue
 		}
@@ -618,7 +618,7 @@ func (m *Manager) detachRecordedPorts(n *config.Network) error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, m.Run.Remove(name))
+		errs = append(errs, m.Records.Remove(name))
 	}
 	return errors.Join(errs...)
 }
@@ -638,11 +638,11 @@ func (m *Manager) DetachPort(name string) error {
 	found := false
 	for _, network := range nets {
 		var pr portRecord
-		ok, err := m.Run.Read(portRecordName(network, name), &pr)
+		ok, err := m.Records.Read(portRecordName(network, name), &pr)
 		if err != nil || !ok {
 			// An Attach killed before its first record write may have
 			// left that write's temp file.
-			_ = m.Run.Remove(portRecordName(network, name))
+			_ = m.Records.Remove(portRecordName(network, name))
 			continue
 		}
 		found = true
@@ -664,7 +664,7 @@ func (m *Manager) DetachPort(name string) error {
 
 // portNetworks lists the networks that have port records.
 func (m *Manager) portNetworks() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(m.Run.Dir, "ports"))
+	ents, err := os.ReadDir(filepath.Join(m.Records.Dir, "ports"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

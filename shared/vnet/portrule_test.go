@@ -35,17 +35,17 @@ antispoof = false
 	ipam := []netip.Addr{netip.MustParseAddr("10.6.7.5")}
 	for _, c := range []struct {
 		what      string
-		in        PortSpec
+		in        PortRequest
 		mac       net.HardwareAddr
 		ips       []netip.Addr
 		antispoof bool
 	}{
-		{"QEMU tap: guest unknown", PortSpec{Name: "tap0"}, ruleMAC, rule, true},
-		{"Xen vif of the rule's guest", PortSpec{Name: "vif1.0", GuestMAC: ruleMAC}, ruleMAC, rule, true},
-		{"CNI veth of the rule's guest, IPAM addresses win", PortSpec{Name: "brv0123456789ab", GuestMAC: ruleMAC, IPs: ipam}, ruleMAC, ipam, true},
-		{"another guest: no rule", PortSpec{Name: "vif1.0", GuestMAC: otherMAC}, otherMAC, nil, false},
-		{"a rule without antispoof keeps the caller's", PortSpec{Name: "vif9.0", GuestMAC: otherMAC, IPs: ipam, Antispoof: true}, otherMAC, ipam, true},
-		{"a rule without antispoof adds none", PortSpec{Name: "vif9.0", GuestMAC: otherMAC}, otherMAC, []netip.Addr{netip.MustParseAddr("10.6.7.90")}, false},
+		{"QEMU tap: guest unknown", PortRequest{Name: "tap0"}, ruleMAC, rule, true},
+		{"Xen vif of the rule's guest", PortRequest{Name: "vif1.0", GuestMAC: ruleMAC}, ruleMAC, rule, true},
+		{"CNI veth of the rule's guest, IPAM addresses win", PortRequest{Name: "brv0123456789ab", GuestMAC: ruleMAC, IPs: ipam}, ruleMAC, ipam, true},
+		{"another guest: no rule", PortRequest{Name: "vif1.0", GuestMAC: otherMAC}, otherMAC, nil, false},
+		{"a rule without antispoof keeps the caller's", PortRequest{Name: "vif9.0", GuestMAC: otherMAC, IPs: ipam, Antispoof: true}, otherMAC, ipam, true},
+		{"a rule without antispoof adds none", PortRequest{Name: "vif9.0", GuestMAC: otherMAC}, otherMAC, []netip.Addr{netip.MustParseAddr("10.6.7.90")}, false},
 	} {
 		got := withPortRule(n, c.in)
 		if got.GuestMAC.String() != c.mac.String() || !slices.Equal(got.IPs, c.ips) || got.Antispoof != c.antispoof {

@@ -6,7 +6,7 @@ import "strings"
 // Attach, on any path: Xen, QEMU or CNI), whether or not their devices still
 // exist. A network with no ports gives an empty list.
 func (m *Manager) Ports(network string) ([]string, error) {
-	files, err := m.Run.List(portDir(network))
+	files, err := m.Records.List(portDir(network))
 	if err != nil {
 		return nil, err
 	}

@@ -55,7 +55,7 @@ func TestAttachInvalidIsErrInvalidPort(t *testing.T) {
 	n := &config.Network{Name: "lab", Mode: config.ModeNAT, Bridge: "brlab",
 		Gateway: netip.MustParsePrefix("10.98.1.1/24"), Subnet: netip.MustParsePrefix("10.98.1.0/24")}
 	m := &Manager{}
-	err := m.Attach(n, PortSpec{Name: "vif1.0", IPs: []netip.Addr{netip.MustParseAddr("10.98.1.1")}})
+	err := m.Attach(n, PortRequest{Name: "vif1.0", IPs: []netip.Addr{netip.MustParseAddr("10.98.1.1")}})
 	if !errors.Is(err, ErrInvalidPort) || !strings.Contains(err.Error(), "gateway") {
 		t.Errorf("Attach with the gateway as guest address = %v, want ErrInvalidPort about the gateway", err)
 	}

@@ -27,9 +27,9 @@ func TestRouteModePorts(t *testing.T) {
 		t.Fatal("no firewall rules for the route network")
 	}
 	mac, _ := net.ParseMAC("00:16:3e:00:00:01")
-	spec := PortSpec{Name: "vif1.0", GuestMAC: mac, Antispoof: true,
+	spec := PortRequest{Name: "vif1.0", GuestMAC: mac, Antispoof: true,
 		IPs: []netip.Addr{netip.MustParseAddr("10.97.0.11"), netip.MustParseAddr("fd00:97::11")}}
-	if err := f.do(t, func() error { return f.m.Attach(n, PortSpec{Name: "vif1.0"}) }); err == nil || !strings.Contains(err.Error(), "mode route") {
+	if err := f.do(t, func() error { return f.m.Attach(n, PortRequest{Name: "vif1.0"}) }); err == nil || !strings.Contains(err.Error(), "mode route") {
 		t.Fatalf("attach without addresses: %v", err)
 	}
 	if err := f.do(t, func() error { return f.m.Attach(n, spec) }); err != nil {
@@ -91,7 +91,7 @@ func TestAntispoofNeedsGuestMAC(t *testing.T) {
 	if err := f.do(t, func() error { return f.m.Start(n) }); err != nil {
 		t.Fatal(err)
 	}
-	err := f.do(t, func() error { return f.m.Attach(n, PortSpec{Name: "p1", Antispoof: true}) })
+	err := f.do(t, func() error { return f.m.Attach(n, PortRequest{Name: "p1", Antispoof: true}) })
 	if err == nil || !strings.Contains(err.Error(), "MAC") {
 		t.Fatalf("antispoof without a guest MAC: %v", err)
 	}
@@ -100,7 +100,7 @@ func TestAntispoofNeedsGuestMAC(t *testing.T) {
 	}
 	mac, _ := net.ParseMAC("00:16:3e:00:00:02")
 	if err := f.do(t, func() error {
-		return f.m.Attach(n, PortSpec{Name: "p1", GuestMAC: mac, Antispoof: true, IPs: []netip.Addr{netip.MustParseAddr("10.98.98.5")}})
+		return f.m.Attach(n, PortRequest{Name: "p1", GuestMAC: mac, Antispoof: true, IPs: []netip.Addr{netip.MustParseAddr("10.98.98.5")}})
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func TestAttachShapesFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"slow0", "fast0"} {
-		if err := f.do(t, func() error { return f.m.Attach(n, PortSpec{Name: p}) }); err != nil {
+		if err := f.do(t, func() error { return f.m.Attach(n, PortRequest{Name: p}) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +63,7 @@ func TestAttachShapesFromConfig(t *testing.T) {
 	}
 	// Caller-given shaping (Xen's rate, CNI's bandwidth) wins over the config.
 	if err := f.do(t, func() error {
-		return f.m.Attach(n, PortSpec{Name: "slow0", Shaping: &config.PortShaping{ToGuest: 5e6}})
+		return f.m.Attach(n, PortRequest{Name: "slow0", Shaping: &config.PortShaping{ToGuest: 5e6}})
 	}); err != nil {
 		t.Fatal(err)
 	}

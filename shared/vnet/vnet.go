@@ -31,8 +31,8 @@ import (
 // Manager carries out operations on the networks of one host config.
 type Manager struct {
 	Config *config.Config
-	// Run holds volatile records and locks (config.RunDir).
-	Run *state.Store
+	// Records holds volatile records and locks (config.RunDir).
+	Records *state.Store
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
@@ -45,7 +45,7 @@ func New(c *config.Config) *Manager {
 	// The firewall's own records of what it installed ("." cannot occur in a
 	// network name, so run_dir/firewall.d never collides with a network's directory).
 	fwRecords := state.NewVolatile(filepath.Join(c.RunDir, "firewall.d"))
-	return &Manager{Config: c, Run: run, NewFirewall: func(kind string) (firewall.Backend, error) {
+	return &Manager{Config: c, Records: run, NewFirewall: func(kind string) (firewall.Backend, error) {
 		return firewall.New(kind, fwRecords)
 	}}
 }
@@ -75,7 +75,7 @@ func recordName(network string) string { return "networks/" + network + ".json" 
 func lockName(network string) string   { return "locks/" + network + ".lock" }
 
 func (m *Manager) lock(network string) (*state.Lock, error) {
-	l, err := m.Run.Acquire(lockName(network), m.Config.LockTimeout)
+	l, err := m.Records.Acquire(lockName(network), m.Config.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("vnet: network %s: %w", network, err)
 	}
@@ -93,7 +93,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	defer l.Release()
 
 	var rec record
-	had, err := m.Run.Read(recordName(n.Name), &rec)
+	had, err := m.Records.Read(recordName(n.Name), &rec)
 	if err != nil {
 		return err
 	}
@@ -115,7 +115,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		if br.Type() != "bridge" {
 			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
 		}
-		return m.Run.Write(recordName(n.Name), &rec)
+		return m.Records.Write(recordName(n.Name), &rec)
 	}
 
 	// Everything that can be checked is checked before the host is touched.
@@ -171,10 +171,10 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		// Start leaves Stop a record of the bridge it may have created and
 		// of the backend whose tables may exist.
 		rec.CreatedBridge, rec.Backend = bridgeMissing, fw.Name()
-		if err := m.Run.Write(recordName(n.Name), &rec); err != nil {
+		if err := m.Records.Write(recordName(n.Name), &rec); err != nil {
 			return err
 		}
-		undo = append(undo, func() { _ = m.Run.Remove(recordName(n.Name)) })
+		undo = append(undo, func() { _ = m.Records.Remove(recordName(n.Name)) })
 	}
 
 	if !route {
@@ -192,7 +192,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 		}
 		rec.Backend = fw.Name() // before its tables exist, as above
-		if err := m.Run.Write(recordName(n.Name), &rec); err != nil {
+		if err := m.Records.Write(recordName(n.Name), &rec); err != nil {
 			return err
 		}
 	}
@@ -215,7 +215,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		undo = append(undo, func() { _ = m.stopDHCP(n.Name) })
 	}
 	rec.Backend = fw.Name()
-	return m.Run.Write(recordName(n.Name), &rec)
+	return m.Records.Write(recordName(n.Name), &rec)
 }
 
 // startBridge creates (or adopts) the bridge and gives it the network's
@@ -229,7 +229,7 @@ func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]
 		// Someone else's bridge appeared since the record was written (or
 		// a bridge of ours was recreated): the record follows.
 		rec.CreatedBridge = owned
-		if werr := m.Run.Write(recordName(n.Name), rec); werr != nil && err == nil {
+		if werr := m.Records.Write(recordName(n.Name), rec); werr != nil && err == nil {
 			err = werr
 		}
 	}
@@ -334,7 +334,7 @@ func (m *Manager) Stop(n *config.Network) error {
 	defer l.Release()
 
 	var rec record
-	had, err := m.Run.Read(recordName(n.Name), &rec)
+	had, err := m.Records.Read(recordName(n.Name), &rec)
 	if err != nil {
 		return err
 	}
@@ -347,7 +347,7 @@ func (m *Manager) Stop(n *config.Network) error {
 		if err := m.detachRecordedPorts(n); err != nil {
 			return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
 		}
-		return m.Run.Remove(recordName(n.Name))
+		return m.Records.Remove(recordName(n.Name))
 	}
 	var errs []error
 	br, err := link.Get(rec.Bridge)
@@ -406,7 +406,7 @@ func (m *Manager) Stop(n *config.Network) error {
 		// Keep the record so a second stop can finish the job.
 		return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
 	}
-	return m.Run.Remove(recordName(n.Name))
+	return m.Records.Remove(recordName(n.Name))
 }
 
 // PortStatus is one port of a running network.
@@ -453,7 +453,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		st.Address6 = n.Gateway6.String()
 	}
 	var rec record
-	had, err := m.Run.Read(recordName(n.Name), &rec)
+	had, err := m.Records.Read(recordName(n.Name), &rec)
 	if err != nil {
 		return nil, err
 	}
@@ -540,13 +540,13 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 }
 
 func (m *Manager) describeRoutedPorts(n *config.Network, st *Status) error {
-	names, err := m.Run.List(portDir(n.Name))
+	names, err := m.Records.List(portDir(n.Name))
 	if err != nil {
 		return err
 	}
 	for _, f := range names {
 		var pr portRecord
-		if ok, err := m.Run.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok {
+		if ok, err := m.Records.Read(portDir(n.Name)+"/"+f, &pr); err != nil || !ok {
 			continue
 		}
 		l, err := link.Get(pr.Port)
@@ -593,7 +593,7 @@ func contains(s []string, v string) bool {
 // full Start re-applies the firewall, which costs tens of milliseconds.
 func (m *Manager) EnsureStarted(n *config.Network) error {
 	var rec record
-	had, err := m.Run.Read(recordName(n.Name), &rec)
+	had, err := m.Records.Read(recordName(n.Name), &rec)
 	if err != nil {
 		return err
 	}

@@ -207,7 +207,7 @@ func TestAttachDetachAndStopDetaches(t *testing.T) {
 	n := f.net(t, "lab")
 	f.ns.Exec(t, "ip", "link", "add", "p1", "type", "veth", "peer", "name", "p1g")
 	f.ns.Exec(t, "ip", "link", "add", "p2", "type", "veth", "peer", "name", "p2g")
-	if err := f.do(t, func() error { return f.m.Attach(n, PortSpec{Name: "p1"}) }); err == nil || !strings.Contains(err.Error(), "not running") {
+	if err := f.do(t, func() error { return f.m.Attach(n, PortRequest{Name: "p1"}) }); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Fatalf("attach to a stopped network: %v", err)
 	}
 	if err := f.do(t, func() error { return f.m.Start(n) }); err != nil {
@@ -215,7 +215,7 @@ func TestAttachDetachAndStopDetaches(t *testing.T) {
 	}
 	for _, p := range []string{"p1", "p2"} {
 		for i := 0; i < 2; i++ {
-			if err := f.do(t, func() error { return f.m.Attach(n, PortSpec{Name: p}) }); err != nil {
+			if err := f.do(t, func() error { return f.m.Attach(n, PortRequest{Name: p}) }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -242,7 +242,7 @@ func TestAttachDetachAndStopDetaches(t *testing.T) {
 	if out := f.ns.Exec(t, "ip", "link", "show", "p2"); strings.Contains(out, "master") {
 		t.Errorf("stop left p2 enslaved: %s", out)
 	}
-	if left, _ := f.m.Run.List(portDir("lab")); len(left) != 0 {
+	if left, _ := f.m.Records.List(portDir("lab")); len(left) != 0 {
 		t.Errorf("port records left: %v", left)
 	}
 }

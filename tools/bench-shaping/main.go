@@ -224,7 +224,7 @@ func (b *bench) withShape() shaper {
 	return shaper{
 		apply: func(r uint64) error {
 			return b.in(func() error {
-				return shape.ApplyPort(shape.PortSpec{Port: "vp1", ToGuest: shape.Limit{Rate: r}, FromGuest: shape.Limit{Rate: r}})
+				return shape.ApplyPort(shape.PortLimits{Port: "vp1", ToGuest: shape.Limit{Rate: r}, FromGuest: shape.Limit{Rate: r}})
 			})
 		},
 		clear: func(uint64) error { return b.in(func() error { return shape.RemovePort("vp1") }) },
@@ -322,10 +322,10 @@ func (b *bench) aggregate() error {
 		if err := shape.ApplyNetwork(shape.NetworkSpec{Network: "bench", ToGuest: shape.Limit{Rate: total}, FromGuest: shape.Limit{Rate: total}}); err != nil {
 			return err
 		}
-		if err := shape.ApplyPort(shape.PortSpec{Port: "vp1", Network: "bench", Priority: shape.High}); err != nil {
+		if err := shape.ApplyPort(shape.PortLimits{Port: "vp1", Network: "bench", Priority: shape.High}); err != nil {
 			return err
 		}
-		return shape.ApplyPort(shape.PortSpec{Port: "vp3", Network: "bench", Priority: shape.Low})
+		return shape.ApplyPort(shape.PortLimits{Port: "vp3", Network: "bench", Priority: shape.Low})
 	})
 	if err != nil {
 		return err

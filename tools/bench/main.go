@@ -278,7 +278,7 @@ func benchPorts(n int) error {
 	var att, det []time.Duration
 	for i := 0; i < n*3; i++ {
 		t0 := time.Now()
-		if err := m.Attach(net, vnet.PortSpec{Name: "bport0"}); err != nil {
+		if err := m.Attach(net, vnet.PortRequest{Name: "bport0"}); err != nil {
 			return err
 		}
 		att = append(att, time.Since(t0))

@@ -21,27 +21,43 @@ import (
 // flock(2) by the process that waits or holds, and a guard file NAME whose
 // flock is taken only for the instant of taking a ticket. A ticket is
 // numbered one above the highest in the queue (taken under the guard, so
-// numbers are unique and increase), and its owner holds the lock once no
-// ticket with a lower number is held. A ticket whose file is not flocked
-// belongs to a process that died: it is removed by whoever finds it. A
-// waiter polls the flock of the ticket just before its own, and lists the
-// queue again only when that one is gone, so waiting costs one system call
-// per poll whatever the length of the queue.
+// numbers are unique and increase). An exclusive ticket ("N") holds the lock
+// once no ticket with a lower number is held; a shared ticket ("Ns") once no
+// exclusive ticket with a lower number is held, so shared holders run
+// together, and an exclusive caller waits for the shared ones before it and
+// makes the shared ones after it wait (a reader/writer lock without writer
+// starvation). A ticket whose file is not flocked belongs to a process that
+// died: it is removed by whoever finds it. A waiter polls the flock of the
+// ticket it waits for, and lists the queue again only when that one is gone,
+// so waiting costs one system call per poll whatever the length of the queue.
+//
+// (Binaries from before shared tickets ignore "Ns" files: do not mix them on
+// one run_dir while operations are in flight.)
 
 // Lock is a held lock.
 type Lock struct {
 	ticket     *os.File
 	path       string
-	guard      string    // the lock's name, for lock statistics
+	label      string    // what lock statistics call it
 	asked, got time.Time // when the caller asked and got it (lock statistics)
 }
 
 // ErrLockTimeout is returned (wrapped) when a lock was not obtained in time.
 var ErrLockTimeout = errors.New("timed out waiting for lock")
 
-// Acquire takes lock name (a file in the store's directory), waiting in
-// line at most timeout.
+// Acquire takes lock name (a file in the store's directory) exclusively,
+// waiting in line at most timeout.
 func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
+	return s.acquire(name, timeout, false)
+}
+
+// AcquireShared takes lock name shared: with the other shared holders, and
+// with no exclusive one (see above), waiting in line at most timeout.
+func (s *Store) AcquireShared(name string, timeout time.Duration) (*Lock, error) {
+	return s.acquire(name, timeout, true)
+}
+
+func (s *Store) acquire(name string, timeout time.Duration, shared bool) (*Lock, error) {
 	guard := s.path(name)
 	queue := guard + ".q"
 	if err := os.MkdirAll(queue, 0o755); err != nil {
@@ -49,19 +65,19 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 	}
 	asked := time.Now()
 	deadline := asked.Add(timeout)
-	l, seq, err := takeTicket(guard, queue, deadline, timeout)
+	l, seq, err := takeTicket(guard, queue, shared, deadline, timeout)
 	if err != nil {
 		return nil, err
 	}
 	wait := 50 * time.Microsecond
 	for {
-		pred, err := predecessor(queue, seq)
+		pred, err := predecessor(queue, seq, shared)
 		if err != nil {
 			l.Release()
 			return nil, err
 		}
 		if pred == nil { // first in line
-			l.guard, l.asked, l.got = guard, asked, time.Now()
+			l.label, l.asked, l.got = statLabel(guard, shared), asked, time.Now()
 			return l, nil
 		}
 		for {
@@ -77,7 +93,7 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 			if time.Now().After(deadline) {
 				pred.Close()
 				l.Release()
-				return nil, fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", guard, ErrLockTimeout, timeout)
+				return nil, timeoutError(guard, timeout)
 			}
 			time.Sleep(wait)
 			if wait < 2*time.Millisecond {
@@ -88,8 +104,22 @@ func (s *Store) Acquire(name string, timeout time.Duration) (*Lock, error) {
 	}
 }
 
+func timeoutError(path string, timeout time.Duration) error {
+	return fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", path, ErrLockTimeout, timeout)
+}
+
+// statLabel is a lock's name in lock statistics: its file's name without
+// ".lock", and "(shared)" for a shared hold.
+func statLabel(path string, shared bool) string {
+	label := strings.TrimSuffix(filepath.Base(path), ".lock")
+	if shared {
+		label += "(shared)"
+	}
+	return label
+}
+
 // takeTicket adds a ticket to the queue, under the guard's flock.
-func takeTicket(guard, queue string, deadline time.Time, timeout time.Duration) (*Lock, int, error) {
+func takeTicket(guard, queue string, shared bool, deadline time.Time, timeout time.Duration) (*Lock, int, error) {
 	g, err := os.OpenFile(guard, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, 0, fmt.Errorf("state: lock: %w", err)
@@ -105,7 +135,7 @@ func takeTicket(guard, queue string, deadline time.Time, timeout time.Duration) 
 			return nil, 0, fmt.Errorf("state: lock %s: %w", guard, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, 0, fmt.Errorf("state: lock %s: %w after %s (another brouter invocation holds it; see lslocks)", guard, ErrLockTimeout, timeout)
+			return nil, 0, timeoutError(guard, timeout)
 		}
 		time.Sleep(wait)
 		if wait < time.Millisecond {
@@ -119,9 +149,9 @@ func takeTicket(guard, queue string, deadline time.Time, timeout time.Duration) 
 	}
 	seq := 1
 	if n := len(tickets); n > 0 {
-		seq = tickets[n-1] + 1
+		seq = tickets[n-1].seq + 1
 	}
-	p := filepath.Join(queue, strconv.Itoa(seq))
+	p := filepath.Join(queue, ticket{seq, shared}.String())
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, 0, fmt.Errorf("state: lock %s: %w", guard, err)
@@ -135,8 +165,32 @@ func takeTicket(guard, queue string, deadline time.Time, timeout time.Duration) 
 	return &Lock{ticket: f, path: p}, seq, nil
 }
 
-// listTickets returns the ticket numbers in the queue, ascending.
-func listTickets(queue string) ([]int, error) {
+// ticket is one ticket of a queue: its number, and whether it is shared.
+type ticket struct {
+	seq    int
+	shared bool
+}
+
+// String is the ticket's file name: "N", or "Ns" when shared.
+func (t ticket) String() string {
+	if t.shared {
+		return strconv.Itoa(t.seq) + "s"
+	}
+	return strconv.Itoa(t.seq)
+}
+
+// parseTicket reads a ticket's file name; false for other files.
+func parseTicket(name string) (ticket, bool) {
+	num, shared := strings.CutSuffix(name, "s")
+	v, err := strconv.Atoi(num)
+	if err != nil || v <= 0 || strings.HasPrefix(num, "0") || strings.HasPrefix(num, "+") {
+		return ticket{}, false
+	}
+	return ticket{v, shared}, true
+}
+
+// listTickets returns the tickets in the queue, by ascending number.
+func listTickets(queue string) ([]ticket, error) {
 	d, err := os.Open(queue)
 	if err != nil {
 		return nil, fmt.Errorf("state: lock: %w", err)
@@ -146,29 +200,30 @@ func listTickets(queue string) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: lock: %w", err)
 	}
-	var out []int
+	var out []ticket
 	for _, n := range names {
-		if v, err := strconv.Atoi(n); err == nil && v > 0 && !strings.HasPrefix(n, "0") {
-			out = append(out, v)
+		if t, ok := parseTicket(n); ok {
+			out = append(out, t)
 		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b ticket) int { return a.seq - b.seq })
 	return out, nil
 }
 
-// predecessor opens the live ticket just below seq (nil: none), removing
-// the tickets of dead processes it meets on the way.
-func predecessor(queue string, seq int) (*os.File, error) {
+// predecessor opens the live ticket that ticket seq waits for (nil: none):
+// the nearest below it, or for a shared ticket the nearest exclusive one
+// below it. It removes the tickets of dead processes it meets on the way.
+func predecessor(queue string, seq int, shared bool) (*os.File, error) {
 	tickets, err := listTickets(queue)
 	if err != nil {
 		return nil, err
 	}
 	for i := len(tickets) - 1; i >= 0; i-- {
 		t := tickets[i]
-		if t >= seq {
+		if t.seq >= seq || shared && t.shared {
 			continue
 		}
-		p := filepath.Join(queue, strconv.Itoa(t))
+		p := filepath.Join(queue, t.String())
 		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_CLOEXEC, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // released meanwhile
@@ -217,6 +272,17 @@ func (l *Lock) Release() {
 	l.ticket.Close()
 	l.ticket = nil
 	if !l.got.IsZero() {
-		noteLock(l.guard, l.asked, l.got)
+		noteLock(l.label, l.asked, l.got)
 	}
+}
+
+// Lock takes lock name shared or exclusively (AcquireShared, Acquire) and
+// returns its release: for packages that take locks through an interface of
+// their own (firewall.Locker), without depending on this one.
+func (s *Store) Lock(name string, shared bool, timeout time.Duration) (release func(), err error) {
+	l, err := s.acquire(name, timeout, shared)
+	if err != nil {
+		return nil, err
+	}
+	return l.Release, nil
 }

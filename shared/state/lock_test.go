@@ -1,8 +1,10 @@
 package state
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -108,4 +110,102 @@ func TestLockTimeoutLeavesQueue(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("the caller behind a timed-out one: %v", err)
 	}
+}
+
+// Shared holders hold together; an exclusive caller waits for those before
+// it, and a shared caller after it waits for it.
+func TestLockShared(t *testing.T) {
+	s := New(t.TempDir())
+	r1, err := s.AcquireShared("net.lock", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.AcquireShared("net.lock", 50*time.Millisecond)
+	if err != nil {
+		t.Fatalf("a second shared holder waited for the first: %v", err)
+	}
+	if _, err := s.Acquire("net.lock", 20*time.Millisecond); err == nil {
+		t.Fatal("exclusive lock taken while shared holders hold it")
+	}
+	var mu sync.Mutex
+	var order []string
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		w, err := s.Acquire("net.lock", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		note("exclusive")
+		time.Sleep(20 * time.Millisecond)
+		note("exclusive done")
+		w.Release()
+	}()
+	waitTickets(t, s, "net.lock", 3)
+	go func() {
+		defer wg.Done()
+		r, err := s.AcquireShared("net.lock", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		note("shared after")
+		r.Release()
+	}()
+	waitTickets(t, s, "net.lock", 4)
+	note("release")
+	r1.Release()
+	r2.Release()
+	wg.Wait()
+	want := []string{"release", "exclusive", "exclusive done", "shared after"}
+	if !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+}
+
+// A transient lock excludes other holders, and leaves no file behind.
+func TestLockTransient(t *testing.T) {
+	s := New(t.TempDir())
+	var inside, most, total int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 20 {
+				l, err := s.AcquireTransient("locks/port/vif1.0.lock", 10*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				inside++
+				most = max(most, inside)
+				total++
+				mu.Unlock()
+				time.Sleep(50 * time.Microsecond)
+				mu.Lock()
+				inside--
+				mu.Unlock()
+				l.Release()
+			}
+		})
+	}
+	wg.Wait()
+	if most != 1 || total != 16*20 {
+		t.Errorf("%d holders at once (want 1), %d holds (want %d)", most, total, 16*20)
+	}
+	if left, _ := os.ReadDir(s.path("locks/port")); len(left) != 0 {
+		t.Errorf("files left: %v", left)
+	}
+	held, err := s.AcquireTransient("locks/port/vif1.0.lock", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireTransient("locks/port/vif1.0.lock", 20*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
+		t.Errorf("second holder: %v, want a timeout", err)
+	}
+	held.Release()
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,12 +19,11 @@ var lockStats = os.Getenv(EnvLockStats)
 
 // noteLock appends the line for one lock, in one write(2) to a file opened
 // O_APPEND, so lines of concurrent processes never interleave.
-func noteLock(path string, asked, got time.Time) {
+func noteLock(label string, asked, got time.Time) {
 	if lockStats == "" {
 		return
 	}
-	name := strings.TrimSuffix(filepath.Base(path), ".lock")
-	line := fmt.Sprintf("%s %s %d %d\n", filepath.Base(os.Args[0]), name, got.Sub(asked).Nanoseconds(), time.Since(got).Nanoseconds())
+	line := fmt.Sprintf("%s %s %d %d\n", filepath.Base(os.Args[0]), label, got.Sub(asked).Nanoseconds(), time.Since(got).Nanoseconds())
 	f, err := os.OpenFile(lockStats, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return

@@ -130,7 +130,7 @@ func New(kind string, rec Records) (Backend, error) {
 		}
 		return b, nil
 	case KindIPTables:
-		b, err := newIPTables()
+		b, err := newIPTables(rec)
 		if err != nil {
 			return nil, errorf("%w", err)
 		}
@@ -140,7 +140,7 @@ func New(kind string, rec Records) (Backend, error) {
 		if nerr == nil {
 			return nb, nil
 		}
-		ib, ierr := newIPTables()
+		ib, ierr := newIPTables(rec)
 		if ierr == nil {
 			return ib, nil
 		}

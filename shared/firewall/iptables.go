@@ -259,9 +259,10 @@ func (f *iptFamily) specs(rules []rule, chain string, acceptOnly bool) [][]strin
 // iptBackend installs a network's rules as BR-FWD-NET / BR-NAT-NET chains.
 type iptBackend struct {
 	v4, v6 *iptFamily // v6 is nil when ip6tables is missing
+	rec    Records    // nil: none (iptables_records.go)
 }
 
-func newIPTables() (*iptBackend, error) {
+func newIPTables(rec Records) (*iptBackend, error) {
 	v4, err := newIPTFamily(4)
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
@@ -271,7 +272,7 @@ func newIPTables() (*iptBackend, error) {
 		return nil, fmt.Errorf("iptables: not usable (needs root): %w", err)
 	}
 	v6, _ := newIPTFamily(6)
-	return &iptBackend{v4: v4, v6: v6}, nil
+	return &iptBackend{v4: v4, v6: v6, rec: rec}, nil
 }
 
 func (b *iptBackend) Name() string { return KindIPTables }
@@ -330,7 +331,9 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			}
 		}
 	}
-	return nil
+	// A network whose ports have no chains yet: from now on every guarded
+	// port has a record (iptables_records.go).
+	return b.guardLocked(r.Network, false, func() error { b.noteComplete(r.Network); return nil })
 }
 
 func (b *iptBackend) Remove(network string) error {
@@ -346,12 +349,18 @@ func (b *iptBackend) Remove(network string) error {
 	if err != nil {
 		return errorf("iptables: network %s: %w", network, err)
 	}
-	for _, x := range tools {
-		if err := xtRemoveNetwork(x, network); err != nil {
-			return errorf("iptables: network %s: %w", network, err)
+	err = b.guardLocked(network, false, func() error {
+		for _, x := range tools {
+			if err := xtRemoveNetwork(x, network); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return errorf("iptables: network %s: %w", network, err)
 	}
-	return nil
+	return b.forgetNetwork(network)
 }
 
 func (b *iptBackend) List(network string) ([]string, error) {

@@ -310,6 +310,8 @@ func (f *iptFamily) listForwards(network string) ([]string, map[string][]Forward
 	return out, pub, nil
 }
 
+// EnsureForwards makes the port's published ports fw.Forwards, holding the
+// network's fwd lock (iptables_records.go).
 func (b *iptBackend) EnsureForwards(fw Forwards) error {
 	if err := fw.validate(); err != nil {
 		return err
@@ -321,6 +323,10 @@ func (b *iptBackend) EnsureForwards(fw Forwards) error {
 			}
 		}
 	}
+	return b.fwdLocked(fw.Network, func() error { return b.ensureForwards(fw) })
+}
+
+func (b *iptBackend) ensureForwards(fw Forwards) error {
 	// Ownership first, in every family, so that a conflict changes nothing.
 	for _, f := range b.families() {
 		pub, _, err := f.published(fw.Network)
@@ -359,10 +365,12 @@ func (b *iptBackend) RemoveForwards(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	for _, f := range b.families() {
-		if err := f.removeForwards(network, port); err != nil {
-			return errorf("iptables: port %s: %w", port, err)
+	return b.fwdLocked(network, func() error {
+		for _, f := range b.families() {
+			if err := f.removeForwards(network, port); err != nil {
+				return errorf("iptables: port %s: %w", port, err)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }

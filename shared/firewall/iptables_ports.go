@@ -61,25 +61,64 @@ func hasRule(x xtChains, chain string, spec ...string) (bool, error) {
 }
 
 // xtEnsurePort fills the port's chain, then adds the missing jumps to it.
-func xtEnsurePort(x xtChains, network, port string, rules [][]string) error {
+// The port's jump in the network's dispatch chain is added holding the
+// network's guard lock shared, so that ports are guarded at once; the
+// dispatch chain and its hook jump, when missing, are created holding it
+// exclusively, so that they never vanish under a port being added (see
+// xtRemovePort).
+func (b *iptBackend) xtEnsurePort(x xtChains, network, port string, rules [][]string) error {
 	pc, dc := asPortChain(port), asDispatchChain(network)
 	if err := x.fill(pc, rules); err != nil {
 		return err
 	}
+	jump := []string{"-i", port, "-j", pc}
+	for attempt := 0; ; attempt++ {
+		var ready bool
+		err := b.guardLocked(network, true, func() error {
+			var err error
+			ready, err = xtAddJump(x, dc, jump)
+			return err
+		})
+		if err != nil || ready {
+			return err
+		}
+		if attempt > 0 {
+			return fmt.Errorf("%s: chain %s or its jump from %s vanished right after their creation", x.name(), dc, x.hook())
+		}
+		if err := b.guardLocked(network, false, func() error { return b.xtSetupDispatch(x, network) }); err != nil {
+			return err
+		}
+	}
+}
+
+// xtAddJump adds jump to the dispatch chain dc, if dc and its jump from the
+// hook exist; false (and nothing changed) when they do not.
+func xtAddJump(x xtChains, dc string, jump []string) (bool, error) {
+	l, err := x.rules(dc)
+	if err != nil {
+		if ok, e := x.chainExists(dc); e == nil && !ok {
+			return false, nil
+		}
+		return false, err
+	}
+	if ok, err := hasRule(x, x.hook(), "-j", dc); err != nil || !ok {
+		return false, err
+	}
+	if slices.ContainsFunc(l, func(f []string) bool { return sameRule(f, jump) }) {
+		return true, nil
+	}
+	return true, x.appendRule(dc, jump...)
+}
+
+// xtSetupDispatch creates the network's dispatch chain and its jump from the
+// hook, those missing (the caller holds the guard lock exclusively).
+func (b *iptBackend) xtSetupDispatch(x xtChains, network string) error {
+	dc := asDispatchChain(network)
 	if ok, err := x.chainExists(dc); err != nil {
 		return err
 	} else if !ok {
+		b.noteComplete(network)
 		if err := x.newChain(dc); err != nil {
-			if ok, _ := x.chainExists(dc); !ok { // else created meanwhile by a concurrent call
-				return err
-			}
-		}
-	}
-	jump := []string{"-i", port, "-j", pc}
-	if ok, err := hasRule(x, dc, jump...); err != nil {
-		return err
-	} else if !ok {
-		if err := x.appendRule(dc, jump...); err != nil {
 			return err
 		}
 	}
@@ -93,25 +132,45 @@ func xtEnsurePort(x xtChains, network, port string, rules [][]string) error {
 }
 
 // xtRemovePort deletes the port's jumps and chain, and the dispatch chain
-// when it was the network's last guarded port. Absent pieces are fine.
-func xtRemovePort(x xtChains, network, port string) error {
+// when it was the network's last guarded port. Absent pieces are fine. The
+// jump goes holding the guard lock shared; the dispatch chain, found empty
+// again, exclusively.
+func (b *iptBackend) xtRemovePort(x xtChains, network, port string) error {
 	pc, dc := asPortChain(port), asDispatchChain(network)
-	if ok, err := x.chainExists(dc); err != nil {
-		return err
-	} else if ok {
-		jump := []string{"-i", port, "-j", pc}
-		for {
-			ok, err := hasRule(x, dc, jump...)
-			if err != nil {
-				return err
+	jump := []string{"-i", port, "-j", pc}
+	others := false // the dispatch chain has other ports' jumps, or is missing
+	err := b.guardLocked(network, true, func() error {
+		l, err := x.rules(dc)
+		if err != nil {
+			if ok, e := x.chainExists(dc); e == nil && !ok {
+				others = true // nothing to remove
+				return nil
 			}
-			if !ok {
-				break
-			}
-			if err := x.deleteRule(dc, jump...); err != nil {
-				return err
+			return err
+		}
+		mine := 0
+		for _, f := range l {
+			if sameRule(f, jump) {
+				mine++
+				if err := x.deleteRule(dc, jump...); err != nil {
+					return err
+				}
 			}
 		}
+		rest := len(l) - mine
+		if mine > 0 && rest > 0 {
+			// Listed again after the deletion: of ports leaving at once,
+			// the last to delete its jump sees none left.
+			if l, err = x.rules(dc); err != nil {
+				return err
+			}
+			rest = len(l)
+		}
+		others = rest > 0
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if ok, err := x.chainExists(pc); err != nil {
 		return err
@@ -120,9 +179,14 @@ func xtRemovePort(x xtChains, network, port string) error {
 			return err
 		}
 	}
-	return xtRemoveDispatchIfEmpty(x, network)
+	if others {
+		return nil
+	}
+	return b.guardLocked(network, false, func() error { return xtRemoveDispatchIfEmpty(x, network) })
 }
 
+// xtRemoveDispatchIfEmpty deletes the dispatch chain and its hook jumps when
+// no port is jumped from it (the caller holds the guard lock exclusively).
 func xtRemoveDispatchIfEmpty(x xtChains, network string) error {
 	dc := asDispatchChain(network)
 	if ok, err := x.chainExists(dc); err != nil || !ok {
@@ -146,7 +210,8 @@ func xtRemoveDispatchIfEmpty(x xtChains, network string) error {
 	return x.deleteChain(dc)
 }
 
-// xtRemoveNetwork removes every guarded port of the network, then its dispatch chain.
+// xtRemoveNetwork removes every guarded port of the network, then its
+// dispatch chain (the caller holds the guard lock exclusively).
 func xtRemoveNetwork(x xtChains, network string) error {
 	dc := asDispatchChain(network)
 	if ok, err := x.chainExists(dc); err != nil || !ok {
@@ -157,8 +222,18 @@ func xtRemoveNetwork(x xtChains, network string) error {
 		return err
 	}
 	for _, f := range l {
-		if i := slices.Index(f, "-i"); i >= 0 && i+1 < len(f) {
-			if err := xtRemovePort(x, network, f[i+1]); err != nil {
+		i := slices.Index(f, "-i")
+		if i < 0 || i+1 >= len(f) {
+			continue
+		}
+		pc := asPortChain(f[i+1])
+		if err := x.deleteRule(dc, "-i", f[i+1], "-j", pc); err != nil {
+			return err
+		}
+		if ok, err := x.chainExists(pc); err != nil {
+			return err
+		} else if ok {
+			if err := x.deleteChain(pc); err != nil {
 				return err
 			}
 		}
@@ -418,8 +493,9 @@ func (b *iptBackend) allPortTools() ([]xtChains, error) {
 }
 
 // EnsurePort replaces the port's chain: that does not depend on what was in
-// it, and other operations look at one chain per port anyway, so the
-// iptables backend keeps no records.
+// it. The backend records only the kind of each guarded port's chains
+// (iptables_records.go), so that neither this nor RemovePort looks for the
+// port in the tools of the other kind.
 func (b *iptBackend) EnsurePort(p PortRules) error {
 	if err := p.validate(); err != nil {
 		return err
@@ -429,14 +505,19 @@ func (b *iptBackend) EnsurePort(p PortRules) error {
 		return errorf("iptables: port %s: %w", p.Port, err)
 	}
 	// A port that changed kind (bridged ↔ routed) leaves nothing behind.
-	other, err := b.portTools(!p.Bridged, false)
-	if err != nil {
-		return errorf("iptables: port %s: %w", p.Port, err)
-	}
-	for _, x := range other {
-		if err := xtRemovePort(x, p.Network, p.Port); err != nil {
+	if was := b.guardKind(p.Network, p.Port); was == kindUnknown || was == kindOf(!p.Bridged) {
+		other, err := b.portTools(!p.Bridged, false)
+		if err != nil {
 			return errorf("iptables: port %s: %w", p.Port, err)
 		}
+		for _, x := range other {
+			if err := b.xtRemovePort(x, p.Network, p.Port); err != nil {
+				return errorf("iptables: port %s: %w", p.Port, err)
+			}
+		}
+	}
+	if err := b.noteGuard(p.Network, p.Port, kindOf(p.Bridged)); err != nil {
+		return err
 	}
 	for _, x := range tools {
 		var rules [][]string
@@ -450,7 +531,7 @@ func (b *iptBackend) EnsurePort(p PortRules) error {
 				rules = arptSpecs(p)
 			}
 		}
-		if err := xtEnsurePort(x, p.Network, p.Port, rules); err != nil {
+		if err := b.xtEnsurePort(x, p.Network, p.Port, rules); err != nil {
 			return errorf("iptables: port %s: %w", p.Port, err)
 		}
 	}
@@ -461,14 +542,25 @@ func (b *iptBackend) RemovePort(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	tools, err := b.allPortTools()
+	var tools []xtChains
+	var err error
+	switch b.guardKind(network, port) {
+	case kindNone:
+		return nil
+	case kindBridged:
+		tools, err = b.portTools(true, false)
+	case kindRouted:
+		tools, err = b.portTools(false, false)
+	default:
+		tools, err = b.allPortTools()
+	}
 	if err != nil {
 		return errorf("iptables: port %s: %w", port, err)
 	}
 	for _, x := range tools {
-		if err := xtRemovePort(x, network, port); err != nil {
+		if err := b.xtRemovePort(x, network, port); err != nil {
 			return errorf("iptables: port %s: %w", port, err)
 		}
 	}
-	return nil
+	return b.forgetGuard(network, port)
 }

@@ -60,7 +60,7 @@ func (m *Manager) staticLease(n *config.Network, p PortRequest) (string, error) 
 	for _, ip := range p.IPs {
 		if ip.Is4() && n.Subnet.Contains(ip) && ip != n.Gateway.Addr() {
 			run, _ := m.dhcpDirs(n.Name)
-			if err := dhcp.AddStaticLease(run, dhcp.Host{MAC: p.GuestMAC, IP: ip}); err != nil {
+			if err := m.Leases.AddStaticLease(run, dhcp.Host{MAC: p.GuestMAC, IP: ip}); err != nil {
 				return "", err
 			}
 			return p.GuestMAC.String(), nil
@@ -75,7 +75,7 @@ func (m *Manager) removeStaticLease(network, mac string) error {
 		return nil
 	}
 	run, _ := m.dhcpDirs(network)
-	return dhcp.RemoveStaticLease(run, hw)
+	return m.Leases.RemoveStaticLease(run, hw)
 }
 
 // DHCPStatus is the state of a network's DHCP and DNS service.

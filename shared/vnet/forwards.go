@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/firewall"
-	"github.com/brouter/brouter/shared/link"
 	"github.com/brouter/brouter/shared/names"
 )
 
@@ -187,7 +185,7 @@ func (m *Manager) syncLocalnetLocked(network, bridge string) error {
 	if err != nil {
 		return err
 	}
-	if err := link.SetRouteLocalnet(bridge, on); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := m.Links.SetRouteLocalnet(bridge, on); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
@@ -273,7 +271,7 @@ func (m *Manager) unpublish(pr *portRecord) error {
 	if len(pr.Forwards) == 0 {
 		return nil
 	}
-	fw, err := m.NewFirewall(pr.Firewall)
+	fw, err := m.firewall(pr.Firewall)
 	if err != nil {
 		return err
 	}
@@ -295,26 +293,26 @@ func (m *Manager) CheckPort(n *config.Network, name string) error {
 	if !had {
 		return fmt.Errorf("vnet: port %s is not attached to network %s", name, n.Name)
 	}
-	l, err := link.Get(name)
+	d, err := m.Links.Device(name)
 	if err != nil {
 		return fmt.Errorf("vnet: port %s: %w", name, err)
 	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
+	if !d.Up {
 		return fmt.Errorf("vnet: port %s is down", name)
 	}
 	if pr.Bridge != "" {
-		br, err := link.Get(pr.Bridge)
+		br, err := m.Links.Device(pr.Bridge)
 		if err != nil {
 			return fmt.Errorf("vnet: port %s: bridge %s: %w", name, pr.Bridge, err)
 		}
-		if l.Attrs().MasterIndex != br.Attrs().Index {
+		if d.MasterIndex != br.Index {
 			return fmt.Errorf("vnet: port %s is not on bridge %s", name, pr.Bridge)
 		}
 	}
 	if len(pr.Forwards) == 0 {
 		return nil
 	}
-	fw, err := m.NewFirewall(pr.Firewall)
+	fw, err := m.firewall(pr.Firewall)
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,11 @@
 // joins one. Hooks translate their caller's convention into a call here; the
 // mechanism packages (link, firewall, state) do what vnet tells them.
 //
-// Every operation is idempotent and serialised per network by a lock with a
-// deadline. A failed Start undoes what it did, so bad input or a broken host
-// leaves the host as it was.
+// Every operation is idempotent. Start and Stop are serialised per network by
+// a lock with a deadline, and wait for the ports in flight; ports attach and
+// detach at once, each under a lock of its own (locks.go). A failed Start or
+// Attach undoes what it did, so bad input or a broken host leaves the host as
+// it was.
 package vnet
 
 import (
@@ -16,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -36,9 +39,17 @@ type Manager struct {
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
+	// The mechanisms ports are attached with (mechanisms.go); unit tests
+	// replace them with fakes.
+	Links  Links
+	Shaper Shaper
+	Leases Leases
+
+	fwMu sync.Mutex
+	fws  map[string]firewall.Backend // NewFirewall's, by kind (firewall)
 }
 
-// New returns a Manager for the config, with the real firewall backends.
+// New returns a Manager for the config, with the real mechanisms.
 func New(c *config.Config) *Manager {
 	ensurePath()
 	run := state.NewVolatile(c.RunDir)
@@ -47,7 +58,7 @@ func New(c *config.Config) *Manager {
 	fwRecords := state.NewVolatile(filepath.Join(c.RunDir, "firewall.d"))
 	return &Manager{Config: c, Records: run, NewFirewall: func(kind string) (firewall.Backend, error) {
 		return firewall.New(kind, fwRecords)
-	}}
+	}, Links: kernelLinks{}, Shaper: kernelShaper{}, Leases: dnsmasqLeases{}}
 }
 
 // ensurePath gives the process a PATH when its caller gave none: libxl and
@@ -72,15 +83,6 @@ type record struct {
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
-func lockName(network string) string   { return "locks/" + network + ".lock" }
-
-func (m *Manager) lock(network string) (*state.Lock, error) {
-	l, err := m.Records.Acquire(lockName(network), m.Config.LockTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("vnet: network %s: %w", network, err)
-	}
-	return l, nil
-}
 
 // Start brings the network up: the bridge (created if absent), its addresses,
 // forwarding and the firewall rules its mode needs. Starting a running network
@@ -298,7 +300,9 @@ func (m *Manager) NetworkByBridge(br string) (*config.Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n, m.Start(n) // mode bridge: only records that we attach to it
+	// Mode bridge: Start only records that we attach to it, once (Start
+	// waits for the ports in flight).
+	return n, m.EnsureStarted(n)
 }
 
 // bridgeMAC is the address of a bridge brouter creates: stable across

@@ -2,7 +2,6 @@ package vnet
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,14 +25,7 @@ type fixture struct {
 func newFixture(t *testing.T, doc string) *fixture {
 	t.Helper()
 	nstest.RequireRoot(t)
-	t.Setenv(config.EnvRunDir, "")
-	t.Setenv(config.EnvStateDir, "")
-	dir := t.TempDir()
-	doc = fmt.Sprintf("run_dir = %q\nstate_dir = %q\n", filepath.Join(dir, "run"), filepath.Join(dir, "lib")) + doc
-	cfg, err := config.Parse([]byte(doc), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, doc)
 	fw := firewall.NewFake()
 	m := New(cfg)
 	m.NewFirewall = func(string) (firewall.Backend, error) { return fw, nil }

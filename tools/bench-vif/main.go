@@ -33,10 +33,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/xenstore"
+	"github.com/brouter/brouter/tools/internal/lockstats"
 )
 
 func main() {
@@ -192,6 +195,7 @@ func lastLine(s string) string {
 // bench is the inner run's setup.
 type bench struct {
 	dir     string
+	cfg     string // BROUTER_CONFIG
 	bin     string
 	xs      *xenstore.Server
 	baseEnv []string // BROUTER_* and XENSTORED_PATH
@@ -200,9 +204,6 @@ type bench struct {
 const (
 	domid, devid = 5, 0
 	vifName      = "vif5.0"
-	xenbusPath   = "backend/vif/5/0"
-	backendPath  = "/local/domain/0/backend/vif/5/0"
-	frontendPath = "/local/domain/5/device/vif/0"
 	guestMAC     = "00:16:3e:00:05:00"
 	bridge       = "xenbr0"
 )
@@ -219,6 +220,7 @@ func runInner(bin, stockDir string, n int) (err error) {
 	}
 	defer b.xs.Close()
 	cfg := filepath.Join(dir, "brouter.toml")
+	b.cfg = cfg
 	b.baseEnv = []string{
 		"XENSTORED_PATH=" + b.xs.Path(),
 		"BROUTER_CONFIG=" + cfg,
@@ -239,7 +241,7 @@ func runInner(bin, stockDir string, n int) (err error) {
 	fmt.Printf("\n%-52s %9s %9s %5s\n", "operation (fresh process each, as libxl runs it)", "p50", "p90", "runs")
 	var ours, stock time.Duration
 	for _, fw := range []string{"nftables", "iptables"} {
-		doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\nfirewall = %q\n", bridge, fw)
+		doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\naddress6 = \"fd77::1/64\"\nfirewall = %q\n", bridge, fw)
 		if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 			return err
 		}
@@ -279,35 +281,90 @@ func runInner(bin, stockDir string, n int) (err error) {
 	if stock > 0 && ours > 0 {
 		fmt.Printf("\nonline p50: stock vif-bridge %v / vif-brouter %v = %.1fx\n", stock.Round(10*time.Microsecond), ours.Round(10*time.Microsecond), float64(stock)/float64(ours))
 	}
-	return nil
+	return b.parallel(20)
+}
+
+// parallel brings k vifs online at once, as xl does with a domain's NICs or
+// with domains started together, then offline at once, against the same
+// vifs one after the other; and prints the lock statistics of the runs at
+// once (BROUTER_LOCK_STATS). Each vif has ip= (antispoof) on nftables.
+func (b *bench) parallel(k int) error {
+	doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\nfirewall = \"nftables\"\n", bridge)
+	if err := os.WriteFile(b.cfg, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	nv, script := filepath.Join(b.bin, "network-virtual"), filepath.Join(b.bin, "vif-brouter")
+	if err := b.run(nv, []string{"start", "net=bench"}, nil); err != nil {
+		return err
+	}
+	defer b.run(nv, []string{"stop", "net=bench"}, nil)
+	vifs := make([]xvif, k)
+	for i := range vifs {
+		v := xvif{10 + i}
+		vifs[i] = v
+		if err := sh("ip", "link", "add", v.name(), "type", "veth", "peer", "name", fmt.Sprintf("guest%d", v.domid)); err != nil {
+			return err
+		}
+		defer exec.Command("ip", "link", "del", v.name()).Run()
+		if err := sh("ip", "link", "set", fmt.Sprintf("guest%d", v.domid), "address", v.mac(), "up"); err != nil {
+			return err
+		}
+		b.writeKeys(v, script, fmt.Sprintf("10.77.0.%d", 100+i))
+	}
+	each := func(fn func(v xvif) error) ([]time.Duration, error) {
+		ds, errs := make([]time.Duration, k), make([]error, k)
+		var wg sync.WaitGroup
+		for i, v := range vifs {
+			wg.Go(func() {
+				t0 := time.Now()
+				errs[i] = fn(v)
+				ds[i] = time.Since(t0)
+			})
+		}
+		wg.Wait()
+		return ds, errors.Join(errs...)
+	}
+	var seq []time.Duration
+	for _, v := range vifs {
+		t0 := time.Now()
+		if err := b.online(v, script, b.env(v, script)); err != nil {
+			return err
+		}
+		seq = append(seq, time.Since(t0))
+		if err := b.run(script, []string{"offline", "type_if=vif"}, b.env(v, script)); err != nil {
+			return err
+		}
+	}
+	stats := filepath.Join(b.dir, "lockstats")
+	withStats := func(v xvif) []string { return append(b.env(v, script), state.EnvLockStats+"="+stats) }
+	on, err := each(func(v xvif) error { return b.online(v, script, withStats(v)) })
+	if err != nil {
+		return err
+	}
+	off, err := each(func(v xvif) error { return b.run(script, []string{"offline", "type_if=vif"}, withStats(v)) })
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	p50 := report(fmt.Sprintf("vif-brouter online, one at a time (%d vifs, ip=)", k), seq)
+	par := report(fmt.Sprintf("vif-brouter online, %d at once", k), on)
+	report(fmt.Sprintf("vif-brouter offline, %d at once", k), off)
+	fmt.Printf("  %d at once: online p50 %.1fx one at a time, p99 %v\n", k, float64(par)/float64(p50), lockstats.Pct(on, 0.99).Round(time.Millisecond))
+	return lockstats.Print(stats)
 }
 
 // measure runs script online and offline n times for vif5.0 (after one
 // untimed warm-up) and checks the result of each online.
 func (b *bench) measure(script, ip string, n int) (on, off []time.Duration, err error) {
-	b.writeKeys(script, ip)
-	env := append([]string{
-		"script=" + script,
-		"XENBUS_TYPE=vif",
-		"XENBUS_PATH=" + xenbusPath,
-		"XENBUS_BASE_PATH=backend",
-		"netdev=",
-		"vif=" + vifName,
-	}, b.baseEnv...)
+	v := xvif{domid}
+	b.writeKeys(v, script, ip)
+	env := b.env(v, script)
 	for i := -1; i < n; i++ {
-		b.xs.Set(backendPath+"/hotplug-status", "")
 		t0 := time.Now()
-		if err := b.run(script, []string{"online", "type_if=vif"}, env); err != nil {
+		if err := b.online(v, script, env); err != nil {
 			return nil, nil, err
 		}
 		d := time.Since(t0)
-		if st, _ := b.xs.Get(backendPath + "/hotplug-status"); st != "connected" {
-			e, _ := b.xs.Get(backendPath + "/hotplug-error")
-			return nil, nil, fmt.Errorf("%s online: hotplug-status %q (hotplug-error %q)", filepath.Base(script), st, e)
-		}
-		if master, _ := os.ReadFile("/sys/class/net/" + vifName + "/master/uevent"); !strings.Contains(string(master), "INTERFACE="+bridge) {
-			return nil, nil, fmt.Errorf("%s online: %s is not on %s", filepath.Base(script), vifName, bridge)
-		}
 		t0 = time.Now()
 		if err := b.run(script, []string{"offline", "type_if=vif"}, env); err != nil {
 			return nil, nil, err
@@ -322,23 +379,60 @@ func (b *bench) measure(script, ip string, n int) (on, off []time.Duration, err 
 	return on, off, nil
 }
 
+// xvif is one vif of a guest: domain domid, device 0.
+type xvif struct{ domid int }
+
+func (v xvif) name() string     { return fmt.Sprintf("vif%d.%d", v.domid, devid) }
+func (v xvif) mac() string      { return fmt.Sprintf("00:16:3e:00:%02x:%02x", v.domid, devid) }
+func (v xvif) xenbus() string   { return fmt.Sprintf("backend/vif/%d/%d", v.domid, devid) }
+func (v xvif) backend() string  { return "/local/domain/0/" + v.xenbus() }
+func (v xvif) frontend() string { return fmt.Sprintf("/local/domain/%d/device/vif/%d", v.domid, devid) }
+
 // writeKeys writes the backend and frontend keys libxl writes before the call.
-func (b *bench) writeKeys(script, ip string) {
-	b.xs.Remove("/local/domain/0/backend/vif/5")
-	b.xs.Remove("/local/domain/5")
-	for k, v := range map[string]string{
-		"frontend": frontendPath, "frontend-id": fmt.Sprint(domid), "online": "1", "state": "2",
-		"script": script, "mac": guestMAC, "bridge": bridge, "handle": fmt.Sprint(devid), "type": "vif",
+func (b *bench) writeKeys(v xvif, script, ip string) {
+	b.xs.Remove(fmt.Sprintf("/local/domain/0/backend/vif/%d", v.domid))
+	b.xs.Remove(fmt.Sprintf("/local/domain/%d", v.domid))
+	for k, val := range map[string]string{
+		"frontend": v.frontend(), "frontend-id": fmt.Sprint(v.domid), "online": "1", "state": "2",
+		"script": script, "mac": v.mac(), "bridge": bridge, "handle": fmt.Sprint(devid), "type": "vif",
 		"hotplug-status": "",
 	} {
-		b.xs.Set(backendPath+"/"+k, v)
+		b.xs.Set(v.backend()+"/"+k, val)
 	}
 	if ip != "" {
-		b.xs.Set(backendPath+"/ip", ip)
+		b.xs.Set(v.backend()+"/ip", ip)
 	}
-	for k, v := range map[string]string{"backend": backendPath, "backend-id": "0", "handle": fmt.Sprint(devid), "mac": guestMAC, "state": "1"} {
-		b.xs.Set(frontendPath+"/"+k, v)
+	for k, val := range map[string]string{"backend": v.backend(), "backend-id": "0", "handle": fmt.Sprint(devid), "mac": v.mac(), "state": "1"} {
+		b.xs.Set(v.frontend()+"/"+k, val)
 	}
+}
+
+// env is libxl's environment for the hotplug script of v ("env -i" plus its variables).
+func (b *bench) env(v xvif, script string) []string {
+	return append([]string{
+		"script=" + script,
+		"XENBUS_TYPE=vif",
+		"XENBUS_PATH=" + v.xenbus(),
+		"XENBUS_BASE_PATH=backend",
+		"netdev=",
+		"vif=" + v.name(),
+	}, b.baseEnv...)
+}
+
+// online runs script online for v and checks that v is connected and on the bridge.
+func (b *bench) online(v xvif, script string, env []string) error {
+	b.xs.Set(v.backend()+"/hotplug-status", "")
+	if err := b.run(script, []string{"online", "type_if=vif"}, env); err != nil {
+		return err
+	}
+	if st, _ := b.xs.Get(v.backend() + "/hotplug-status"); st != "connected" {
+		e, _ := b.xs.Get(v.backend() + "/hotplug-error")
+		return fmt.Errorf("%s online %s: hotplug-status %q (hotplug-error %q)", filepath.Base(script), v.name(), st, e)
+	}
+	if master, _ := os.ReadFile("/sys/class/net/" + v.name() + "/master/uevent"); !strings.Contains(string(master), "INTERFACE="+bridge) {
+		return fmt.Errorf("%s online: %s is not on %s", filepath.Base(script), v.name(), bridge)
+	}
+	return nil
 }
 
 // run executes name with args; env nil means this process's environment,

@@ -16,15 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/vnet"
+	"github.com/brouter/brouter/tools/internal/lockstats"
 )
 
 func main() {
@@ -179,39 +177,7 @@ func benchParallel(bin, dir string, k int) error {
 	report(fmt.Sprintf("qemu-ifup, %d at once (port rule)", k), up)
 	report(fmt.Sprintf("qemu-ifdown, %d at once (port rule)", k), down)
 	fmt.Printf("  %d parallel ifups: p50 %.1fx one alone\n", k, float64(pct(up, 0.5))/float64(pct(alone, 0.5)))
-	return reportLocks(stats)
-}
-
-// reportLocks prints lock wait and hold p50/p99 per program and lock from a
-// BROUTER_LOCK_STATS file.
-func reportLocks(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	wait, hold := map[string][]time.Duration{}, map[string][]time.Duration{}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(l)
-		if len(f) != 4 {
-			continue
-		}
-		kind := f[0] + " " + f[1]
-		w, _ := strconv.ParseInt(f[2], 10, 64)
-		h, _ := strconv.ParseInt(f[3], 10, 64)
-		wait[kind] = append(wait[kind], time.Duration(w))
-		hold[kind] = append(hold[kind], time.Duration(h))
-	}
-	kinds := make([]string, 0, len(wait))
-	for k := range wait {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	fmt.Printf("  %-34s %9s %9s %9s %9s %5s\n", "lock (program, lock)", "wait p50", "wait p99", "hold p50", "hold p99", "n")
-	for _, k := range kinds {
-		r := func(ds []time.Duration, q float64) time.Duration { return pct(ds, q).Round(10 * time.Microsecond) }
-		fmt.Printf("  %-34s %9s %9s %9s %9s %5d\n", k, r(wait[k], 0.5), r(wait[k], 0.99), r(hold[k], 0.5), r(hold[k], 0.99), len(wait[k]))
-	}
-	return nil
+	return lockstats.Print(stats)
 }
 
 // benchQemu times qemu-ifup and qemu-ifdown as QEMU runs them: a fresh
@@ -307,8 +273,4 @@ func report(what string, ds []time.Duration) {
 	fmt.Printf("%-44s %10s %10s %6d\n", what, pct(ds, 0.5).Round(10*time.Microsecond), pct(ds, 0.9).Round(10*time.Microsecond), len(ds))
 }
 
-// pct is the q-quantile of ds (which it sorts).
-func pct(ds []time.Duration, q float64) time.Duration {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[int(q*float64(len(ds)-1)+0.5)]
-}
+func pct(ds []time.Duration, q float64) time.Duration { return lockstats.Pct(ds, q) }

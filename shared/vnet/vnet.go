@@ -107,56 +107,18 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	rec.Mode = string(n.Mode)
 
 	if n.Mode == config.ModeBridge {
-		br, err := link.Get(n.Bridge)
-		if errors.Is(err, link.ErrNotFound) {
-			return fmt.Errorf("vnet: network %s: mode bridge uses an existing bridge and %s does not exist; create it (e.g. with your distribution's network config) or choose mode nat", n.Name, n.Bridge)
-		}
-		if err != nil {
-			return fmt.Errorf("vnet: %w", err)
-		}
-		if br.Type() != "bridge" {
-			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
+		if err := checkForeignBridge(n); err != nil {
+			return err
 		}
 		return m.Records.Write(recordName(n.Name), &rec)
 	}
-
-	// Everything that can be checked is checked before the host is touched.
-	route := n.Mode == config.ModeRoute
-	skip, bridgeMissing := 0, false
-	if route {
-		// No bridge: the guests' host routes, once ports attach, are ours.
-	} else if br, err := link.Get(n.Bridge); err == nil {
-		if br.Type() != "bridge" {
-			return fmt.Errorf("vnet: network %s: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", n.Name, n.Bridge, br.Type())
-		}
-		skip = br.Attrs().Index
-	} else if errors.Is(err, link.ErrNotFound) {
-		bridgeMissing = true
-	} else {
-		return fmt.Errorf("vnet: %w", err)
-	}
-	for _, sn := range n.Subnets() {
-		if route && had {
-			break
-		}
-		msg, err := link.Conflict(sn, skip)
-		if err != nil {
-			return fmt.Errorf("vnet: %w", err)
-		}
-		if msg != "" {
-			return fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
-		}
-	}
-	fw, err := m.NewFirewall(n.Firewall)
+	bridgeMissing, err := checkStart(n, had)
 	if err != nil {
-		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		return err
 	}
-	var old firewall.Backend
-	if rec.Backend != "" && rec.Backend != fw.Name() {
-		// The config switched backends: the old one's rules must go.
-		if old, err = m.NewFirewall(rec.Backend); err != nil {
-			return fmt.Errorf("vnet: network %s: remove rules of previous backend: %w", n.Name, err)
-		}
+	fw, old, err := m.startFirewalls(n, &rec)
+	if err != nil {
+		return err
 	}
 
 	// From here on the host changes; undo on failure.
@@ -179,7 +141,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		undo = append(undo, func() { _ = m.Records.Remove(recordName(n.Name)) })
 	}
 
-	if !route {
+	if n.Mode != config.ModeRoute {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
 			return err
 		}
@@ -190,22 +152,16 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		}
 	}
 	if old != nil {
-		if err := old.Remove(n.Name); err != nil {
-			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
-		}
-		rec.Backend = fw.Name() // before its tables exist, as above
-		if err := m.Records.Write(recordName(n.Name), &rec); err != nil {
+		if err := m.switchBackend(n, &rec, old, fw); err != nil {
 			return err
 		}
 	}
-	if err := fw.Ensure(rulesFor(n)); err != nil {
-		if !had {
-			undo = append(undo, func() { _ = fw.Remove(n.Name) })
-		}
-		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
-	}
+	err = fw.Ensure(rulesFor(n))
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+	}
+	if err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -218,6 +174,79 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	}
 	rec.Backend = fw.Name()
 	return m.Records.Write(recordName(n.Name), &rec)
+}
+
+// checkForeignBridge checks that the bridge a mode bridge network uses exists.
+func checkForeignBridge(n *config.Network) error {
+	br, err := link.Get(n.Bridge)
+	if errors.Is(err, link.ErrNotFound) {
+		return fmt.Errorf("vnet: network %s: mode bridge uses an existing bridge and %s does not exist; create it (e.g. with your distribution's network config) or choose mode nat", n.Name, n.Bridge)
+	}
+	if err != nil {
+		return fmt.Errorf("vnet: %w", err)
+	}
+	if br.Type() != "bridge" {
+		return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
+	}
+	return nil
+}
+
+// checkStart checks everything that can be checked before Start touches
+// the host: the bridge's name, the subnets' routes. It reports whether the
+// bridge is missing (Start creates it).
+func checkStart(n *config.Network, had bool) (bridgeMissing bool, err error) {
+	route := n.Mode == config.ModeRoute
+	skip := 0
+	if route {
+		// No bridge: the guests' host routes, once ports attach, are ours.
+	} else if br, err := link.Get(n.Bridge); err == nil {
+		if br.Type() != "bridge" {
+			return false, fmt.Errorf("vnet: network %s: %s exists and is a %s link, not a bridge; choose another bridge name or remove it", n.Name, n.Bridge, br.Type())
+		}
+		skip = br.Attrs().Index
+	} else if errors.Is(err, link.ErrNotFound) {
+		bridgeMissing = true
+	} else {
+		return false, fmt.Errorf("vnet: %w", err)
+	}
+	for _, sn := range n.Subnets() {
+		if route && had {
+			break
+		}
+		msg, err := link.Conflict(sn, skip)
+		if err != nil {
+			return false, fmt.Errorf("vnet: %w", err)
+		}
+		if msg != "" {
+			return false, fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
+		}
+	}
+	return bridgeMissing, nil
+}
+
+// startFirewalls returns the network's firewall backend, and the one its
+// rules are in when the config switched backends (nil: the same).
+func (m *Manager) startFirewalls(n *config.Network, rec *record) (fw, old firewall.Backend, err error) {
+	if fw, err = m.NewFirewall(n.Firewall); err != nil {
+		return nil, nil, fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if rec.Backend != "" && rec.Backend != fw.Name() {
+		// The config switched backends: the old one's rules must go.
+		if old, err = m.NewFirewall(rec.Backend); err != nil {
+			return nil, nil, fmt.Errorf("vnet: network %s: remove rules of previous backend: %w", n.Name, err)
+		}
+	}
+	return fw, old, nil
+}
+
+// switchBackend removes the network's rules from the backend they were in
+// (old), and records the new one before its tables exist.
+func (m *Manager) switchBackend(n *config.Network, rec *record, old, fw firewall.Backend) error {
+	if err := old.Remove(n.Name); err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	rec.Backend = fw.Name()
+	return m.Records.Write(recordName(n.Name), rec)
 }
 
 // startBridge creates (or adopts) the bridge and gives it the network's

@@ -57,13 +57,16 @@ func (s *Store) Read(name string, v any) (bool, error) {
 
 // tmpPath is the one temp file a record is written through. It is fixed, so
 // a writer killed before its rename leaves a file that Remove and the next
-// Write clean up. Writers of one record are serialised by their callers
-// (the network's lock, or one CNI attachment per container and interface).
+// Write clean up. Writers of one record take turns on it (see Write).
 func tmpPath(dst string) string {
 	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
 }
 
-// Write stores v as record name atomically.
+// Write stores v as record name atomically. Concurrent writers of one
+// record (processes that share a record, such as a firewall backend's note
+// that a network's records are complete) take turns on its temp file: each
+// flocks it for its write and rename, and starts again when the file it
+// locked was renamed meanwhile by the writer before it.
 func (s *Store) Write(name string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -73,23 +76,56 @@ func (s *Store) Write(name string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	tmp, err := os.OpenFile(tmpPath(dst), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
+	for {
+		tmp, err := lockedTemp(tmpPath(dst))
+		if err != nil {
+			return err
+		}
+		if tmp == nil {
+			continue // renamed by the writer before us
+		}
+		err = s.writeTemp(tmp, dst, append(data, '\n'))
 		tmp.Close()
+		return err
+	}
+}
+
+// lockedTemp opens and flocks the temp file at path; nil when the file it
+// locked is no longer the one at path.
+func lockedTemp(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state: lock %s: %w", path, err)
+	}
+	if !sameFile(f, path) {
+		f.Close()
+		return nil, nil
+	}
+	return f, nil
+}
+
+// writeTemp fills the locked temp file and renames it to dst.
+func (s *Store) writeTemp(tmp *os.File, dst string, data []byte) error {
+	if err := tmp.Truncate(0); err != nil {
+		return fmt.Errorf("state: write %s: %w", tmp.Name(), err)
+	}
+	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("state: write %s: %w", tmp.Name(), err)
 	}
 	if !s.Volatile {
 		if err := tmp.Sync(); err != nil {
-			tmp.Close()
 			return fmt.Errorf("state: sync %s: %w", tmp.Name(), err)
 		}
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return fmt.Errorf("state: %w", err)

@@ -119,3 +119,32 @@ func TestRemoveTakesADeadWritersTempFile(t *testing.T) {
 		t.Errorf("left after Remove: %v", ents)
 	}
 }
+
+// Writers of one record at once all succeed, and the record is whole: one
+// of theirs.
+func TestConcurrentWritesOfOneRecord(t *testing.T) {
+	s := NewVolatile(t.TempDir())
+	var wg sync.WaitGroup
+	errs := make(chan error, 16*50)
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				if err := s.Write("nftables/net/network.json", map[string]int{"writer": w, "i": i}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var got map[string]int
+	if ok, err := s.Read("nftables/net/network.json", &got); !ok || err != nil || got["i"] != 49 {
+		t.Errorf("record %v (found %v, %v), want some writer's last", got, ok, err)
+	}
+	if names, _ := s.List("nftables/net"); len(names) != 1 {
+		t.Errorf("files left: %v", names)
+	}
+}

@@ -65,16 +65,18 @@ func (s *Store) acquire(name string, timeout time.Duration, shared bool) (*Lock,
 	}
 	asked := time.Now()
 	deadline := asked.Add(timeout)
-	l, seq, err := takeTicket(guard, queue, shared, deadline, timeout)
+	l, seq, first, err := takeTicket(guard, queue, shared, deadline, timeout)
 	if err != nil {
 		return nil, err
 	}
 	wait := 50 * time.Microsecond
 	for {
-		pred, err := predecessor(queue, seq, shared)
-		if err != nil {
-			l.Release()
-			return nil, err
+		var pred *os.File
+		if !first {
+			if pred, err = predecessor(queue, seq, shared); err != nil {
+				l.Release()
+				return nil, err
+			}
 		}
 		if pred == nil { // first in line
 			l.label, l.asked, l.got = statLabel(guard, shared), asked, time.Now()
@@ -118,11 +120,14 @@ func statLabel(path string, shared bool) string {
 	return label
 }
 
-// takeTicket adds a ticket to the queue, under the guard's flock.
-func takeTicket(guard, queue string, shared bool, deadline time.Time, timeout time.Duration) (*Lock, int, error) {
+// takeTicket adds a ticket to the queue, under the guard's flock, and
+// reports whether it is first in line: the queue had no ticket it would
+// wait for (none at all; for a shared one, no exclusive one), and no ticket
+// added later can come before it.
+func takeTicket(guard, queue string, shared bool, deadline time.Time, timeout time.Duration) (l *Lock, seq int, first bool, err error) {
 	g, err := os.OpenFile(guard, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, 0, fmt.Errorf("state: lock: %w", err)
+		return nil, 0, false, fmt.Errorf("state: lock: %w", err)
 	}
 	defer g.Close()
 	// Held for a directory listing and a file creation: microseconds.
@@ -132,10 +137,10 @@ func takeTicket(guard, queue string, shared bool, deadline time.Time, timeout ti
 			break
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return nil, 0, fmt.Errorf("state: lock %s: %w", guard, err)
+			return nil, 0, false, fmt.Errorf("state: lock %s: %w", guard, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, 0, timeoutError(guard, timeout)
+			return nil, 0, false, timeoutError(guard, timeout)
 		}
 		time.Sleep(wait)
 		if wait < time.Millisecond {
@@ -145,24 +150,25 @@ func takeTicket(guard, queue string, shared bool, deadline time.Time, timeout ti
 	defer unix.Flock(int(g.Fd()), unix.LOCK_UN)
 	tickets, err := listTickets(queue)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
-	seq := 1
+	seq = 1
 	if n := len(tickets); n > 0 {
 		seq = tickets[n-1].seq + 1
 	}
+	first = !slices.ContainsFunc(tickets, func(t ticket) bool { return !shared || !t.shared })
 	p := filepath.Join(queue, ticket{seq, shared}.String())
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, 0, fmt.Errorf("state: lock %s: %w", guard, err)
+		return nil, 0, false, fmt.Errorf("state: lock %s: %w", guard, err)
 	}
 	// Not blocking: nobody else flocks a ticket nobody could see yet.
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		os.Remove(p)
-		return nil, 0, fmt.Errorf("state: lock %s: %w", guard, err)
+		return nil, 0, false, fmt.Errorf("state: lock %s: %w", guard, err)
 	}
-	return &Lock{ticket: f, path: p}, seq, nil
+	return &Lock{ticket: f, path: p}, seq, first, nil
 }
 
 // ticket is one ticket of a queue: its number, and whether it is shared.

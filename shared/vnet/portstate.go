@@ -25,8 +25,21 @@ func (a *attachment) install() error {
 	}
 	// The port's shaping, antispoof entries, published ports and lease are
 	// independent, and each waits on the kernel (an ifb's creation, an
-	// nf_tables commit) or on dnsmasq: they are set up at once.
-	return parallel(a.installShaping, a.installGuard, a.installForwards, a.installLease)
+	// nf_tables commit) or on dnsmasq: those it has are set up at once.
+	steps := []func() error{a.installShaping}
+	if a.guard != nil || a.reattach && a.prev.Firewall != "" {
+		steps = append(steps, a.installGuard)
+	}
+	if a.fw != nil && (len(p.Forwards) > 0 || len(a.prev.Forwards) > 0) {
+		steps = append(steps, a.installForwards)
+	}
+	if n.DHCP != nil && p.GuestMAC != nil || a.prev.Lease != "" {
+		steps = append(steps, a.installLease)
+	}
+	if len(steps) == 1 {
+		return steps[0]()
+	}
+	return parallel(steps...)
 }
 
 func (a *attachment) installShaping() error {

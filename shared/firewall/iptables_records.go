@@ -48,8 +48,10 @@ const lockWait = 10 * time.Second
 // processLocks are the locks of a backend without a Locker.
 var processLocks sync.Map // name → *sync.RWMutex
 
-func (b *iptBackend) locked(name string, shared bool, fn func() error) error {
-	if lk, ok := b.rec.(Locker); ok {
+// locked runs fn holding lock name of rec (shared or exclusively), or one
+// of the process when rec is not a Locker.
+func locked(rec Records, name string, shared bool, fn func() error) error {
+	if lk, ok := rec.(Locker); ok {
 		release, err := lk.Lock("locks/"+name+".lock", shared, lockWait)
 		if err != nil {
 			return err
@@ -71,12 +73,12 @@ func (b *iptBackend) locked(name string, shared bool, fn func() error) error {
 
 // guardLocked runs fn holding the network's guard lock.
 func (b *iptBackend) guardLocked(network string, shared bool, fn func() error) error {
-	return b.locked("iptables-"+network+".guard", shared, fn)
+	return locked(b.rec, "iptables-"+network+".guard", shared, fn)
 }
 
 // fwdLocked runs fn holding the network's published-ports lock.
 func (b *iptBackend) fwdLocked(network string, fn func() error) error {
-	return b.locked("iptables-"+network+".fwd", false, fn)
+	return locked(b.rec, "iptables-"+network+".fwd", false, fn)
 }
 
 func iptRecNetwork(network string) string     { return "iptables/" + network + "/network.json" }

@@ -528,7 +528,12 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 	return nil, apply(conn, changes)
 }
 
-// setupPortTables creates tables (or refreshes their rules) in one transaction.
+// setupPortTables creates the tables that are missing, in one transaction.
+//
+// Ports of a network attach at once, and would each create the tables they
+// find missing (an nft run and a commit apiece): the creation is serialised
+// by a lock of the backend's (iptables_records.go), under which the tables
+// another port created meanwhile are left alone.
 func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) error {
 	if err := b.noteTables(network); err != nil {
 		return err
@@ -536,6 +541,33 @@ func (b *nftBackend) setupPortTables(network string, tables []nftPortTable) erro
 	if b.createPortTables != nil {
 		return b.createPortTables(network, tables)
 	}
+	return locked(b.rec, "nftables-"+network+".setup", false, func() error {
+		missing, err := missingTables(tables)
+		if err != nil || len(missing) == 0 {
+			return err
+		}
+		return b.createTables(network, missing)
+	})
+}
+
+// missingTables are those of tables the kernel does not have.
+func missingTables(tables []nftPortTable) ([]nftPortTable, error) {
+	conn, err := nlOpen()
+	if err != nil {
+		return nil, errorf("nftables: %w", err)
+	}
+	defer nlClose(conn)
+	existing, err := conn.ListTables()
+	if err != nil {
+		return nil, errorf("nftables: list tables: %w", err)
+	}
+	return slices.DeleteFunc(slices.Clone(tables), func(t nftPortTable) bool {
+		return slices.ContainsFunc(existing, func(e *gnftables.Table) bool { return e.Family == t.nl && e.Name == t.name })
+	}), nil
+}
+
+// createTables creates the port tables in one nft transaction.
+func (b *nftBackend) createTables(network string, tables []nftPortTable) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	nft, err := b.knft()

@@ -325,22 +325,25 @@ func (b *bench) parallel(k int) error {
 		return ds, errors.Join(errs...)
 	}
 	var seq []time.Duration
+	var seqCPU time.Duration
 	for _, v := range vifs {
-		t0 := time.Now()
+		c0, t0 := childCPU(), time.Now()
 		if err := b.online(v, script, b.env(v, script)); err != nil {
 			return err
 		}
-		seq = append(seq, time.Since(t0))
+		seq, seqCPU = append(seq, time.Since(t0)), seqCPU+childCPU()-c0
 		if err := b.run(script, []string{"offline", "type_if=vif"}, b.env(v, script)); err != nil {
 			return err
 		}
 	}
 	stats := filepath.Join(b.dir, "lockstats")
 	withStats := func(v xvif) []string { return append(b.env(v, script), state.EnvLockStats+"="+stats) }
+	c0 := childCPU()
 	on, err := each(func(v xvif) error { return b.online(v, script, withStats(v)) })
 	if err != nil {
 		return err
 	}
+	parCPU := childCPU() - c0
 	off, err := each(func(v xvif) error { return b.run(script, []string{"offline", "type_if=vif"}, withStats(v)) })
 	if err != nil {
 		return err
@@ -349,8 +352,19 @@ func (b *bench) parallel(k int) error {
 	p50 := report(fmt.Sprintf("vif-brouter online, one at a time (%d vifs, ip=)", k), seq)
 	par := report(fmt.Sprintf("vif-brouter online, %d at once", k), on)
 	report(fmt.Sprintf("vif-brouter offline, %d at once", k), off)
-	fmt.Printf("  %d at once: online p50 %.1fx one at a time, p99 %v\n", k, float64(par)/float64(p50), lockstats.Pct(on, 0.99).Round(time.Millisecond))
+	fmt.Printf("  %d at once: online p50 %.1fx one at a time, p99 %v; CPU (user+sys) per online %v at once, %v one at a time\n",
+		k, float64(par)/float64(p50), lockstats.Pct(on, 0.99).Round(time.Millisecond),
+		(parCPU / time.Duration(k)).Round(100*time.Microsecond), (seqCPU / time.Duration(k)).Round(100*time.Microsecond))
 	return lockstats.Print(stats)
+}
+
+// childCPU is the CPU time (user and system) of the children waited for so far.
+func childCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // measure runs script online and offline n times for vif5.0 (after one

@@ -158,6 +158,8 @@ func (m *Manager) detachRecordedPorts(n *config.Network) error {
 // to, as recorded. Hooks whose callers only know the device (Xen's offline,
 // QEMU's ifdown) use it. A port with no record has its shaping removed, in
 // case an earlier attach died before recording it, and is otherwise left alone.
+// (Its lock is taken first, never around Detach: the network's lock comes
+// before a port's.)
 func (m *Manager) DetachPort(name string) error {
 	if err := names.Interface(name); err != nil {
 		return fmt.Errorf("vnet: port: %w", err)
@@ -185,6 +187,13 @@ func (m *Manager) DetachPort(name string) error {
 		}
 	}
 	if !found {
+		// Under the port's lock: after an Attach in flight, and taking
+		// over the lock's file from a holder that was killed.
+		l, err := m.Records.AcquireTransient(portLockName(name), m.Config.LockTimeout)
+		if err != nil {
+			return fmt.Errorf("vnet: port %s: %w", name, err)
+		}
+		defer l.Release()
 		if err := m.Shaper.RemovePort(name, ""); err != nil {
 			return fmt.Errorf("vnet: detach %s: %w", name, err)
 		}

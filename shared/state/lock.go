@@ -273,8 +273,10 @@ func (l *Lock) Release() {
 		return
 	}
 	// Unlink first, then unlock by closing: a waiter that sees the flock
-	// free finds the name gone too.
-	os.Remove(l.path)
+	// free finds the name gone too. (A key's lock has no file of its own.)
+	if l.path != "" {
+		os.Remove(l.path)
+	}
 	l.ticket.Close()
 	l.ticket = nil
 	if !l.got.IsZero() {

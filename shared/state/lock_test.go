@@ -166,8 +166,9 @@ func TestLockShared(t *testing.T) {
 	}
 }
 
-// A transient lock excludes other holders, and leaves no file behind.
-func TestLockTransient(t *testing.T) {
+// A key's lock excludes other holders of that key, not of others, and
+// makes no file per key.
+func TestLockKey(t *testing.T) {
 	s := New(t.TempDir())
 	var inside, most, total int
 	var mu sync.Mutex
@@ -175,7 +176,7 @@ func TestLockTransient(t *testing.T) {
 	for range 16 {
 		wg.Go(func() {
 			for range 20 {
-				l, err := s.AcquireTransient("locks/port/vif1.0.lock", 10*time.Second)
+				l, err := s.AcquireKey("locks/ports.lock", "vif1.0", 10*time.Second)
 				if err != nil {
 					t.Error(err)
 					return
@@ -197,15 +198,20 @@ func TestLockTransient(t *testing.T) {
 	if most != 1 || total != 16*20 {
 		t.Errorf("%d holders at once (want 1), %d holds (want %d)", most, total, 16*20)
 	}
-	if left, _ := os.ReadDir(s.path("locks/port")); len(left) != 0 {
-		t.Errorf("files left: %v", left)
-	}
-	held, err := s.AcquireTransient("locks/port/vif1.0.lock", time.Second)
+	held, err := s.AcquireKey("locks/ports.lock", "vif1.0", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AcquireTransient("locks/port/vif1.0.lock", 20*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
+	if _, err := s.AcquireKey("locks/ports.lock", "vif1.0", 20*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
 		t.Errorf("second holder: %v, want a timeout", err)
 	}
+	other, err := s.AcquireKey("locks/ports.lock", "vif2.0", 20*time.Millisecond)
+	if err != nil {
+		t.Errorf("another key waited: %v", err)
+	}
+	other.Release()
 	held.Release()
+	if ents, _ := os.ReadDir(s.path("locks")); len(ents) != 1 {
+		t.Errorf("files %v, want the one lock file", ents)
+	}
 }

@@ -3,11 +3,8 @@ package vnet
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -410,25 +407,4 @@ func sortedCopy(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return out
-}
-
-// An Attach killed while it held the port's lock leaves the lock's file;
-// the next operation on the port takes the lock over and removes the file,
-// also when the port has no record yet.
-func TestKilledHolderLockFileGoes(t *testing.T) {
-	h := newHost(t, unitDoc)
-	h.links.add("tapk", "tap", 1500)
-	lockFile := filepath.Join(h.cfg.RunDir, portLockName("tapk"))
-	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(lockFile, nil, 0o644); err != nil { // its flock died with it
-		t.Fatal(err)
-	}
-	if err := h.m.DetachPort("tapk"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(lockFile); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("lock file after DetachPort: %v", err)
-	}
 }

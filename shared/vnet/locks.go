@@ -14,9 +14,10 @@ import (
 //	                        Attach and Detach shared: ports attach and detach
 //	                        at once, and Start or Stop waits for the ports in
 //	                        flight (which then find the network as it left it).
-//	locks/port/PORT.lock    a port's own (transient: no file once free). Attach
-//	                        and Detach of one port hold it for the port's whole
-//	                        work: its record, device, tc, set elements.
+//	locks/ports.lock        a port's own: one byte of the file per port name
+//	                        (state.AcquireKey). Attach and Detach of one port
+//	                        hold it for the port's whole work: its record,
+//	                        device, tc, set elements.
 //	locks/NET.shaping.lock  the network's aggregate shaping classes: held only
 //	                        around a port's tc changes when the port is in the
 //	                        network's aggregate limits.
@@ -26,8 +27,9 @@ import (
 // Order: network, then port, then shaping or host ports; never the other
 // way. Every wait has the config's lock_timeout.
 
-func lockName(network string) string        { return "locks/" + network + ".lock" }
-func portLockName(port string) string       { return "locks/port/" + port + ".lock" }
+func lockName(network string) string { return "locks/" + network + ".lock" }
+
+const portsLock = "locks/ports.lock"        // "ports" is no network's name (names.Network)
 func shapingLockName(network string) string { return "locks/" + network + ".shaping.lock" }
 
 // lock takes the network's lock exclusively (Start, Stop).
@@ -49,12 +51,22 @@ func (m *Manager) lockPort(network, port string) (*portLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vnet: network %s: %w", network, err)
 	}
-	pl, err := m.Records.AcquireTransient(portLockName(port), m.Config.LockTimeout)
+	pl, err := m.lockPortOnly(port)
 	if err != nil {
 		nl.Release()
-		return nil, fmt.Errorf("vnet: port %s: %w", port, err)
+		return nil, err
 	}
 	return &portLock{network: nl, port: pl}, nil
+}
+
+// lockPortOnly takes the port's own lock, for a caller that holds the
+// network's or needs none.
+func (m *Manager) lockPortOnly(port string) (*state.Lock, error) {
+	l, err := m.Records.AcquireKey(portsLock, port, m.Config.LockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("vnet: port %s: %w", port, err)
+	}
+	return l, nil
 }
 
 func (l *portLock) release() {

@@ -187,11 +187,10 @@ func (m *Manager) DetachPort(name string) error {
 		}
 	}
 	if !found {
-		// Under the port's lock: after an Attach in flight, and taking
-		// over the lock's file from a holder that was killed.
-		l, err := m.Records.AcquireTransient(portLockName(name), m.Config.LockTimeout)
+		// Under the port's lock: after an Attach in flight.
+		l, err := m.lockPortOnly(name)
 		if err != nil {
-			return fmt.Errorf("vnet: port %s: %w", name, err)
+			return err
 		}
 		defer l.Release()
 		if err := m.Shaper.RemovePort(name, ""); err != nil {

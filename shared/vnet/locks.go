@@ -87,3 +87,12 @@ func (m *Manager) withShapingLock(network string, locked bool, fn func() error) 
 	defer l.Release()
 	return fn()
 }
+
+// makePortsLock makes the file of the ports' locks, at Start rather than at
+// a network's first port, so that a port leaves the run directory as it
+// found it.
+func (m *Manager) makePortsLock() {
+	if l, err := m.lockPortOnly(""); err == nil {
+		l.Release()
+	}
+}

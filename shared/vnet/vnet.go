@@ -93,11 +93,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		return err
 	}
 	defer l.Release()
-	// The file of the ports' locks is made here, not by a network's first
-	// port, so that a port leaves the run directory as it found it.
-	if pl, err := m.lockPortOnly(""); err == nil {
-		pl.Release()
-	}
+	m.makePortsLock()
 
 	var rec record
 	had, err := m.Records.Read(recordName(n.Name), &rec)

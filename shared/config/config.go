@@ -115,6 +115,14 @@ type Network struct {
 	Shaping *Shaping
 	// DHCP: the network's DHCP and DNS service; nil when not configured.
 	DHCP *DHCP
+	// DHCP6: router advertisements and DHCPv6 (dhcp6.go); nil when the
+	// network has none (no address6, ipv6_mode "none", mode route or bridge).
+	DHCP6 *DHCP6
+	// NAT6: masquerade the IPv6 prefix like IPv4 (mode nat only).
+	NAT6 bool
+	// UplinkAcceptRA: start sets accept_ra = 2 on the uplink, so that the
+	// host keeps its own SLAAC there once IPv6 forwarding is on.
+	UplinkAcceptRA bool
 	// Alloc: the pools brouter's own allocator hands out from (always set
 	// for a subnet the network has).
 	Alloc Alloc
@@ -158,9 +166,13 @@ type NetworkSpec struct {
 	ForwardDelay *int    `toml:"forward_delay"`
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
+	NAT6         *bool   `toml:"nat6"`
+	// UplinkAcceptRA: see Network.UplinkAcceptRA.
+	UplinkAcceptRA *bool `toml:"uplink_accept_ra"`
 
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
+	DHCP6   *DHCP6Spec     `toml:"dhcp6"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
 }
@@ -384,6 +396,12 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 	}
 	n.Shaping = sh
 	if n.DHCP, err = s.DHCP.validate("network."+name+".dhcp", n); err != nil {
+		return nil, err
+	}
+	if n.DHCP6, err = s.DHCP6.validate("network."+name+".dhcp6", n); err != nil {
+		return nil, err
+	}
+	if err := validateIPv6Keys(key, s, n); err != nil {
 		return nil, err
 	}
 	if n.Alloc, err = s.Alloc.validate("network."+name+".alloc", n); err != nil {

@@ -56,6 +56,9 @@ type NetworkRules struct {
 	// only established/related traffic comes back in. IPv6 subnets are never
 	// masqueraded: as in libvirt's nat mode they are routed, inbound included.
 	Masquerade bool
+	// Masquerade6: masquerade the IPv6 subnets too (nat6), with the same
+	// inbound policy as IPv4 (replies and published ports only). Needs Masquerade.
+	Masquerade6 bool
 	// Uplink, when set, restricts forwarding and masquerade to this outgoing interface.
 	Uplink string
 	// Antispoof: drop packets forwarded from the bridge whose source address is
@@ -195,7 +198,7 @@ func (r NetworkRules) validate() error {
 		if r.Services {
 			return errorf("network %s: DHCP and DNS need a bridge", r.Network)
 		}
-		if r.Masquerade || !r.Forward {
+		if r.Masquerade || r.Masquerade6 || !r.Forward {
 			return errorf("network %s: a network without a bridge (mode route) is forwarded and never masqueraded", r.Network)
 		}
 		if len(r.Subnets) == 0 {
@@ -203,6 +206,9 @@ func (r NetworkRules) validate() error {
 		}
 	} else if err := validIfname("bridge", r.Bridge); err != nil {
 		return err
+	}
+	if r.Masquerade6 && !r.Masquerade {
+		return errorf("network %s: IPv6 is masqueraded only with IPv4 (nat mode)", r.Network)
 	}
 	if r.Uplink != "" {
 		if err := validIfname("uplink", r.Uplink); err != nil {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	gnftables "github.com/google/nftables"
 )
 
 // iptables layout of a network NET (per family: iptables, ip6tables):
@@ -54,8 +57,29 @@ var iptRoles = []iptRole{
 }
 
 // skipRemoval: ip6tables-nft creates an empty nat table merely by listing
-// it, and IPv6 is never masqueraded: nothing of ours can be there.
-func (f *iptFamily) skipRemoval(r iptRole) bool { return r.table == "nat" && f.family == 6 }
+// it, and IPv6 is masqueraded only with nat6: while the table does not
+// exist, nothing of ours can be there, and it is left alone.
+func (f *iptFamily) skipRemoval(r iptRole) bool {
+	return r.table == "nat" && f.family == 6 && !ip6NATExists()
+}
+
+// ip6NATExists reports whether the ip6 nat table exists, without creating
+// it: in nf_tables (ip6tables-nft) or in x_tables (ip6tables-legacy).
+func ip6NATExists() bool {
+	if b, err := os.ReadFile("/proc/net/ip6_tables_names"); err == nil && slices.Contains(strings.Fields(string(b)), "nat") {
+		return true
+	}
+	conn, err := nlOpen()
+	if err != nil {
+		return true // cannot tell: look, at the cost of the empty table
+	}
+	defer nlClose(conn)
+	tables, err := conn.ListTablesOfFamily(gnftables.TableFamilyIPv6)
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(tables, func(t *gnftables.Table) bool { return t.Name == "nat" })
+}
 
 // iptFamily is iptables (4) or ip6tables (6) on this host.
 type iptFamily struct {

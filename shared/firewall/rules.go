@@ -85,6 +85,7 @@ func bySubnetFamily(subnets []netip.Prefix) [][]netip.Prefix {
 
 var (
 	multicastLocal = netip.MustParsePrefix("224.0.0.0/24")
+	multicast6     = netip.MustParsePrefix("ff00::/8")
 	broadcast      = netip.MustParsePrefix("255.255.255.255/32")
 )
 
@@ -108,6 +109,7 @@ func plan(r NetworkRules) []rule {
 	if r.Services { // accepts only: the host's own local policy is not ours
 		local = append(local,
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
+			rule{chain: chainInput, iif: b, proto: "udp", dport: 547, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept})
 	}
@@ -148,30 +150,38 @@ func planBridge(r NetworkRules) []rule {
 	// Published ports (EnsureForwards): new connections DNATed toward a guest.
 	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, ctDNAT: true, verdict: accept})
 	for _, fam := range bySubnetFamily(r.Subnets) {
-		if !r.Masquerade || fam[0].Addr().Is6() {
+		if !r.masquerades(fam[0]) {
 			rules = append(rules, rule{chain: chainForward, iif: up, oif: b, daddr: fam, verdict: accept})
 		}
 	}
 	rules = append(rules, rule{chain: chainForward, oif: b, verdict: drop})
 
-	if r.Masquerade {
-		for _, s := range r.Subnets {
-			if !s.Addr().Is4() {
-				continue // IPv6 is routed, never masqueraded
-			}
-			src := []netip.Prefix{s}
-			m := rule{chain: chainPostrouting, saddr: src, daddr: src, notDaddr: true, oif: up, verdict: masquerade}
-			if up == "" {
-				m.notOif = b
-			}
-			rules = append(rules,
-				// Like libvirt: local multicast and broadcast keep their source.
-				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{multicastLocal}, verdict: ret},
-				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{broadcast}, verdict: ret},
-				m)
+	for _, s := range r.Subnets {
+		if !r.masquerades(s) {
+			continue // routed (IPv6 unless Masquerade6)
 		}
+		src := []netip.Prefix{s}
+		m := rule{chain: chainPostrouting, saddr: src, daddr: src, notDaddr: true, oif: up, verdict: masquerade}
+		if up == "" {
+			m.notOif = b
+		}
+		// Like libvirt: local multicast and broadcast keep their source.
+		keep := []netip.Prefix{multicastLocal, broadcast}
+		if s.Addr().Is6() {
+			keep = []netip.Prefix{multicast6}
+		}
+		for _, k := range keep {
+			rules = append(rules, rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{k}, verdict: ret})
+		}
+		rules = append(rules, m)
 	}
 	return rules
+}
+
+// masquerades reports whether the subnet's traffic is masqueraded on its
+// way out: IPv4 in nat mode, IPv6 with Masquerade6 too.
+func (r NetworkRules) masquerades(subnet netip.Prefix) bool {
+	return r.Masquerade && (subnet.Addr().Is4() || r.Masquerade6)
 }
 
 // planRoute is the plan of a network without a bridge (mode route): every

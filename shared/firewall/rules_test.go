@@ -114,6 +114,21 @@ func TestPlan(t *testing.T) {
 			`forward: oifname "brlab" ip6 daddr fd00:7::/64 accept`,
 		},
 		notWant: []string{"postrouting", "masquerade"},
+	}, {
+		name: "nat6: IPv6 masqueraded like IPv4",
+		r: NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true,
+			Masquerade: true, Masquerade6: true, Uplink: "eth0"},
+		want: []string{
+			`postrouting: ip6 saddr fd00:7::/64 ip6 daddr ff00::/8 return`,
+			`postrouting: oifname "eth0" ip6 saddr fd00:7::/64 ip6 daddr != fd00:7::/64 masquerade`,
+			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
+			`forward: iifname "eth0" oifname "brlab" ct status dnat accept`,
+		},
+		notWant: []string{`ip6 daddr fd00:7::/64 accept`},
+	}, {
+		name: "DHCPv6 served on the bridge",
+		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true, Services: true},
+		want: []string{`input: iifname "brlab" udp dport 547 accept`},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,18 +22,36 @@ func (m *Manager) dhcpDirs(network string) (run, state string) {
 // config changes nothing; a dead one is started again.
 func (m *Manager) startDHCP(n *config.Network) error {
 	run, st := m.dhcpDirs(n.Name)
-	if n.DHCP == nil {
+	if !hasDNSMasq(n) {
 		return m.stopDHCP(n.Name) // the config may have dropped it
 	}
-	spec := dhcp.Spec{
-		Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway,
-		RangeStart: n.DHCP.RangeStart, RangeEnd: n.DHCP.RangeEnd, LeaseTime: n.DHCP.LeaseTime,
-		Domain: n.DHCP.Domain, Upstream: n.DHCP.Upstream, RunDir: run, StateDir: st,
-	}
-	for _, h := range n.DHCP.Hosts {
-		spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, Name: h.Name})
+	spec := dhcp.Spec{Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway, RunDir: run, StateDir: st, IPv6: ipv6Service(n)}
+	if d := n.DHCP; d != nil {
+		spec.RangeStart, spec.RangeEnd, spec.LeaseTime = d.RangeStart, d.RangeEnd, d.LeaseTime
+		spec.Domain, spec.Upstream = d.Domain, d.Upstream
+		for _, h := range d.Hosts {
+			spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, IP6: h.IP6, Name: h.Name})
+		}
 	}
 	return dhcp.Start(spec)
+}
+
+// hasDNSMasq reports whether the network runs dnsmasq: for DHCP and DNS
+// ([network.NAME.dhcp]), for router advertisements and DHCPv6
+// ([network.NAME.dhcp6], implied by address6), or both. Either serves DNS.
+func hasDNSMasq(n *config.Network) bool { return n.DHCP != nil || n.DHCP6 != nil }
+
+// ipv6Service is the network's IPv6 address service in dnsmasq's terms (nil: none).
+func ipv6Service(n *config.Network) *dhcp.IPv6 {
+	d := n.DHCP6
+	if d == nil {
+		return nil
+	}
+	v := &dhcp.IPv6{Gateway: n.Gateway6, Mode: string(d.Mode), RangeStart: d.RangeStart, RangeEnd: d.RangeEnd, LeaseTime: d.LeaseTime}
+	if n.MTU >= 1280 { // IPv6's minimum: a smaller bridge MTU has no IPv6 at all
+		v.MTU = n.MTU
+	}
+	return v
 }
 
 // stopDHCP stops the network's dnsmasq, if it ever ran (its directory exists).
@@ -86,7 +104,7 @@ type DHCPStatus struct {
 }
 
 func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
-	if n.DHCP == nil {
+	if !hasDNSMasq(n) {
 		return
 	}
 	run, state := m.dhcpDirs(n.Name)

@@ -317,9 +317,11 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Subnets:    n.Subnets(),
 		Forward:    n.Mode == config.ModeNAT || n.Mode == config.ModeRouted || n.Mode == config.ModeRoute,
 		Masquerade: n.Mode == config.ModeNAT,
-		Uplink:     n.Uplink,
-		Antispoof:  n.Antispoof,
-		Services:   n.DHCP != nil,
+		// nat6: IPv6 too (config allows it in mode nat only).
+		Masquerade6: n.NAT6,
+		Uplink:      n.Uplink,
+		Antispoof:   n.Antispoof,
+		Services:    hasDNSMasq(n),
 	}
 }
 

@@ -82,7 +82,7 @@ func dhcpLease(t *testing.T, dom0, g *nstest.NS, iface string, tries int) error 
 // 1. A PV vif, online and offline, as libxl runs them.
 func TestVifOnlineOffline(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend string) {
-		h := natVifHost(t, backend, `address6 = "fd00:98::1/64"`)
+		h := natVifHost(t, backend, `address6 = "fd00:98::1/64"`, "[network.default.dhcp6]", `ipv6_mode = "none"`)
 		v := newXvif(5, 0)
 		const own, spoof = "10.98.98.11", "10.98.98.99"
 		const own6, spoof6 = "fd00:98::11", "fd00:98::99"

@@ -53,6 +53,7 @@ type guardRec struct {
 	MAC     string       `json:"mac,omitempty"`
 	IPs     []netip.Addr `json:"ips,omitempty"`
 	Bridged bool         `json:"bridged,omitempty"`
+	Service bool         `json:"service,omitempty"` // ServiceOnly
 }
 
 // fwdRec is a port's published ports as recorded.
@@ -100,6 +101,9 @@ func (b *nftBackend) guardInstalled(network, port string) *PortRules {
 	case !ok || !r.Known:
 		return nil
 	}
+	if r.Service {
+		return portHint(network, port, &PortRules{Network: network, Port: port, Bridged: r.Bridged, ServiceOnly: true})
+	}
 	mac, err := net.ParseMAC(r.MAC)
 	if err != nil {
 		return nil
@@ -145,7 +149,11 @@ func (b *nftBackend) installedGuard(network, port string, p *PortRules) error {
 	if p == nil {
 		return b.forget(recGuard(network, port))
 	}
-	return b.write(recGuard(network, port), guardRec{Known: true, MAC: p.MAC.String(), IPs: p.IPs, Bridged: p.Bridged})
+	rec := guardRec{Known: true, MAC: p.MAC.String(), IPs: p.IPs, Bridged: p.Bridged, Service: p.ServiceOnly}
+	if p.ServiceOnly {
+		rec.MAC = ""
+	}
+	return b.write(recGuard(network, port), rec)
 }
 
 // installedForwards records the port's published ports after a change (none: no record).

@@ -86,6 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	m := vnet.New(cfg)
+	m.Note = func(line string) { fmt.Fprintf(stderr, "network-virtual: %s: note: %s\n", inv.op, line) }
 	switch inv.op {
 	case "start":
 		if err := m.Start(n); err != nil {

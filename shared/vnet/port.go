@@ -86,6 +86,7 @@ type portRecord struct {
 	Bridge   string    `json:"bridge,omitempty"`   // bridged ports
 	Routed   []string  `json:"routed,omitempty"`   // mode route: guest addresses routed to the port
 	Local    []string  `json:"local,omitempty"`    // mode route: gateway addresses put on the port
+	NDProxy  []ndProxy `json:"nd_proxy,omitempty"` // mode route: proxy NDP entries made for the guest (ipv6.go)
 	Firewall string    `json:"firewall,omitempty"` // backend holding the port's antispoof rules
 	SetUp    bool      `json:"set_up,omitempty"`   // the port was down and Attach set it up
 	OldMAC   string    `json:"old_mac,omitempty"`  // the port's MAC before Attach changed it
@@ -105,6 +106,7 @@ type guardRecord struct {
 	MAC     string       `json:"mac"`
 	IPs     []netip.Addr `json:"ips,omitempty"`
 	Bridged bool         `json:"bridged"`
+	Service bool         `json:"service,omitempty"` // the service guard only (firewall.PortRules.ServiceOnly)
 }
 
 const portRecordVersion = 3
@@ -169,7 +171,7 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		pr.Firewall = fw.Name()
 	}
 	if guard != nil {
-		pr.Guard = &guardRecord{MAC: guard.MAC.String(), IPs: guard.IPs, Bridged: guard.Bridged}
+		pr.Guard = &guardRecord{MAC: guard.MAC.String(), IPs: guard.IPs, Bridged: guard.Bridged, Service: guard.ServiceOnly}
 	} else if reattach && prev.Firewall != "" && (prev.V < 2 || prev.Guard != nil) {
 		pr.Guard = &guardRecord{} // being removed
 	}
@@ -231,6 +233,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
+		if err := m.proxyNDP(n, p, &pr, prev.NDProxy); err != nil {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 		if reattach {
@@ -422,8 +427,12 @@ func wantGuard(n *config.Network, p PortRequest) *firewall.PortRules {
 	// The network's antispoof setting guards every port whose guest's MAC and
 	// addresses are known; a guest whose address comes later (DHCP) cannot be
 	// pinned to it at attach, and is covered by the subnet check of the
-	// network's forward rules instead.
+	// network's forward rules instead. Its port still gets the service
+	// guard: it may not act as the network's DHCP server or router.
 	if !p.Antispoof && !(n.Antispoof && p.GuestMAC != nil && len(p.IPs) > 0) {
+		if n.Antispoof {
+			return &firewall.PortRules{Network: n.Name, Port: p.Name, Bridged: n.Mode != config.ModeRoute, ServiceOnly: true}
+		}
 		return nil
 	}
 	return &firewall.PortRules{
@@ -505,7 +514,7 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		return m.undoOwnedPort(pr)
 	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr), undoNDProxies(pr.NDProxy))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}

@@ -36,6 +36,9 @@ type Manager struct {
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
+	// Note, when set, receives notes: one line each about something the
+	// operation did not change but the caller should know (ipv6.go).
+	Note func(line string)
 }
 
 // New returns a Manager for the config, with the real firewall backends.
@@ -181,6 +184,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
 			return err
 		}
+	}
+	if err := m.keepUplinkRA(n); err != nil {
+		return err
 	}
 	if n.Mode != config.ModeIsolated {
 		if err := link.EnableForwarding(n.Gateway6.IsValid()); err != nil {

@@ -307,3 +307,47 @@ func counter6(t *testing.T, out *nstest.NS, name string) int {
 	fmt.Sscan(m[1], &n)
 	return n
 }
+
+// TestStartKeepsUplinkRA: starting IPv6 forwarding on a host whose uplink
+// learned its IPv6 routes from router advertisements (accept_ra = 1) says so
+// in one note and changes no interface; with uplink_accept_ra = true the
+// uplink, and only the uplink, gets accept_ra = 2.
+func TestStartKeepsUplinkRA(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{outside: true})
+	w.openForDnsmasq()
+	nstest.Veth(t, w.dom0, "eth9", w.outside, "eth9") // another interface that accepts RAs
+	w.dom0.Exec(t, "ip", "-6", "route", "add", "2001:db8:5::/64", "via", "fe80::1", "dev", uplinkDev, "proto", "ra")
+	acceptRA := func(dev string) string { return w.dom0.Sysctl(t, "net.ipv6.conf."+dev+".accept_ra") }
+	for _, dev := range []string{uplinkDev, "eth9"} {
+		if v := acceptRA(dev); v != "1" {
+			t.Fatalf("accept_ra of %s is %s before start, want the default 1", dev, v)
+		}
+	}
+	v6 := `address6 = "fd00:98::1/64"`
+	w.writeConfig(netConfig("nat", "nftables", v6))
+	r := w.mustRun(0, "start")
+	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "note:") ||
+		!strings.Contains(lines[0], uplinkDev+" (accept_ra = 1)") || strings.Contains(lines[0], "eth9") {
+		t.Errorf("start: want one note naming %s (and not eth9, which learned nothing from RAs), got:\n%s", uplinkDev, r.stderr)
+	}
+	for _, dev := range []string{uplinkDev, "eth9"} {
+		if v := acceptRA(dev); v != "1" {
+			t.Errorf("start without uplink_accept_ra changed accept_ra of %s to %s", dev, v)
+		}
+	}
+	w.mustRun(0, "stop")
+
+	w.writeConfig(netConfig("nat", "nftables", v6, `uplink = "up0"`, "uplink_accept_ra = true"))
+	r = w.mustRun(0, "start")
+	if strings.Contains(r.stderr, "note:") {
+		t.Errorf("start with uplink_accept_ra: want no note, got: %s", r.stderr)
+	}
+	if v := acceptRA(uplinkDev); v != "2" {
+		t.Errorf("with uplink_accept_ra = true: accept_ra of the uplink %s = %s, want 2", uplinkDev, v)
+	}
+	if v := acceptRA("eth9"); v != "1" {
+		t.Errorf("with uplink_accept_ra = true: accept_ra of eth9 (not the uplink) = %s, want 1 (untouched)", v)
+	}
+	w.mustRun(0, "stop")
+}

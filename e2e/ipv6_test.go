@@ -351,3 +351,30 @@ func TestStartKeepsUplinkRA(t *testing.T) {
 	}
 	w.mustRun(0, "stop")
 }
+
+// TestIPv6BadConfig: an unknown ipv6_mode, a DHCPv6 range or a static
+// host's ip6 outside the prefix, nat6 without address6: start fails with one
+// line naming the key, and dom0 is as it was.
+func TestIPv6BadConfig(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	v6 := `address6 = "fd00:98::1/64"`
+	before := w.dom0.Dump(t)
+	for _, c := range []struct {
+		extra []string
+		key   string
+	}{
+		{[]string{v6, "[network.e2e.dhcp6]", `ipv6_mode = "stateful"`}, "network.e2e.dhcp6.ipv6_mode"},
+		{[]string{v6, "[network.e2e.dhcp6]", `ipv6_mode = "dhcpv6"`, `range_start = "fd00:99::10"`}, "network.e2e.dhcp6.range_start"},
+		{[]string{v6, "[network.e2e.dhcp]", "[[network.e2e.dhcp.host]]", `mac = "52:54:00:00:00:01"`, `ip6 = "fd00:99::10"`}, "network.e2e.dhcp.host[0].ip6"},
+		{[]string{"nat6 = true"}, "network.e2e.nat6"},
+	} {
+		w.writeConfig(netConfig("nat", "nftables", c.extra...))
+		r := w.run("start")
+		oneLineError(t, r)
+		if !strings.Contains(r.stderr, c.key) {
+			t.Errorf("start: the error does not name %s: %s", c.key, r.stderr)
+		}
+		w.sameState("refused "+c.key, before)
+	}
+}

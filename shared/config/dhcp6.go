@@ -73,6 +73,13 @@ func (s *DHCP6Spec) validate(key string, n *Network) (*DHCP6, error) {
 		return nil, nil
 	}
 	sub := n.Subnet6
+	if sub.Bits() > 64 && d.Mode.SLAAC() {
+		// SLAAC needs a /64 (RFC 4862 on Ethernet): a longer prefix gets DHCPv6.
+		if s.IPv6Mode != nil {
+			return nil, fmt.Errorf("%s.ipv6_mode = %q: SLAAC needs a prefix of /64 or shorter and address6 has /%d; use \"dhcpv6\"", key, *s.IPv6Mode, sub.Bits())
+		}
+		d.Mode = IPv6DHCPv6
+	}
 	d.RangeStart, d.RangeEnd = defaultRange6(sub)
 	parse := func(k string, v *string, dst *netip.Addr) error {
 		if v == nil {

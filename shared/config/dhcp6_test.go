@@ -18,7 +18,8 @@ func TestDHCP6(t *testing.T) {
 		{"mode none", "address6 = \"fd00:98::1/64\"\n[network.lab.dhcp6]\nipv6_mode = \"none\"\n", "", "", ""},
 		{"dhcpv6 with range", "address6 = \"fd00:98::1/64\"\n[network.lab.dhcp6]\nipv6_mode = \"dhcpv6\"\nrange_start = \"fd00:98::100\"\nrange_end = \"fd00:98::1ff\"\nlease_time = \"30m\"\n",
 			IPv6DHCPv6, "fd00:98::100", "fd00:98::1ff"},
-		{"small prefix", "address6 = \"fd00:98::1/120\"\n[network.lab.dhcp6]\nipv6_mode = \"slaac+dhcpv6\"\n", IPv6SLAACDHCP6, "fd00:98::80", "fd00:98::fe"},
+		{"small prefix", "address6 = \"fd00:98::1/120\"\n[network.lab.dhcp6]\nipv6_mode = \"dhcpv6\"\n", IPv6DHCPv6, "fd00:98::80", "fd00:98::fe"},
+		{"/120: dhcpv6 by default", "address6 = \"fd00:98::1/120\"\n", IPv6DHCPv6, "fd00:98::80", "fd00:98::fe"},
 		{"route mode: none", "mode = \"route\"\naddress6 = \"fd00:98::1/64\"\n", "", "", ""},
 	}
 	for _, c := range cases {
@@ -72,6 +73,7 @@ func TestDHCP6Errors(t *testing.T) {
 		{"[network.lab.dhcp]\n[[network.lab.dhcp.host]]\nmac = \"00:16:3e:00:00:20\"\nip6 = \"fd00:98::20\"", "the network has no IPv6 prefix"},
 		{v6 + "[network.lab.dhcp]\n[[network.lab.dhcp.host]]\nmac = \"00:16:3e:00:00:20\"", "needs mac and ip (or ip6)"},
 		{"nat6 = true", "network.lab.nat6 = true: the network has no IPv6 prefix"},
+		{"address6 = \"fd00:98::1/120\"\n[network.lab.dhcp6]\nipv6_mode = \"slaac+dhcpv6\"", "SLAAC needs a prefix of /64 or shorter"},
 		{v6 + "mode = \"routed\"\nnat6 = true", `needs mode "nat", not "routed"`},
 		{v6 + "uplink_accept_ra = true", "network.lab.uplink_accept_ra = true: names no interface"},
 	}

@@ -86,3 +86,30 @@ func TestValidateIPv6(t *testing.T) {
 		}
 	}
 }
+
+func TestHostLineIPv6(t *testing.T) {
+	mac := mustMAC(t, "02:00:00:00:60:30")
+	for _, h := range []Host{
+		{MAC: mac, IP: netip.MustParseAddr("10.60.0.30")},
+		{MAC: mac, IP6: netip.MustParseAddr("fd00:60::30"), Name: "db"},
+		{MAC: mac, IP: netip.MustParseAddr("10.60.0.30"), IP6: netip.MustParseAddr("fd00:60::30"), Name: "db"},
+	} {
+		l := strings.TrimPrefix(dhcpHostLine(h), "dhcp-host=")
+		got, err := parseHostLine(l)
+		if err != nil || got.MAC.String() != h.MAC.String() || got.IP != h.IP || got.IP6 != h.IP6 || got.Name != h.Name {
+			t.Errorf("parseHostLine(%q) = %+v, %v; want %+v", l, got, err, h)
+		}
+	}
+	for _, bad := range []string{"02:00:00:00:60:30", "02:00:00:00:60:30,[10.0.0.1]", "02:00:00:00:60:30,a,b,c,d"} {
+		if _, err := parseHostLine(bad); err == nil {
+			t.Errorf("parseHostLine(%q): no error", bad)
+		}
+	}
+	dir := t.TempDir()
+	if err := AddStaticLease(dir, Host{MAC: mac, IP6: netip.MustParseAddr("fd00:60::30"), Name: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := StaticLeases(dir); err != nil || len(l) != 1 || l[0].IP6.String() != "fd00:60::30" {
+		t.Errorf("StaticLeases = %+v, %v", l, err)
+	}
+}

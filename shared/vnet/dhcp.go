@@ -36,6 +36,14 @@ func (m *Manager) startDHCP(n *config.Network) error {
 	return dhcp.Start(spec)
 }
 
+// configHosts are the network's static DHCP hosts from the config.
+func configHosts(n *config.Network) []config.DHCPHost {
+	if n.DHCP == nil {
+		return nil
+	}
+	return n.DHCP.Hosts
+}
+
 // hasDNSMasq reports whether the network runs dnsmasq: for DHCP and DNS
 // ([network.NAME.dhcp]), for router advertisements and DHCPv6
 // ([network.NAME.dhcp6], implied by address6), or both. Either serves DNS.
@@ -67,24 +75,31 @@ func (m *Manager) stopDHCP(network string) error {
 // its address is known at attach time (a Xen vif's ip=, a port rule), and
 // returns the MAC it registered ("" when none).
 func (m *Manager) staticLease(n *config.Network, p PortRequest) (string, error) {
-	if n.DHCP == nil || p.GuestMAC == nil {
+	if !hasDNSMasq(n) || p.GuestMAC == nil {
 		return "", nil
 	}
-	for _, h := range n.DHCP.Hosts {
+	for _, h := range configHosts(n) {
 		if h.MAC.String() == p.GuestMAC.String() {
 			return "", nil // the config's own host entry already covers it
 		}
 	}
+	h := dhcp.Host{MAC: p.GuestMAC}
 	for _, ip := range p.IPs {
-		if ip.Is4() && n.Subnet.Contains(ip) && ip != n.Gateway.Addr() {
-			run, _ := m.dhcpDirs(n.Name)
-			if err := dhcp.AddStaticLease(run, dhcp.Host{MAC: p.GuestMAC, IP: ip}); err != nil {
-				return "", err
-			}
-			return p.GuestMAC.String(), nil
+		switch {
+		case ip.Is4() && !h.IP.IsValid() && n.Subnet.Contains(ip) && ip != n.Gateway.Addr():
+			h.IP = ip
+		case ip.Is6() && !h.IP6.IsValid() && n.DHCP6 != nil && n.DHCP6.Mode.Stateful() && n.Subnet6.Contains(ip) && ip != n.Gateway6.Addr():
+			h.IP6 = ip // its DHCPv6 address too
 		}
 	}
-	return "", nil
+	if !h.IP.IsValid() && !h.IP6.IsValid() {
+		return "", nil
+	}
+	run, _ := m.dhcpDirs(n.Name)
+	if err := dhcp.AddStaticLease(run, h); err != nil {
+		return "", err
+	}
+	return p.GuestMAC.String(), nil
 }
 
 func (m *Manager) removeStaticLease(network, mac string) error {

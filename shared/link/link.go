@@ -71,7 +71,10 @@ func EnsureBridge(spec BridgeSpec) (l netlink.Link, created bool, err error) {
 	case errors.Is(err, ErrNotFound):
 		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 		br.Name = spec.Name
-		br.MTU = spec.MTU
+		// No MTU here: set below, through the bridge's own change_mtu, the
+		// kernel marks it as set by the user and keeps it when the ports
+		// change (an MTU given at creation follows the ports', and an empty
+		// bridge's falls back to 1500).
 		br.HardwareAddr = spec.MAC
 		if err := netlink.LinkAdd(br); err != nil {
 			return nil, false, fmt.Errorf("link: create bridge %s: %w", spec.Name, err)

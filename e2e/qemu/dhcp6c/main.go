@@ -59,15 +59,7 @@ func run(ifname string) (netip.Addr, []string, error) {
 	if err != nil {
 		return netip.Addr{}, nil, err
 	}
-	var conn *net.UDPConn
-	// The link-local address may still be tentative (DAD): retry the bind.
-	for i := 0; ; i++ {
-		conn, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 546})
-		if err == nil || i == 50 {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	conn, err := net.ListenUDP("udp6", &net.UDPAddr{Port: 546})
 	if err != nil {
 		return netip.Addr{}, nil, err
 	}
@@ -121,9 +113,15 @@ func run(ifname string) (netip.Addr, []string, error) {
 // comes (5 tries, 2 s each), and returns the reply's options.
 func exchange(conn *net.UDPConn, to *net.UDPAddr, msg []byte, want byte) (map[uint16][]byte, error) {
 	buf := make([]byte, 1500)
-	for try := 0; try < 5; try++ {
+	for try, busy := 0, 0; try < 5; try++ {
 		if _, err := conn.WriteToUDP(msg, to); err != nil {
-			return nil, err
+			// EADDRNOTAVAIL while the link-local address is tentative (DAD).
+			if busy++; busy > 50 {
+				return nil, err
+			}
+			try--
+			time.Sleep(200 * time.Millisecond)
+			continue
 		}
 		deadline := time.Now().Add(2 * time.Second)
 		for {

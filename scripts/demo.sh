@@ -169,6 +169,9 @@ for g in "$GUEST1" "$GUEST2"; do
 	ip -n "$DOM0" link set "vif$n.0" address fe:ff:ff:ff:ff:ff
 	ip -n "$g" link set eth0 address "00:16:3e:00:00:0$n"
 	ip -n "$g" addr add "fd00:98::1$n/64" dev eth0
+	# Static guests (their vifs' ip= pins them to these addresses): no SLAAC address from the
+	# network's router advertisements, which guest3 uses below.
+	ip netns exec "$g" sysctl -qw net.ipv6.conf.eth0.autoconf=0
 	ip -n "$g" link set eth0 up
 	ip -n "$g" -6 route add default via fd00:98::1
 	if [ "$n" = 1 ]; then # guest2 takes its IPv4 address by DHCP, below
@@ -312,22 +315,75 @@ from_guests=$(nft_counter "$OUTSIDE" from_guest_net)
 ok "outside saw $from_uplink echo requests from 192.0.2.1 (dom0's uplink) and none from 10.98.98.0/24: masqueraded"
 
 # =======================================================================================
+section "IPv6: a guest configured by SLAAC; a rogue router's advertisements dropped"
+# =======================================================================================
+# The network sends router advertisements (address6 implies [network.demo.dhcp6], mode slaac):
+# prefix, MTU, default route via the bridge's link-local address, the bridge as DNS (RDNSS).
+ln -sf "$BINDIR/qemu-ifup" "$TMP/qemu-ifdown" # the same program by the name QEMU's downscript has
+GUEST3=brdemo-g3-$$
+mkns "$GUEST3"
+ip -n "$GUEST3" link add eth0 type veth peer name tap-g3 netns "$DOM0"
+ip -n "$GUEST3" link set eth0 address 00:16:3e:00:00:03
+step "qemu-ifup attaches guest3's port (a veth playing a tap); guest3 configures itself from the RAs"
+run ip netns exec "$DOM0" "$BINDIR/qemu-ifup" tap-g3 brdemo0
+ip -n "$GUEST3" link set eth0 up
+slaac=
+for i in $(seq 100); do
+	slaac=$(ip -n "$GUEST3" -6 -o addr show dev eth0 scope global | awk '{print $4; exit}')
+	[ -n "$slaac" ] && break
+	sleep 0.1
+done
+run ip -n "$GUEST3" -6 addr show dev eth0 scope global
+run ip -n "$GUEST3" -6 route show default
+case "$slaac" in fd00:98::*/64) ;; *) fail "guest3 got no SLAAC address in fd00:98::/64 (got '$slaac')" ;; esac
+ip -n "$GUEST3" -6 route show default | grep -q 'via fe80::.* proto ra' || fail "guest3 has no default route from the RAs"
+ok "guest3: $slaac by SLAAC, default route via the bridge's link-local address"
+ping_ok "$GUEST3" 2001:db8:1::2 "guest3 (SLAAC) -> outside 2001:db8:1::2"
+
+step "guest1 runs a router of its own: a rogue dnsmasq advertising 2001:db8:bad::/64 (guest1's vif is guarded: ip=)"
+ip -n "$GUEST1" -6 addr add 2001:db8:bad::1/64 dev eth0
+printf '$ ip netns exec %s dnsmasq --enable-ra --dhcp-range=2001:db8:bad::,ra-only,64 --interface=eth0 ...\n' "$GUEST1"
+ip netns exec "$GUEST1" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --no-resolv --no-hosts \
+	--interface=eth0 --bind-interfaces --enable-ra --dhcp-range=2001:db8:bad::,ra-only,64 --ra-param=eth0,4 \
+	--user=root --pid-file="$TMP/rogue.pid" --dhcp-leasefile="$TMP/rogue.leases" \
+	--log-dhcp --log-facility="$TMP/rogue.log" & ROGUE_PID=$!
+sleep 1
+ip -n "$GUEST3" link set eth0 down; ip -n "$GUEST3" link set eth0 up # guest3 solicits routers again
+sleep 5
+kill "$ROGUE_PID"; wait "$ROGUE_PID" 2>/dev/null || true
+sent=$(grep -c 'RTR-ADVERT(eth0) 2001:db8:bad::' "$TMP/rogue.log" || true)
+echo "guest1's dnsmasq log: $sent router advertisements for 2001:db8:bad::/64 sent"
+[ "${sent:-0}" -gt 0 ] || fail "the rogue dnsmasq sent no router advertisement (the demo is broken)"
+run ip -n "$GUEST3" -6 addr show dev eth0 scope global
+run ip -n "$GUEST3" -6 route show default
+if ip -n "$GUEST3" -6 addr show dev eth0 | grep -q 2001:db8:bad || ip -n "$GUEST3" -6 route | grep -q 2001:db8:bad; then
+	fail "guest3 took the rogue router's advertisement"
+fi
+echo "the guard, in dom0 (nft table bridge brouter-demo, first rules of guest ports' IPv6 chain):"
+in_dom0 nft list chain bridge brouter-demo antispoof_ip6 | grep -E 'nd-router-advert|547|nd-neighbor' | sed 's/^\s*/    /'
+ok "dropped: guest3 took no address or route from guest1's router advertisements (RA guard)"
+ip -n "$GUEST1" -6 addr del 2001:db8:bad::1/64 dev eth0
+run ip netns exec "$DOM0" "$TMP/qemu-ifdown" tap-g3
+ip -n "$DOM0" link del tap-g3
+
+# =======================================================================================
 section "qemu-ifup: a real QEMU guest (TCG) joins the same network"
 # =======================================================================================
 if command -v qemu-system-x86_64 >/dev/null && [ -x "$BINDIR/qemu-guest" ]; then
 	# The guest: Debian's cloud kernel and a busybox initramfs, assembled from Debian packages
 	# (cached under /var/cache/brouter-e2e). Its /init takes a DHCP lease, pings, resolves a
 	# name, prints BRTEST lines and powers off; QEMU then runs the downscript.
-	ln -sf "$BINDIR/qemu-ifup" "$TMP/qemu-ifdown"
 	mapfile -t QEMU_ARGS < <("$BINDIR/qemu-guest" -tap tap-demo -ifup "$BINDIR/qemu-ifup" -ifdown "$TMP/qemu-ifdown" \
-		-mac 00:16:3e:00:00:30 -append "brtest.ping=10.98.98.1,192.0.2.2 brtest.resolve=printer.demo.internal")
+		-mac 00:16:3e:00:00:30 -append "brtest.ping=10.98.98.1,192.0.2.2 brtest.resolve=printer.demo.internal brtest.ipv6=slaac brtest.ping6=fd00:98::1,2001:db8:1::2")
 	printf '$ ip netns exec %s %s\n' "$DOM0" "${QEMU_ARGS[*]}"
 	if BROUTER_NETWORK=demo timeout 120 ip netns exec "$DOM0" "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu.log" 2>&1; then
 		grep '^BRTEST' "$TMP/qemu.log" | sed 's/^/    /'
 		grep -q '^BRTEST ping 192.0.2.2 ok' "$TMP/qemu.log" || fail "the QEMU guest could not reach the outside host"
 		grep -q '^BRTEST resolve printer.demo.internal 10.98.98.9' "$TMP/qemu.log" || fail "the QEMU guest could not resolve printer.demo.internal"
+		grep -q '^BRTEST addr6 fd00:98::' "$TMP/qemu.log" || fail "the QEMU guest got no SLAAC address"
+		grep -q '^BRTEST ping6 2001:db8:1::2 ok' "$TMP/qemu.log" || fail "the QEMU guest could not reach the outside host over IPv6"
 		ip -n "$DOM0" link show tap-demo >/dev/null 2>&1 && fail "tap-demo is still there after the guest powered off"
-		ok "QEMU guest: DHCP lease, gateway and outside (NAT) reached, name resolved; after poweroff qemu-ifdown left nothing"
+		ok "QEMU guest: DHCP lease, SLAAC address, gateway and outside (NAT, IPv6 routed) reached, name resolved; after poweroff qemu-ifdown left nothing"
 	else
 		tail -20 "$TMP/qemu.log" >&2
 		fail "the QEMU guest failed (console above)"

@@ -20,6 +20,8 @@ import (
 //	outside eth0 2001:db8:1::2  <->  dom0 up0 2001:db8:1::1, br-e2e fd00:98::1/64
 //	g1 (vg1): a known guest (port rule: its MAC, 10.98.98.11, fd00:98::11): the full guard
 //	g2 (vg2): an unknown guest (SLAAC): the service guard only
+//	g3 (vg3): a guest known by its IPv4 address only (SLAAC): the full guard, which
+//	          lets its EUI-64 SLAAC address through
 const (
 	uplink6  = "2001:db8:1::1"
 	outside6 = "2001:db8:1::2"
@@ -27,10 +29,11 @@ const (
 	g1addr6  = "fd00:98::11"
 )
 
-func ipv6Config(backend, g1MAC string) string {
+func ipv6Config(backend, g1MAC, g3MAC string) string {
 	return netConfig("nat", backend, `address6 = "fd00:98::1/64"`, "nat6 = true", `uplink = "up0"`, "antispoof = true",
 		"[network.e2e.dhcp]", `range_start = "10.98.98.100"`, `range_end = "10.98.98.150"`,
-		"[[network.e2e.port]]", `name = "vg1"`, fmt.Sprintf("mac = %q", g1MAC), `ips = ["10.98.98.11", "fd00:98::11"]`)
+		"[[network.e2e.port]]", `name = "vg1"`, fmt.Sprintf("mac = %q", g1MAC), `ips = ["10.98.98.11", "fd00:98::11"]`,
+		"[[network.e2e.port]]", `name = "vg3"`, fmt.Sprintf("mac = %q", g3MAC), `ips = ["10.98.98.13"]`)
 }
 
 // TestIPv6 checks, with both backends: a guest configured by SLAAC from the
@@ -51,10 +54,10 @@ func TestIPv6(t *testing.T) {
 }
 
 func testIPv6(t *testing.T, backend string) {
-	w := newWorld(t, worldOpts{outside: true, guests: 2})
-	g1, g2 := w.guests[0].ns, w.guests[1].ns
+	w := newWorld(t, worldOpts{outside: true, guests: 3})
+	g1, g2, g3 := w.guests[0].ns, w.guests[1].ns, w.guests[2].ns
 	g1MAC, g2MAC := linkMAC(t, g1, "eth0"), linkMAC(t, g2, "eth0")
-	w.writeConfig(ipv6Config(backend, g1MAC.String()))
+	w.writeConfig(ipv6Config(backend, g1MAC.String(), linkMAC(t, g3, "eth0").String()))
 	w.openForDnsmasq()
 	w.dom0.Exec(t, "ip", "-6", "addr", "add", uplink6+"/64", "dev", uplinkDev, "nodad")
 	w.outside.Exec(t, "ip", "-6", "addr", "add", outside6+"/64", "dev", "eth0", "nodad")
@@ -67,7 +70,7 @@ func testIPv6(t *testing.T, backend string) {
 			t.Fatalf("qemu-ifup %s: exit %d: %s", g.port, code, stderr)
 		}
 	}
-	for _, g := range []*nstest.NS{g1, g2} { // a router solicitation now, from a fresh link
+	for _, g := range []*nstest.NS{g1, g2, g3} { // a router solicitation now, from a fresh link
 		g.Exec(t, "ip", "link", "set", "eth0", "down")
 		g.Exec(t, "ip", "link", "set", "eth0", "up")
 	}
@@ -83,6 +86,8 @@ func testIPv6(t *testing.T, backend string) {
 	}
 	mustPing(t, g2, "g2 (SLAAC)", gw6)
 	mustPing(t, g1, "g1 (static, full guard)", gw6)
+	slaacAddr(t, g3)
+	mustPing(t, g3, "g3 (SLAAC, full guard knowing its IPv4 address only)", gw6)
 	up0, guests0 := counter6(t, w.outside, "from_uplink6"), counter6(t, w.outside, "from_guests6")
 	mustPing(t, g2, "g2", outside6)
 	if n := counter6(t, w.outside, "from_uplink6") - up0; n < 1 {

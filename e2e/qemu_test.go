@@ -370,10 +370,11 @@ ips = ["10.98.98.30", "fd00:98::30"]
 				t.Errorf("files under the run directory still name the guest's MAC %s after qemu-ifdown: %v", c.mac, files)
 			}
 
-			// The lease is what the DHCP server recorded.
-			if lease, _ := res.Get("lease"); net.ParseIP(lease) != nil {
-				if st := w.mustRun(0, "status", "net=lab"); !strings.Contains(st.stdout, lease) {
-					t.Errorf("network-virtual status does not list the guest's lease %s:\n%s", lease, st.stdout)
+			// The leases are what the DHCP server recorded, IPv4 and DHCPv6.
+			st := w.mustRun(0, "status", "net=lab")
+			for _, key := range []string{"lease", "lease6"} {
+				if lease, _ := res.Get(key); net.ParseIP(lease) != nil && !strings.Contains(st.stdout, lease) {
+					t.Errorf("network-virtual status does not list the guest's %s %s:\n%s", key, lease, st.stdout)
 				}
 			}
 			w.mustRun(0, "stop", "net=lab")

@@ -3,6 +3,7 @@ package vnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -50,6 +51,21 @@ func (m *Manager) keepUplinkRA(n *config.Network) error {
 			n.Name, strings.Join(hit, ", "), hit[0], hit[0])
 	}
 	return nil
+}
+
+// withSLAAC is a guarded guest's addresses plus, when it has no IPv6
+// address of its own and the network's router advertisements offer SLAAC,
+// the address SLAAC gives it with its MAC (EUI-64, RFC 4291): so a guest
+// whose caller knows only its IPv4 address (a vif's ip=) still gets IPv6.
+// Privacy and stable-privacy addresses (RFC 8981, 7217) cannot be known
+// in advance: give those guests their IPv6 addresses (ip=, a port rule's ips).
+func withSLAAC(n *config.Network, mac net.HardwareAddr, ips []netip.Addr) []netip.Addr {
+	if n.DHCP6 == nil || !n.DHCP6.Mode.SLAAC() || len(mac) != 6 || slices.ContainsFunc(ips, netip.Addr.Is6) {
+		return ips
+	}
+	b := n.Subnet6.Masked().Addr().As16()
+	copy(b[8:], []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	return append(slices.Clone(ips), netip.AddrFrom16(b))
 }
 
 // notef passes a note (not an error: the operation goes on) to the caller.

@@ -40,3 +40,23 @@ func TestWantGuardService(t *testing.T) {
 		}
 	}
 }
+
+// A guarded guest known by its IPv4 address only may use its EUI-64 SLAAC
+// address on a network that offers SLAAC; with an IPv6 address of its own,
+// or without SLAAC, nothing is added.
+func TestWithSLAAC(t *testing.T) {
+	mac, _ := net.ParseMAC("52:54:00:98:00:57")
+	v4 := []netip.Addr{netip.MustParseAddr("10.0.0.5")}
+	own6 := []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00:98::5")}
+	n := &config.Network{Name: "lab", Subnet6: netip.MustParsePrefix("fd00:98::/64"), DHCP6: &config.DHCP6{Mode: config.IPv6SLAAC}}
+	if got := withSLAAC(n, mac, v4); len(got) != 2 || got[1].String() != "fd00:98::5054:ff:fe98:57" {
+		t.Errorf("withSLAAC(IPv4 only) = %v, want the EUI-64 address fd00:98::5054:ff:fe98:57 added", got)
+	}
+	if got := withSLAAC(n, mac, own6); len(got) != 2 {
+		t.Errorf("withSLAAC(own IPv6) = %v, want it unchanged", got)
+	}
+	n.DHCP6.Mode = config.IPv6DHCPv6
+	if got := withSLAAC(n, mac, v4); len(got) != 1 {
+		t.Errorf("withSLAAC(no SLAAC) = %v, want it unchanged", got)
+	}
+}

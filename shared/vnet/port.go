@@ -439,7 +439,7 @@ func wantGuard(n *config.Network, p PortRequest) *firewall.PortRules {
 		Network: n.Name,
 		Port:    p.Name,
 		MAC:     p.GuestMAC,
-		IPs:     p.IPs,
+		IPs:     withSLAAC(n, p.GuestMAC, p.IPs),
 		Bridged: n.Mode != config.ModeRoute,
 	}
 }

@@ -120,6 +120,8 @@ type Network struct {
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Overlay: the network spans hosts (overlay.go); nil when it does not.
+	Overlay *Overlay
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -163,6 +165,7 @@ type NetworkSpec struct {
 	DHCP    *DHCPSpec      `toml:"dhcp"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+	Overlay *OverlaySpec   `toml:"overlay"`
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -250,6 +253,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
+	}
+	if err := checkOverlays(c.Networks); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
 	if c.DefaultNetwork != "" {
 		if _, ok := c.Networks[c.DefaultNetwork]; !ok {
@@ -390,6 +396,9 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
+	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

@@ -30,6 +30,7 @@ package firewall
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -65,6 +66,8 @@ type NetworkRules struct {
 	// (udp 67) and DNS (udp and tcp 53) from the bridge are accepted at the
 	// host's input, so a host firewall that drops input does not starve guests.
 	Services bool
+	// Overlay: the bridge has a tunnel port to other hosts (overlay.go); nil: none.
+	Overlay *OverlayRules
 }
 
 // Backend is one packet-filter implementation (nftables, iptables, or a fake).
@@ -107,6 +110,12 @@ type Backend interface {
 	// RemoveForwards removes the port's published ports. Idempotent: a port
 	// without any succeeds. Remove(network) removes them all too.
 	RemoveForwards(network, port string) error
+	// EnsureOverlayGuest records the MAC of a local guest of a network with
+	// an overlay (NetworkRules.Overlay): frames from the tunnel with that
+	// source are dropped. One set element (nftables) per guest. Idempotent.
+	EnsureOverlayGuest(network string, mac net.HardwareAddr) error
+	// RemoveOverlayGuest forgets it; a MAC not recorded succeeds.
+	RemoveOverlayGuest(network string, mac net.HardwareAddr) error
 }
 
 // Kinds accepted by New.
@@ -203,6 +212,14 @@ func (r NetworkRules) validate() error {
 		}
 	} else if err := validIfname("bridge", r.Bridge); err != nil {
 		return err
+	}
+	if r.Overlay != nil {
+		if r.Bridge == "" {
+			return errorf("network %s: an overlay needs a bridge", r.Network)
+		}
+		if err := r.Overlay.validate(r.Network); err != nil {
+			return err
+		}
 	}
 	if r.Uplink != "" {
 		if err := validIfname("uplink", r.Uplink); err != nil {

@@ -322,6 +322,7 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			}
 		}
 		// Published ports' masquerade follows the network's bridge and subnets.
+		// (The tunnel's filter, below, is ebtables': once, not per family.)
 		if ok, err := f.chainExists("nat", hairpinChain(r.Network)); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		} else if ok {
@@ -329,6 +330,13 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
 		}
+	}
+	if r.Overlay != nil {
+		if err := b.ensureOverlay(r.Network, r.Overlay); err != nil {
+			return errorf("iptables: network %s: overlay: %w", r.Network, err)
+		}
+	} else if err := b.removeOverlay(r.Network); err != nil {
+		return errorf("iptables: network %s: overlay: %w", r.Network, err)
 	}
 	return nil
 }
@@ -350,6 +358,9 @@ func (b *iptBackend) Remove(network string) error {
 		if err := xtRemoveNetwork(x, network); err != nil {
 			return errorf("iptables: network %s: %w", network, err)
 		}
+	}
+	if err := b.removeOverlay(network); err != nil {
+		return errorf("iptables: network %s: overlay: %w", network, err)
 	}
 	return nil
 }
@@ -392,5 +403,9 @@ func (b *iptBackend) List(network string) ([]string, error) {
 		}
 		out = append(out, l...)
 	}
-	return out, nil
+	l, err := b.listOverlay(network)
+	if err != nil {
+		return nil, errorf("iptables: network %s: overlay: %w", network, err)
+	}
+	return append(out, l...), nil
 }

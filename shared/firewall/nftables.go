@@ -168,6 +168,11 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	if have.fwd != nil {
 		nftFwdSetup(tx, r.Network, r.Bridge, r.Subnets)
 	}
+	if r.Overlay != nil {
+		nftOverlaySetup(tx, r.Network, r.Overlay)
+	} else if have.overlay {
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(r.Network)})
+	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
 	}
@@ -200,6 +205,9 @@ func (b *nftBackend) Remove(network string) error {
 	}
 	if have.fwd != nil { // and the published ports
 		tx.Delete(&knftables.Table{Family: fam, Name: nftFwdTableName(network)})
+	}
+	if have.overlay { // and the tunnel's filter
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(network)})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
@@ -276,6 +284,11 @@ func (b *nftBackend) List(network string) ([]string, error) {
 			return nil, errorf("nftables: network %s: %w", network, err)
 		}
 		out = append(out, l...)
+	}
+	if have.overlay {
+		if err := listTable(knftables.BridgeFamily, nftOverlayTableName(network)); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range b.compat() {
 		l, err := f.list(network)

@@ -1,0 +1,263 @@
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The tunnel port of a network that spans hosts (an overlay: a VXLAN
+// device on the bridge) is filtered in the bridge family, written once
+// here as a backend-neutral plan (ovPlan) that the nftables and the
+// ebtables renderings below only translate:
+//
+//   - frames arriving from the tunnel whose source MAC is a local guest's
+//     are dropped (another host cannot speak as one of ours);
+//   - with a gateway on every host (LocalGateway), nothing from or to the
+//     gateway's MAC, no ARP or neighbour discovery for its addresses, no
+//     router solicitation and no DHCP crosses the tunnel, either way: each
+//     host answers its own guests.
+//
+// The local guests' MACs are per-guest data: with nftables the elements of
+// a set (EnsureOverlayGuest adds one at attach when the guest's MAC is
+// known) referenced by one fixed rule, plus a set the packet path fills
+// with the source MAC of every frame that enters from a local port, so a
+// guest whose MAC nobody told us (a QEMU tap without a port rule) is
+// protected from its first frame on, for as long as it keeps sending
+// (entries expire after ovLearnTimeout). ebtables has no sets: one rule per
+// known guest MAC in a chain of its own, and no learning.
+
+// OverlayRules is what the firewall needs to know about a network's tunnel.
+type OverlayRules struct {
+	// Port is the tunnel's device, a port of the network's bridge.
+	Port string
+	// LocalGateway: every host of the network has the gateway, with the
+	// same MAC and addresses; none of its traffic may cross the tunnel.
+	LocalGateway bool
+	GatewayMAC   net.HardwareAddr
+	// Gateways are the gateway's addresses (IPv4, IPv6 and its IPv6 link-local).
+	Gateways []netip.Addr
+}
+
+func (o *OverlayRules) validate(network string) error {
+	if err := validIfname("overlay port", o.Port); err != nil {
+		return err
+	}
+	if !o.LocalGateway {
+		return nil
+	}
+	if len(o.GatewayMAC) != 6 {
+		return errorf("network %s: overlay: the gateway's MAC %q is not an Ethernet address", network, o.GatewayMAC)
+	}
+	for _, a := range o.Gateways {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			return errorf("network %s: overlay: invalid gateway address %v", network, a)
+		}
+	}
+	return nil
+}
+
+// ovDir is which way a rule's frames cross the tunnel port.
+type ovDir int
+
+const (
+	ovIn    ovDir = iota // from the tunnel into the bridge
+	ovOut                // from the bridge (its ports or the host) into the tunnel
+	ovLearn              // from a local port into the bridge: learn its source
+)
+
+// ovRule is one rule of the tunnel's filter; all its matches must hold.
+type ovRule struct {
+	dir    ovDir
+	srcMAC net.HardwareAddr
+	dstMAC net.HardwareAddr
+	// guestSrc: the source MAC is a local guest's; learntSrc: it was seen
+	// entering from a local port lately (nftables only).
+	guestSrc, learntSrc bool
+	// arpSrc, arpDst: ARP whose sender (target) protocol address is this.
+	arpSrc, arpDst netip.Addr
+	// icmp6: an ICMPv6 message of this type (neighbour solicitation,
+	// router solicitation), sent to one of dst6 when given.
+	icmp6 string
+	dst6  []netip.Addr
+	// udp: a UDP datagram of that IP version (4, 6) to a port in dports.
+	udp    int
+	dports [2]uint16
+	learn  bool // not a filter: remember the frame's source MAC
+	verdict
+}
+
+// ICMPv6 types by neutral name.
+const (
+	icmp6NS = "neighbour-solicitation"
+	icmp6RS = "router-solicitation"
+)
+
+// Guest-side DHCP ports: client and server, IPv4 and IPv6.
+var (
+	dhcp4Ports = [2]uint16{67, 68}
+	dhcp6Ports = [2]uint16{546, 547}
+)
+
+// ovPlan is the tunnel's filter of network rules o, in order.
+func ovPlan(o *OverlayRules) []ovRule {
+	rules := []ovRule{
+		{dir: ovIn, guestSrc: true, verdict: drop},
+		{dir: ovIn, learntSrc: true, verdict: drop},
+	}
+	if o.LocalGateway {
+		var gw []ovRule
+		gw = append(gw, ovRule{srcMAC: o.GatewayMAC, verdict: drop}, ovRule{dstMAC: o.GatewayMAC, verdict: drop})
+		var nd []netip.Addr
+		for _, a := range o.Gateways {
+			if a.Is4() {
+				gw = append(gw, ovRule{arpSrc: a, verdict: drop}, ovRule{arpDst: a, verdict: drop})
+			} else {
+				nd = append(nd, a, solicitedNode(a))
+			}
+		}
+		if len(nd) > 0 {
+			slices.SortFunc(nd, netip.Addr.Compare) // as nft lists a set
+			gw = append(gw, ovRule{icmp6: icmp6NS, dst6: slices.Compact(nd), verdict: drop},
+				ovRule{icmp6: icmp6RS, verdict: drop})
+		}
+		gw = append(gw, ovRule{udp: 4, dports: dhcp4Ports, verdict: drop}, ovRule{udp: 6, dports: dhcp6Ports, verdict: drop})
+		for _, dir := range []ovDir{ovIn, ovOut} {
+			for _, r := range gw {
+				r.dir = dir
+				rules = append(rules, r)
+			}
+		}
+	}
+	return append(rules, ovRule{dir: ovLearn, learn: true})
+}
+
+// solicitedNode is the multicast group neighbour solicitations for a are sent to.
+func solicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	return netip.AddrFrom16([16]byte{0xff, 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+}
+
+func ovRules(o *OverlayRules, dir ovDir) []ovRule {
+	var out []ovRule
+	for _, r := range ovPlan(o) {
+		if r.dir == dir {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// --- nftables: table "bridge brouter-NET.overlay" ---------------------------
+
+const (
+	setOvGuests    = "ov_guests"
+	setOvLearnt    = "ov_learnt"
+	ovLearnTimeout = "5m" // as long as the bridge's own FDB entries live
+)
+
+func nftOverlayTableName(network string) string { return nftTableName(network) + ".overlay" }
+
+var nftICMP6 = map[string]string{icmp6NS: "nd-neighbor-solicit", icmp6RS: "nd-router-solicit"}
+
+// nftOvRule renders one rule (as nft lists it).
+func nftOvRule(o *OverlayRules, r ovRule) string {
+	if r.learn {
+		return fmt.Sprintf("iifname != %s update @%s { ether saddr }", quote(o.Port), setOvLearnt)
+	}
+	var w []string
+	switch {
+	case r.guestSrc:
+		w = append(w, "ether saddr @"+setOvGuests)
+	case r.learntSrc:
+		w = append(w, "ether saddr @"+setOvLearnt)
+	case r.srcMAC != nil:
+		w = append(w, "ether saddr "+r.srcMAC.String())
+	case r.dstMAC != nil:
+		w = append(w, "ether daddr "+r.dstMAC.String())
+	case r.arpSrc.IsValid():
+		w = append(w, "arp saddr ip "+r.arpSrc.String())
+	case r.arpDst.IsValid():
+		w = append(w, "arp daddr ip "+r.arpDst.String())
+	case r.icmp6 != "":
+		if len(r.dst6) > 0 {
+			w = append(w, "ip6 daddr "+nftList(addrStrings(r.dst6)))
+		}
+		w = append(w, "icmpv6 type "+nftICMP6[r.icmp6])
+	case r.udp != 0:
+		w = append(w, map[int]string{4: "ether type ip", 6: "ether type ip6"}[r.udp],
+			fmt.Sprintf("udp dport { %d, %d }", r.dports[0], r.dports[1]))
+	}
+	return strings.Join(append(w, string(r.verdict)), " ")
+}
+
+// nftOverlayChains is the table's chains and their rules.
+func nftOverlayChains(o *OverlayRules) []nftChain {
+	render := func(dir ovDir) []string {
+		var out []string
+		for _, r := range ovRules(o, dir) {
+			out = append(out, nftOvRule(o, r))
+		}
+		return out
+	}
+	port := quote(o.Port)
+	pre := append([]string{"iifname " + port + " jump from_tunnel"}, render(ovLearn)...)
+	return []nftChain{
+		{name: "prerouting", hook: "prerouting", priority: "filter", rules: pre},
+		{name: "forward", hook: "forward", priority: "filter", rules: []string{"oifname " + port + " jump to_tunnel"}},
+		{name: "output", hook: "output", priority: "filter", rules: []string{"oifname " + port + " jump to_tunnel"}},
+		{name: "from_tunnel", rules: render(ovIn)},
+		{name: "to_tunnel", rules: render(ovOut)},
+	}
+}
+
+// --- ebtables: table nat, chains BROV-IN-NET, BROV-OUT-NET, BROV-G-NET ------
+
+func ebtOvIn(network string) string    { return "BROV-IN-" + network }
+func ebtOvOut(network string) string   { return "BROV-OUT-" + network }
+func ebtOvGuest(network string) string { return "BROV-G-" + network }
+
+var ebtICMP6 = map[string]string{icmp6NS: "neighbour-solicitation", icmp6RS: "router-solicitation"}
+
+// ebtOvSpecs renders the rules of one direction (the learning rule has no
+// ebtables equivalent; the guests' MACs are rules of BROV-G-NET).
+func ebtOvSpecs(network string, o *OverlayRules, dir ovDir) [][]string {
+	var out [][]string
+	for _, r := range ovRules(o, dir) {
+		v := []string{"-j", xtVerdict[r.verdict]}
+		switch {
+		case r.learn || r.learntSrc:
+		case r.guestSrc:
+			out = append(out, []string{"-j", ebtOvGuest(network)})
+		case r.srcMAC != nil:
+			out = append(out, slices.Concat([]string{"-s", r.srcMAC.String()}, v))
+		case r.dstMAC != nil:
+			out = append(out, slices.Concat([]string{"-d", r.dstMAC.String()}, v))
+		case r.arpSrc.IsValid():
+			out = append(out, slices.Concat([]string{"-p", "ARP", "--arp-ip-src", r.arpSrc.String()}, v))
+		case r.arpDst.IsValid():
+			out = append(out, slices.Concat([]string{"-p", "ARP", "--arp-ip-dst", r.arpDst.String()}, v))
+		case r.icmp6 != "":
+			icmp := []string{"--ip6-proto", "ipv6-icmp", "--ip6-icmp-type", ebtICMP6[r.icmp6]}
+			if len(r.dst6) == 0 {
+				out = append(out, slices.Concat([]string{"-p", "IPv6"}, icmp, v))
+			}
+			for _, a := range r.dst6 {
+				out = append(out, slices.Concat([]string{"-p", "IPv6", "--ip6-dst", a.String()}, icmp, v))
+			}
+		case r.udp == 4:
+			out = append(out, slices.Concat([]string{"-p", "IPv4", "--ip-proto", "udp", "--ip-dport", portRange(r.dports)}, v))
+		case r.udp == 6:
+			out = append(out, slices.Concat([]string{"-p", "IPv6", "--ip6-proto", "udp", "--ip6-dport", portRange(r.dports)}, v))
+		}
+	}
+	return out
+}
+
+func portRange(p [2]uint16) string { return strconv.Itoa(int(p[0])) + ":" + strconv.Itoa(int(p[1])) }
+
+// ebtOvGuestSpec is a local guest's rule in BROV-G-NET.
+func ebtOvGuestSpec(mac net.HardwareAddr) []string { return []string{"-s", mac.String(), "-j", "DROP"} }

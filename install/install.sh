@@ -6,7 +6,7 @@
 #   BINDIR=    where `make build` put the binaries (default: bin)
 #
 # Layout (paths below are inside $DESTDIR):
-#   $PREFIX/lib/brouter/<program>         every built program
+#   $PREFIX/lib/brouter/<program>         every built program (brouter-wg: found next to network-virtual)
 #   $PREFIX/sbin/network-virtual          -> ../lib/brouter/network-virtual (for admins)
 #   /etc/xen/scripts/network-virtual      -> $PREFIX/lib/brouter/network-virtual   (xend network-script)
 #   /etc/xen/scripts/vif-brouter          -> $PREFIX/lib/brouter/vif-brouter       (if built)
@@ -60,7 +60,7 @@ link() {
 # 1. Programs: the suite's own (hooks/ and plugins/), not the test tools the demo builds
 #    into the same directory (xenstored-double, qemu-guest).
 install -d -m 0755 "$DESTDIR$LIBDIR"
-for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter; do
+for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter brouter-wg; do
 	f=$BINDIR/$name
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	install -m 0755 "$f" "$DESTDIR$LIBDIR/"

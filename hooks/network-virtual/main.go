@@ -265,6 +265,12 @@ func printStatus(w io.Writer, st *vnet.Status) {
 			fmt.Fprintf(w, "    %-15s %s %-20s expires %s\n", l.IP, l.MAC, l.Hostname, exp)
 		}
 	}
+	if o := st.Overlay; o != nil {
+		fmt.Fprintf(w, "  overlay:  %s vni %d, gateway %s, encrypt %s, peers %s\n", o.Device, o.VNI, o.Gateway, o.Encrypt, strings.Join(o.Peers, " "))
+		if o.WireGuard != "" {
+			fmt.Fprintf(w, "    wireguard: %s\n", o.WireGuard)
+		}
+	}
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}

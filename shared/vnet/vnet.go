@@ -69,6 +69,8 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
+
+	Overlay *overlayRecord `json:"overlay,omitempty"` // the tunnel to other hosts (overlay.go)
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -145,6 +147,10 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
 		}
 	}
+	var ov *overlayPlan
+	if ov, n, err = m.planOverlay(n, &rec); err != nil {
+		return err
+	}
 	fw, err := m.NewFirewall(n.Firewall)
 	if err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -179,6 +185,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 
 	if !route {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
+			return err
+		}
+		if err := m.startOverlay(n, ov, &rec, &undo); err != nil {
 			return err
 		}
 	}
@@ -221,7 +230,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 // startBridge creates (or adopts) the bridge and gives it the network's
 // addresses, recording what it changed in rec and how to undo it in undo.
 func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMACOf(n), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
 	}
@@ -320,6 +329,7 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Uplink:     n.Uplink,
 		Antispoof:  n.Antispoof,
 		Services:   n.DHCP != nil,
+		Overlay:    overlayRules(n),
 	}
 }
 
@@ -379,6 +389,9 @@ func (m *Manager) Stop(n *config.Network) error {
 	if err := m.stopDHCP(n.Name); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.stopOverlay(n.Name, &rec); err != nil {
+		errs = append(errs, err)
+	}
 	if rec.Backend != "" {
 		fw, err := m.NewFirewall(rec.Backend)
 		if err == nil {
@@ -422,20 +435,21 @@ type PortStatus struct {
 
 // Status describes a network as the kernel and our records see it.
 type Status struct {
-	Network       string       `json:"network"`
-	Bridge        string       `json:"bridge"`
-	Running       bool         `json:"running"`
-	Mode          string       `json:"mode"`
-	Address       string       `json:"address,omitempty"`
-	Address6      string       `json:"address6,omitempty"`
-	Addresses     []string     `json:"addresses,omitempty"` // what the bridge carries now
-	Backend       string       `json:"backend,omitempty"`
-	CreatedBridge bool         `json:"created_bridge"`
-	Ports         []PortStatus `json:"ports"`
-	Routes        []string     `json:"routes"`
-	Firewall      []string     `json:"firewall"`
-	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
-	Problems      []string     `json:"problems,omitempty"`
+	Network       string         `json:"network"`
+	Bridge        string         `json:"bridge"`
+	Running       bool           `json:"running"`
+	Mode          string         `json:"mode"`
+	Address       string         `json:"address,omitempty"`
+	Address6      string         `json:"address6,omitempty"`
+	Addresses     []string       `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string         `json:"backend,omitempty"`
+	CreatedBridge bool           `json:"created_bridge"`
+	Ports         []PortStatus   `json:"ports"`
+	Routes        []string       `json:"routes"`
+	Firewall      []string       `json:"firewall"`
+	DHCP          *DHCPStatus    `json:"dhcp,omitempty"`
+	Overlay       *OverlayStatus `json:"overlay,omitempty"`
+	Problems      []string       `json:"problems,omitempty"`
 	// Warnings are risks, not faults (status still exits 0): e.g. a guest
 	// address given by hand inside the allocator's pool.
 	Warnings []string `json:"warnings,omitempty"`
@@ -482,6 +496,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		}
 	}
 	m.dhcpStatus(n, st)
+	m.overlayStatus(n, st, &rec, had)
 	st.Warnings = m.poolWarnings(n)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)

@@ -22,13 +22,13 @@ import (
 //     host answers its own guests.
 //
 // The local guests' MACs are per-guest data: with nftables the elements of
-// a set (EnsureOverlayGuest adds one at attach when the guest's MAC is
-// known) referenced by one fixed rule, plus a set the packet path fills
-// with the source MAC of every frame that enters from a local port, so a
-// guest whose MAC nobody told us (a QEMU tap without a port rule) is
-// protected from its first frame on, for as long as it keeps sending
-// (entries expire after ovLearnTimeout). ebtables has no sets: one rule per
-// known guest MAC in a chain of its own, and no learning.
+// a set (EnsureOverlayGuest adds one at attach, when the guest's MAC is
+// known) referenced by one fixed rule; ebtables has no sets: one rule per
+// guest MAC in a chain of its own. A guest whose MAC nobody told brouter (a
+// QEMU tap without a port rule) is not in it. Learning it from its frames
+// would let any unguarded local guest, by sending with a remote guest's MAC,
+// have that remote guest's frames dropped here for as long as it likes: a
+// worse hole than the one it closes.
 
 // OverlayRules is what the firewall needs to know about a network's tunnel.
 type OverlayRules struct {
@@ -64,9 +64,8 @@ func (o *OverlayRules) validate(network string) error {
 type ovDir int
 
 const (
-	ovIn    ovDir = iota // from the tunnel into the bridge
-	ovOut                // from the bridge (its ports or the host) into the tunnel
-	ovLearn              // from a local port into the bridge: learn its source
+	ovIn  ovDir = iota // from the tunnel into the bridge
+	ovOut              // from the bridge (its ports or the host) into the tunnel
 )
 
 // ovRule is one rule of the tunnel's filter; all its matches must hold.
@@ -74,9 +73,8 @@ type ovRule struct {
 	dir    ovDir
 	srcMAC net.HardwareAddr
 	dstMAC net.HardwareAddr
-	// guestSrc: the source MAC is a local guest's; learntSrc: it was seen
-	// entering from a local port lately (nftables only).
-	guestSrc, learntSrc bool
+	// guestSrc: the source MAC is a local guest's.
+	guestSrc bool
 	// arpSrc, arpDst: ARP whose sender (target) protocol address is this.
 	arpSrc, arpDst netip.Addr
 	// icmp6: an ICMPv6 message of this type (neighbour solicitation,
@@ -86,7 +84,6 @@ type ovRule struct {
 	// udp: a UDP datagram of that IP version (4, 6) to a port in dports.
 	udp    int
 	dports [2]uint16
-	learn  bool // not a filter: remember the frame's source MAC
 	verdict
 }
 
@@ -104,10 +101,7 @@ var (
 
 // ovPlan is the tunnel's filter of network rules o, in order.
 func ovPlan(o *OverlayRules) []ovRule {
-	rules := []ovRule{
-		{dir: ovIn, guestSrc: true, verdict: drop},
-		{dir: ovIn, learntSrc: true, verdict: drop},
-	}
+	rules := []ovRule{{dir: ovIn, guestSrc: true, verdict: drop}}
 	if o.LocalGateway {
 		var gw []ovRule
 		gw = append(gw, ovRule{srcMAC: o.GatewayMAC, verdict: drop}, ovRule{dstMAC: o.GatewayMAC, verdict: drop})
@@ -132,7 +126,7 @@ func ovPlan(o *OverlayRules) []ovRule {
 			}
 		}
 	}
-	return append(rules, ovRule{dir: ovLearn, learn: true})
+	return rules
 }
 
 // solicitedNode is the multicast group neighbour solicitations for a are sent to.
@@ -153,11 +147,7 @@ func ovRules(o *OverlayRules, dir ovDir) []ovRule {
 
 // --- nftables: table "bridge brouter-NET.overlay" ---------------------------
 
-const (
-	setOvGuests    = "ov_guests"
-	setOvLearnt    = "ov_learnt"
-	ovLearnTimeout = "5m" // as long as the bridge's own FDB entries live
-)
+const setOvGuests = "ov_guests"
 
 func nftOverlayTableName(network string) string { return nftTableName(network) + ".overlay" }
 
@@ -165,15 +155,10 @@ var nftICMP6 = map[string]string{icmp6NS: "nd-neighbor-solicit", icmp6RS: "nd-ro
 
 // nftOvRule renders one rule (as nft lists it).
 func nftOvRule(o *OverlayRules, r ovRule) string {
-	if r.learn {
-		return fmt.Sprintf("iifname != %s update @%s { ether saddr }", quote(o.Port), setOvLearnt)
-	}
 	var w []string
 	switch {
 	case r.guestSrc:
 		w = append(w, "ether saddr @"+setOvGuests)
-	case r.learntSrc:
-		w = append(w, "ether saddr @"+setOvLearnt)
 	case r.srcMAC != nil:
 		w = append(w, "ether saddr "+r.srcMAC.String())
 	case r.dstMAC != nil:
@@ -204,9 +189,8 @@ func nftOverlayChains(o *OverlayRules) []nftChain {
 		return out
 	}
 	port := quote(o.Port)
-	pre := append([]string{"iifname " + port + " jump from_tunnel"}, render(ovLearn)...)
 	return []nftChain{
-		{name: "prerouting", hook: "prerouting", priority: "filter", rules: pre},
+		{name: "prerouting", hook: "prerouting", priority: "filter", rules: []string{"iifname " + port + " jump from_tunnel"}},
 		{name: "forward", hook: "forward", priority: "filter", rules: []string{"oifname " + port + " jump to_tunnel"}},
 		{name: "output", hook: "output", priority: "filter", rules: []string{"oifname " + port + " jump to_tunnel"}},
 		{name: "from_tunnel", rules: render(ovIn)},
@@ -222,14 +206,13 @@ func ebtOvGuest(network string) string { return "BROV-G-" + network }
 
 var ebtICMP6 = map[string]string{icmp6NS: "neighbour-solicitation", icmp6RS: "router-solicitation"}
 
-// ebtOvSpecs renders the rules of one direction (the learning rule has no
-// ebtables equivalent; the guests' MACs are rules of BROV-G-NET).
+// ebtOvSpecs renders the rules of one direction (the guests' MACs are rules
+// of BROV-G-NET).
 func ebtOvSpecs(network string, o *OverlayRules, dir ovDir) [][]string {
 	var out [][]string
 	for _, r := range ovRules(o, dir) {
 		v := []string{"-j", xtVerdict[r.verdict]}
 		switch {
-		case r.learn || r.learntSrc:
 		case r.guestSrc:
 			out = append(out, []string{"-j", ebtOvGuest(network)})
 		case r.srcMAC != nil:

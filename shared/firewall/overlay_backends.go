@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	gnftables "github.com/google/nftables"
 	"sigs.k8s.io/knftables"
@@ -22,9 +21,6 @@ func nftOverlaySetup(tx *knftables.Transaction, network string, o *OverlayRules)
 	fam, name := knftables.BridgeFamily, nftOverlayTableName(network)
 	tx.Add(&knftables.Table{Family: fam, Name: name, Comment: knftables.PtrTo("brouter network " + network + ": the tunnel to other hosts")})
 	tx.Add(&knftables.Set{Family: fam, Table: name, Name: setOvGuests, Type: "ether_addr"})
-	timeout, _ := time.ParseDuration(ovLearnTimeout)
-	tx.Add(&knftables.Set{Family: fam, Table: name, Name: setOvLearnt, Type: "ether_addr",
-		Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout, Size: knftables.PtrTo(uint64(65535))})
 	nftSetChains(tx, fam, name, nftOverlayChains(o))
 }
 

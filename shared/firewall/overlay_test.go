@@ -15,7 +15,7 @@ func testOverlay(local bool) *OverlayRules {
 }
 
 // One plan, two renderings: each rule of the tunnel's filter appears in
-// both backends (the learning rule in nftables only).
+// both backends.
 func TestOverlayPlan(t *testing.T) {
 	o := testOverlay(true)
 	var nft []string
@@ -26,11 +26,9 @@ func TestOverlayPlan(t *testing.T) {
 	}
 	for _, want := range []string{
 		`prerouting: iifname "vx-lab" jump from_tunnel`,
-		`prerouting: iifname != "vx-lab" update @ov_learnt { ether saddr }`,
 		`forward: oifname "vx-lab" jump to_tunnel`,
 		`output: oifname "vx-lab" jump to_tunnel`,
 		"from_tunnel: ether saddr @ov_guests drop",
-		"from_tunnel: ether saddr @ov_learnt drop",
 		"from_tunnel: ether saddr 02:11:22:33:44:55 drop",
 		"to_tunnel: ether daddr 02:11:22:33:44:55 drop",
 		"to_tunnel: arp saddr ip 10.98.98.1 drop",

@@ -89,27 +89,46 @@ func Flood(name string) ([]netip.Addr, error) {
 }
 
 func flood(l netlink.Link) ([]netip.Addr, error) {
-	neighs, err := redump(func() ([]netlink.Neigh, error) { return netlink.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
+	fdb, err := remoteFDB(l)
 	if err != nil {
-		return nil, fmt.Errorf("link: list the forwarding database of %s: %w", l.Attrs().Name, err)
+		return nil, err
 	}
 	var out []netip.Addr
-	for _, n := range neighs {
-		if n.LinkIndex != l.Attrs().Index || !bytes.Equal(n.HardwareAddr, zeroMAC) || n.IP == nil {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(n.IP); ok {
-			out = append(out, a.Unmap())
+	for _, n := range fdb {
+		if bytes.Equal(n.HardwareAddr, zeroMAC) {
+			out = append(out, remoteOf(n))
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out), nil
 }
 
+// remoteFDB lists the device's own forwarding entries that send to a
+// remote endpoint: the flood list and the learnt MACs.
+func remoteFDB(l netlink.Link) ([]netlink.Neigh, error) {
+	neighs, err := redump(func() ([]netlink.Neigh, error) { return netlink.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
+	if err != nil {
+		return nil, fmt.Errorf("link: list the forwarding database of %s: %w", l.Attrs().Name, err)
+	}
+	var out []netlink.Neigh
+	for _, n := range neighs {
+		if n.LinkIndex == l.Attrs().Index && remoteOf(n).IsValid() {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func remoteOf(n netlink.Neigh) netip.Addr {
+	a, _ := netip.AddrFromSlice(n.IP)
+	return a.Unmap()
+}
+
 // SyncFlood makes the device's flood list exactly dsts: entries for the
-// endpoints missing are appended, those of endpoints no longer wanted
-// deleted; the others, and every learnt entry, are left alone. It returns
-// what it added and removed.
+// endpoints missing are appended; those of endpoints no longer wanted are
+// deleted, with the MACs learnt behind them (unicast would go on reaching
+// them); the others, and what is learnt behind them, are left alone. It
+// returns what it added and removed.
 func SyncFlood(name string, dsts []netip.Addr) (added, removed []netip.Addr, err error) {
 	l, err := Get(name)
 	if err != nil {
@@ -124,13 +143,23 @@ func SyncFlood(name string, dsts []netip.Addr) (added, removed []netip.Addr, err
 			Flags: netlink.NTF_SELF, IP: net.IP(a.AsSlice()), HardwareAddr: zeroMAC}
 	}
 	for _, a := range have {
-		if slices.Contains(dsts, a) {
-			continue
+		if !slices.Contains(dsts, a) {
+			removed = append(removed, a)
 		}
-		if err := netlink.NeighDel(entry(a)); err != nil && !errors.Is(err, unix.ENOENT) {
-			return added, removed, fmt.Errorf("link: remove peer %s from the flood list of %s: %w", a, name, err)
+	}
+	if len(removed) > 0 {
+		fdb, err := remoteFDB(l)
+		if err != nil {
+			return nil, nil, err
 		}
-		removed = append(removed, a)
+		for _, n := range fdb {
+			if !slices.Contains(removed, remoteOf(n)) {
+				continue
+			}
+			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+				return nil, removed, fmt.Errorf("link: remove peer %s (%s) from the forwarding database of %s: %w", remoteOf(n), n.HardwareAddr, name, err)
+			}
+		}
 	}
 	for _, a := range dsts {
 		if slices.Contains(have, a) {

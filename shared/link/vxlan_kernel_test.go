@@ -47,8 +47,10 @@ func TestVxlanFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A learnt entry (as the kernel makes them) must survive a sync.
-	ns.Exec(t, "bridge", "fdb", "add", "02:00:00:00:00:07", "dev", "vx-t", "dst", "198.51.100.3", "self")
+	// Learnt entries (as the kernel makes them) of a peer that stays
+	// survive a sync; those of a peer removed go with it.
+	ns.Exec(t, "bridge", "fdb", "add", "02:00:00:00:00:07", "dev", "vx-t", "dst", "198.51.100.2", "self")
+	ns.Exec(t, "bridge", "fdb", "add", "02:00:00:00:00:08", "dev", "vx-t", "dst", "198.51.100.3", "self")
 	err = ns.Do(func() error {
 		l, created, err := EnsureVxlan(spec)
 		if err != nil || created || l.Attrs().Index != index {
@@ -68,8 +70,8 @@ func TestVxlanFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	fdb := ns.Exec(t, "bridge", "fdb", "show", "dev", "vx-t")
-	if !strings.Contains(fdb, "02:00:00:00:00:07 dst 198.51.100.3") {
-		t.Errorf("the learnt entry is gone:\n%s", fdb)
+	if !strings.Contains(fdb, "02:00:00:00:00:07 dst 198.51.100.2") || strings.Contains(fdb, "02:00:00:00:00:08") {
+		t.Errorf("learnt entries: want 07 kept, 08 gone:\n%s", fdb)
 	}
 	link := ns.Exec(t, "ip", "-d", "link", "show", "vx-t")
 	for _, want := range []string{"mtu 1350", "master br0", "vxlan id 42", "local 198.51.100.1", "dstport 4789"} {

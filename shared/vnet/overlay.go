@@ -37,8 +37,8 @@ const (
 
 // overlayRecord is what Start created for a network's overlay (in its record).
 type overlayRecord struct {
-	Device string `json:"device"`           // the VXLAN device
-	WG     string `json:"wg,omitempty"`     // the WireGuard device
+	Device string `json:"device"`            // the VXLAN device
+	WG     string `json:"wg,omitempty"`      // the WireGuard device
 	WGUser bool   `json:"wg_user,omitempty"` // WireGuard in userspace (a brouter-wg process), not the kernel's
 }
 

@@ -29,7 +29,8 @@ type OverlayPeerSpec struct {
 
 // Overlay settings.
 const (
-	DefaultOverlayPort = 4789 // IANA's VXLAN port
+	DefaultOverlayPort = 4789  // IANA's VXLAN port
+	DefaultWGPort      = 51820 // WireGuard's customary port
 	MaxVNI             = 1<<24 - 1
 
 	GatewayLocal  = "local"  // every host has the network's address and routes its own guests
@@ -73,7 +74,7 @@ type Overlay struct {
 	// the route to the first peer.
 	Local netip.Addr
 	// Port is the UDP port on the underlay: VXLAN's, or with encryption
-	// WireGuard's (VXLAN then runs inside the tunnel).
+	// WireGuard's (VXLAN then runs inside the tunnel, on DefaultOverlayPort).
 	Port uint16
 	// Gateway is GatewayLocal or GatewayRemote.
 	Gateway string
@@ -90,6 +91,16 @@ func (o *Overlay) LocalGateway() bool { return o.Gateway == GatewayLocal }
 
 // Encrypted reports whether the tunnel runs inside WireGuard.
 func (o *Overlay) Encrypted() bool { return o.Encrypt == EncryptWireGuard }
+
+// VXLANPort is the port of the network's VXLAN device: Port, or inside
+// WireGuard IANA's (the host's VXLAN sockets are per port, whatever the
+// address: WireGuard cannot listen on the same).
+func (o *Overlay) VXLANPort() uint16 {
+	if o.Encrypted() {
+		return DefaultOverlayPort
+	}
+	return o.Port
+}
 
 // validate checks the table against the network n (whose other settings are
 // validated already); mtu is the network's mtu key as written (nil: absent).
@@ -111,9 +122,21 @@ func (s *OverlaySpec) validate(key string, n *Network, mtu *int) (*Overlay, erro
 		return nil, fmt.Errorf("%s.vni = %d: want 1..%d", key, *s.VNI, MaxVNI)
 	}
 	o.VNI = uint32(*s.VNI)
+	if s.Encrypt != nil {
+		if *s.Encrypt != EncryptNone && *s.Encrypt != EncryptWireGuard {
+			return nil, fmt.Errorf("%s.encrypt = %q: want %q or %q", key, *s.Encrypt, EncryptNone, EncryptWireGuard)
+		}
+		o.Encrypt = *s.Encrypt
+	}
+	if o.Encrypted() {
+		o.Port = DefaultWGPort
+	}
 	if s.Port != nil {
 		if *s.Port < 1 || *s.Port > 65535 {
 			return nil, fmt.Errorf("%s.port = %d: want a UDP port, 1..65535", key, *s.Port)
+		}
+		if o.Encrypted() && *s.Port == DefaultOverlayPort {
+			return nil, fmt.Errorf("%s.port = %d: with encrypt = %q that is the port of the VXLAN inside the tunnel; choose another for WireGuard (default %d)", key, *s.Port, EncryptWireGuard, DefaultWGPort)
 		}
 		o.Port = uint16(*s.Port)
 	}
@@ -125,12 +148,6 @@ func (s *OverlaySpec) validate(key string, n *Network, mtu *int) (*Overlay, erro
 	}
 	if o.Gateway == GatewayRemote && n.DHCP != nil {
 		return nil, fmt.Errorf("%s.gateway = %q: this host's bridge has no address, so it cannot serve DHCP; remove [network.%s.dhcp] (the host with the gateway serves it)", key, o.Gateway, n.Name)
-	}
-	if s.Encrypt != nil {
-		if *s.Encrypt != EncryptNone && *s.Encrypt != EncryptWireGuard {
-			return nil, fmt.Errorf("%s.encrypt = %q: want %q or %q", key, *s.Encrypt, EncryptNone, EncryptWireGuard)
-		}
-		o.Encrypt = *s.Encrypt
 	}
 	if err := s.validateKeys(key, o); err != nil {
 		return nil, err
@@ -252,8 +269,8 @@ func family(a netip.Addr) int {
 }
 
 // checkOverlays refuses overlays of two networks that would need the same
-// kernel object: a VXLAN device per (VNI, port) and one WireGuard listener
-// per port.
+// kernel object: a VXLAN device per (VNI, port), a WireGuard listener per
+// port that nothing else uses.
 func checkOverlays(networks map[string]*Network) error {
 	for _, a := range sortedKeys(networks) {
 		oa := networks[a].Overlay
@@ -262,14 +279,16 @@ func checkOverlays(networks map[string]*Network) error {
 		}
 		for _, b := range sortedKeys(networks) {
 			ob := networks[b].Overlay
-			if b <= a || ob == nil || oa.Port != ob.Port {
+			if b <= a || ob == nil {
 				continue
 			}
-			if oa.Encrypted() || ob.Encrypted() {
-				return fmt.Errorf("network.%s.overlay and network.%s.overlay both use UDP port %d, and one is encrypted (WireGuard needs the port alone); give one another port", a, b, oa.Port)
+			if oa.VNI == ob.VNI && oa.VXLANPort() == ob.VXLANPort() {
+				return fmt.Errorf("network.%s.overlay and network.%s.overlay both use vni %d on port %d; a VNI names one network", a, b, oa.VNI, oa.VXLANPort())
 			}
-			if oa.VNI == ob.VNI {
-				return fmt.Errorf("network.%s.overlay and network.%s.overlay both use vni %d on port %d; a VNI names one network", a, b, oa.VNI, oa.Port)
+			for _, p := range [][2]*Overlay{{oa, ob}, {ob, oa}} {
+				if p[0].Encrypted() && (p[0].Port == p[1].Port || p[0].Port == p[1].VXLANPort()) {
+					return fmt.Errorf("network.%s.overlay and network.%s.overlay both use UDP port %d, and WireGuard needs its port alone; give one another port", a, b, p[0].Port)
+				}
 			}
 		}
 	}

@@ -47,7 +47,7 @@ public_key = "`+testKeyB+`"
 		t.Errorf("lab peers %+v local %v", o.Peers, o.Local)
 	}
 	s := c.Networks["sec"].Overlay
-	if s == nil || s.VNI != 7 || s.Port != 4790 || s.LocalGateway() || !s.Encrypted() || s.MTU != 1400 || s.Local.IsValid() {
+	if s == nil || s.VNI != 7 || s.Port != 4790 || s.VXLANPort() != 4789 || s.LocalGateway() || !s.Encrypted() || s.MTU != 1400 || s.Local.IsValid() {
 		t.Fatalf("sec overlay %+v", s)
 	}
 	if s.PrivateKeyFile != "/etc/brouter/sec.key" || s.Peers[0].PublicKey.String() != testKeyA || s.Peers[1].PublicKey.String() != testKeyB {
@@ -92,7 +92,9 @@ func TestOverlayErrors(t *testing.T) {
 		{base + "mode = \"bridge\"\n[network.lab.overlay]\nvni = 1\npeers = [\"198.51.100.2\"]", "not mode \"bridge\""},
 		{base + "[network.lab.dhcp]\n[network.lab.overlay]\nvni = 1\npeers = [\"198.51.100.2\"]\ngateway = \"remote\"", "cannot serve DHCP"},
 		{ov + "vni = 1\npeers = [\"198.51.100.2\"]\n[network.b]\nbridge = \"brb\"\naddress = \"10.1.0.1/24\"\n[network.b.overlay]\nvni = 1\npeers = [\"198.51.100.3\"]", "both use vni 1 on port 4789"},
-		{ov + "vni = 1\npeers = [\"198.51.100.2\"]\n[network.b]\nbridge = \"brb\"\naddress = \"10.1.0.1/24\"\n[network.b.overlay]\nvni = 2\nencrypt = \"wireguard\"\nprivate_key_file = \"/k\"\n[[network.b.overlay.peer]]\naddress = \"198.51.100.3\"\npublic_key = \"" + testKeyA + "\"", "WireGuard needs the port alone"},
+		{ov + "vni = 1\npeers = [\"198.51.100.2\"]\nport = 51820\n[network.b]\nbridge = \"brb\"\naddress = \"10.1.0.1/24\"\n[network.b.overlay]\nvni = 2\nencrypt = \"wireguard\"\nprivate_key_file = \"/k\"\n[[network.b.overlay.peer]]\naddress = \"198.51.100.3\"\npublic_key = \"" + testKeyA + "\"", "WireGuard needs its port alone"},
+		{ov + "vni = 2\npeers = [\"198.51.100.2\"]\n[network.b]\nbridge = \"brb\"\naddress = \"10.1.0.1/24\"\n[network.b.overlay]\nvni = 2\nencrypt = \"wireguard\"\nprivate_key_file = \"/k\"\n[[network.b.overlay.peer]]\naddress = \"198.51.100.3\"\npublic_key = \"" + testKeyA + "\"", "both use vni 2 on port 4789"},
+		{wg + "port = 4789\n[[network.lab.overlay.peer]]\naddress = \"198.51.100.3\"\npublic_key = \"" + testKeyA + "\"", "port of the VXLAN inside the tunnel"},
 	}
 	for _, c := range cases {
 		_, err := Parse([]byte(c.doc), "t.toml")

@@ -222,7 +222,7 @@ func (m *Manager) startOverlay(n *config.Network, p *overlayPlan, rec *record, u
 			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 		}
 	}
-	_, created, err := link.EnsureVxlan(link.VxlanSpec{Name: p.device, VNI: p.o.VNI, Local: p.vxLocal, Port: p.o.Port, MTU: p.mtu, Bridge: n.Bridge})
+	_, created, err := link.EnsureVxlan(link.VxlanSpec{Name: p.device, VNI: p.o.VNI, Local: p.vxLocal, Port: p.o.VXLANPort(), MTU: p.mtu, Bridge: n.Bridge})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(p.device) })
 	}

@@ -3,8 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -95,7 +95,9 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("host%d: %s MTU %s, want 1450", h.n, dev, got)
 			}
 		}
-		for what, ns := range map[string]interface{ ReadSys(testing.TB, string) string }{"container": h.ctr, "DHCP guest": h.dhcp} {
+		for what, ns := range map[string]interface {
+			ReadSys(testing.TB, string) string
+		}{"container": h.ctr, "DHCP guest": h.dhcp} {
 			if got := ns.ReadSys(t, "eth0/mtu"); got != "1450" {
 				t.Errorf("host%d's %s has MTU %s, want 1450", h.n, what, got)
 			}

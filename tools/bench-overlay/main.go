@@ -266,4 +266,6 @@ func sh(args ...string) error {
 	return nil
 }
 
-func in(ns string, args ...string) error { return sh(append([]string{"ip", "netns", "exec", ns}, args...)...) }
+func in(ns string, args ...string) error {
+	return sh(append([]string{"ip", "netns", "exec", ns}, args...)...)
+}

@@ -17,11 +17,11 @@ import (
 // pingPattern fills the echo requests whose payload the underlay checks look for.
 var pingPattern = []byte("brtoverlay")
 
-// arpFor matches an ARP frame asking about (or answering for) addr.
+// arpFor matches an ARP frame whose target is addr (a request for it).
 func arpFor(addr string) func(packet) bool {
 	a := netip.MustParseAddr(addr).As4()
 	return func(p packet) bool {
-		return p.etherType == unix.ETH_P_ARP && len(p.raw) >= 42 && (bytes.Equal(p.raw[38:42], a[:]) || bytes.Equal(p.raw[28:32], a[:]))
+		return p.etherType == unix.ETH_P_ARP && len(p.raw) >= 42 && bytes.Equal(p.raw[38:42], a[:])
 	}
 }
 
@@ -223,11 +223,13 @@ func inRange(ip, lo, hi string) bool {
 }
 
 // TestOverlayEncrypted: two hosts with encrypt = "wireguard" (here the
-// userspace brouter-wg: the kernel has no WireGuard). The same traffic
-// checks, and the underlay carries nothing but WireGuard (the ping's
-// payload never appears on it; in plain VXLAN it does, the control); a
-// dead brouter-wg is a problem for status and start restarts it; stop
-// leaves both hosts as they were.
+// userspace brouter-wg: the kernel has no WireGuard), host2 with gateway =
+// "remote". The same traffic checks, and the underlay carries nothing but
+// WireGuard (the ping's payload never appears on it; in plain VXLAN it
+// does, the control); host2's bridge has no address and a MAC of its own,
+// and its guests go out through host1's NAT; a dead brouter-wg is a
+// problem for status and start restarts it; stop leaves both hosts as
+// they were.
 func TestOverlayEncrypted(t *testing.T) {
 	t.Parallel()
 	ow := newOvWorld(t, "nftables", "iptables")
@@ -235,7 +237,12 @@ func TestOverlayEncrypted(t *testing.T) {
 	h1, h2 := ow.hosts[0], ow.hosts[1]
 	var before []string
 	for _, h := range ow.hosts {
-		h.writeConfig(ow.config(h, true, ow.hosts))
+		conf := ow.config(h, true, ow.hosts)
+		if h == h2 { // no DHCP server of its own: the gateway's host serves it
+			conf = regexp.MustCompile(`(?s)\[network\.lab\.dhcp\].*?\[network\.lab\.alloc\]`).ReplaceAllString(conf, "[network.lab.alloc]")
+			conf = strings.Replace(conf, "[network.lab.overlay]\n", "[network.lab.overlay]\ngateway = \"remote\"\n", 1)
+		}
+		h.writeConfig(conf)
 		h.addGuestsDevices(t)
 		before = append(before, h.dumpNeutral())
 		h.mustRun(0, "start", "net=lab")
@@ -275,6 +282,20 @@ func TestOverlayEncrypted(t *testing.T) {
 		}
 	}
 	underlay.mu.Unlock()
+
+	// gateway = "remote": no address on host2's bridge, a MAC of its own,
+	// and its guests' way out is host1's NAT.
+	if out := h2.dom0.Exec(t, "ip", "-4", "addr", "show", "dev", "brlab"); strings.Contains(out, "inet ") {
+		t.Errorf("host2 (gateway remote) has an address on its bridge:\n%s", out)
+	}
+	if m1, m2 := h1.dom0.ReadSys(t, "brlab/address"), h2.dom0.ReadSys(t, "brlab/address"); m1 == m2 {
+		t.Errorf("host2 (gateway remote) has the gateway's MAC %s", m2)
+	}
+	viaH1, viaH2 := ow.observed("from_h1"), ow.observed("from_h2")
+	mustPing(t, h2.vm, "vm2 (gateway on host1)", ulOutside)
+	if ow.observed("from_h1") <= viaH1 || ow.observed("from_h2") != viaH2 {
+		t.Errorf("vm2's ping to the outside did not leave through host1's NAT")
+	}
 
 	// A killed brouter-wg: status says so, start restarts it.
 	pid := strings.TrimSpace(readFile(t, h2.runDir+"/lab/wg.pid"))

@@ -13,6 +13,9 @@
 #                                          (no IPv4 route back to 10.98.98.0/24: replies only
 #                                           arrive thanks to NAT; IPv6 is routed, not NATed)
 #
+# Last, a second host: dom0 --ul0 198.51.100.1/24 -- 198.51.100.2/24 eth0-- host2, each with a
+# network "span" (brspan, 10.77.0.1/24) joined by a VXLAN overlay, and a guest behind each.
+#
 # Usage (as root, after `make build`):  scripts/demo.sh      or simply:  make demo
 # Env: BINDIR (default: bin) — where the built programs are.
 set -Eeuo pipefail
@@ -422,3 +425,68 @@ else
 fi
 echo "(IP forwarding, once enabled, stays on: net.ipv4.ip_forward=$(in_dom0 sysctl -n net.ipv4.ip_forward)," \
 	"net.ipv6.conf.all.forwarding=$(in_dom0 sysctl -n net.ipv6.conf.all.forwarding))"
+
+# =======================================================================================
+section "A second host: one network over two hosts (VXLAN overlay)"
+# =======================================================================================
+# dom0 and host2 are joined by an underlay link (198.51.100.0/24); each runs
+# network-virtual with its own config, the same VNI and the other as its peer. A guest
+# behind each host's bridge (attached by qemu-ifup) reaches the other across the tunnel.
+HOST2=brdemo-h2-$$
+GUEST3=brdemo-g3-$$
+GUEST4=brdemo-g4-$$
+mkns "$HOST2"; mkns "$GUEST3"; mkns "$GUEST4"
+ip -n "$DOM0" link add ul0 type veth peer name eth0 netns "$HOST2"
+ip -n "$DOM0" addr add 198.51.100.1/24 dev ul0
+ip -n "$HOST2" addr add 198.51.100.2/24 dev eth0
+ip -n "$DOM0" link set ul0 up
+ip -n "$HOST2" link set eth0 up
+n=2
+for pair in "$DOM0:$GUEST3" "$HOST2:$GUEST4"; do
+	n=$((n + 1))
+	h=${pair%%:*} g=${pair##*:}
+	ip -n "$g" link add eth0 type veth peer name "vq$n" netns "$h"
+	ip -n "$g" addr add "10.77.0.1$n/24" dev eth0
+	ip -n "$g" link set eth0 up mtu 1450
+done
+mkdir -p "$TMP/h2/run" "$TMP/h2/state"
+span_config() { # FILE PEER
+	cat >"$1" <<TOML
+[network.span]
+bridge = "brspan"
+address = "10.77.0.1/24"
+
+[network.span.overlay]
+vni = 4242
+peers = ["$2"]
+TOML
+}
+span_config "$TMP/span1.toml" 198.51.100.2
+span_config "$TMP/span2.toml" 198.51.100.1
+echo "dom0's config ($TMP/span1.toml; host2's names 198.51.100.1 as its peer):"; sed 's/^/    /' "$TMP/span1.toml"
+on_dom0()  { BROUTER_CONFIG=$TMP/span1.toml ip netns exec "$DOM0" "$@"; }
+on_host2() { BROUTER_CONFIG=$TMP/span2.toml BROUTER_RUN_DIR=$TMP/h2/run BROUTER_STATE_DIR=$TMP/h2/state ip netns exec "$HOST2" "$@"; }
+snapshot "$TMP/before-span"
+step "start on both hosts, attach a guest on each (qemu-ifup)"
+run on_dom0 "$NV" start net=span
+run on_host2 "$NV" start net=span
+on_dom0 "$BINDIR/qemu-ifup" vq3 brspan
+on_host2 "$BINDIR/qemu-ifup" vq4 brspan
+run ip -n "$DOM0" -d link show vx-span
+run ip netns exec "$DOM0" bridge fdb show dev vx-span
+step "guest3 (behind dom0) pings guest4 (behind host2) across the tunnel, 1400 bytes with DF"
+run ip netns exec "$GUEST3" ping -c 2 -W 2 -M do -s 1372 10.77.0.14
+ok "one L2 segment across two hosts (MTU $(ip netns exec "$DOM0" cat /sys/class/net/brspan/mtu): the underlay's 1500 minus VXLAN's 50)"
+step "status on dom0"
+run on_dom0 "$NV" status net=span
+step "stop on both hosts"
+on_dom0 "$BINDIR/qemu-ifup" --down vq3
+on_host2 "$BINDIR/qemu-ifup" --down vq4
+run on_dom0 "$NV" stop net=span
+run on_host2 "$NV" stop net=span
+snapshot "$TMP/after-span"
+if diff -u "$TMP/before-span" "$TMP/after-span"; then
+	ok "no link, address, route or firewall rule of the overlay left behind in dom0"
+else
+	fail "network-virtual stop left changes of the overlay behind (diff above)"
+fi

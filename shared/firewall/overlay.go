@@ -16,10 +16,14 @@ import (
 //
 //   - frames arriving from the tunnel whose source MAC is a local guest's
 //     are dropped (another host cannot speak as one of ours);
-//   - with a gateway on every host (LocalGateway), nothing from or to the
-//     gateway's MAC, no ARP or neighbour discovery for its addresses, no
-//     router solicitation and no DHCP crosses the tunnel, either way: each
-//     host answers its own guests.
+//   - with a gateway on this host (LocalGateway), the local guests' requests
+//     for it never leave into the tunnel (ARP and neighbour solicitations for
+//     its addresses, router solicitations, DHCP requests, frames to its MAC),
+//     and nothing another host's gateway sends (its MAC is the same: frames
+//     from that MAC, DHCP replies) comes in: with a gateway on every host,
+//     each answers its own guests only. What guests of a host without a
+//     gateway (gateway = "remote") ask of this one still comes in, and the
+//     answers go out.
 //
 // The local guests' MACs are per-guest data: with nftables the elements of
 // a set (EnsureOverlayGuest adds one at attach, when the guest's MAC is
@@ -75,15 +79,16 @@ type ovRule struct {
 	dstMAC net.HardwareAddr
 	// guestSrc: the source MAC is a local guest's.
 	guestSrc bool
-	// arpSrc, arpDst: ARP whose sender (target) protocol address is this.
-	arpSrc, arpDst netip.Addr
+	// arpDst: ARP whose target protocol address is this.
+	arpDst netip.Addr
 	// icmp6: an ICMPv6 message of this type (neighbour solicitation,
 	// router solicitation), sent to one of dst6 when given.
 	icmp6 string
 	dst6  []netip.Addr
-	// udp: a UDP datagram of that IP version (4, 6) to a port in dports.
-	udp    int
-	dports [2]uint16
+	// udp: a UDP datagram of that IP version (4, 6) to dport, from sport
+	// when not 0.
+	udp          int
+	sport, dport uint16
 	verdict
 }
 
@@ -93,40 +98,41 @@ const (
 	icmp6RS = "router-solicitation"
 )
 
-// Guest-side DHCP ports: client and server, IPv4 and IPv6.
-var (
-	dhcp4Ports = [2]uint16{67, 68}
-	dhcp6Ports = [2]uint16{546, 547}
+// DHCP's ports: client and server, IPv4 and IPv6.
+const (
+	ovDHCP4Client, ovDHCP4Server = 68, 67
+	ovDHCP6Client, ovDHCP6Server = 546, 547
 )
 
 // ovPlan is the tunnel's filter of network rules o, in order.
 func ovPlan(o *OverlayRules) []ovRule {
 	rules := []ovRule{{dir: ovIn, guestSrc: true, verdict: drop}}
-	if o.LocalGateway {
-		var gw []ovRule
-		gw = append(gw, ovRule{srcMAC: o.GatewayMAC, verdict: drop}, ovRule{dstMAC: o.GatewayMAC, verdict: drop})
-		var nd []netip.Addr
-		for _, a := range o.Gateways {
-			if a.Is4() {
-				gw = append(gw, ovRule{arpSrc: a, verdict: drop}, ovRule{arpDst: a, verdict: drop})
-			} else {
-				nd = append(nd, a, solicitedNode(a))
-			}
-		}
-		if len(nd) > 0 {
-			slices.SortFunc(nd, netip.Addr.Compare) // as nft lists a set
-			gw = append(gw, ovRule{icmp6: icmp6NS, dst6: slices.Compact(nd), verdict: drop},
-				ovRule{icmp6: icmp6RS, verdict: drop})
-		}
-		gw = append(gw, ovRule{udp: 4, dports: dhcp4Ports, verdict: drop}, ovRule{udp: 6, dports: dhcp6Ports, verdict: drop})
-		for _, dir := range []ovDir{ovIn, ovOut} {
-			for _, r := range gw {
-				r.dir = dir
-				rules = append(rules, r)
-			}
+	if !o.LocalGateway {
+		return rules
+	}
+	// Another host's gateway: its frames and its DHCP server's replies.
+	rules = append(rules,
+		ovRule{dir: ovIn, srcMAC: o.GatewayMAC, verdict: drop},
+		ovRule{dir: ovIn, udp: 4, sport: ovDHCP4Server, dport: ovDHCP4Client, verdict: drop},
+		ovRule{dir: ovIn, udp: 6, sport: ovDHCP6Server, dport: ovDHCP6Client, verdict: drop})
+	// The local guests' requests for the gateway stay here.
+	rules = append(rules, ovRule{dir: ovOut, dstMAC: o.GatewayMAC, verdict: drop})
+	var nd []netip.Addr
+	for _, a := range o.Gateways {
+		if a.Is4() {
+			rules = append(rules, ovRule{dir: ovOut, arpDst: a, verdict: drop})
+		} else {
+			nd = append(nd, a, solicitedNode(a))
 		}
 	}
-	return rules
+	if len(nd) > 0 {
+		slices.SortFunc(nd, netip.Addr.Compare) // as nft lists a set
+		rules = append(rules, ovRule{dir: ovOut, icmp6: icmp6NS, dst6: slices.Compact(nd), verdict: drop},
+			ovRule{dir: ovOut, icmp6: icmp6RS, verdict: drop})
+	}
+	return append(rules,
+		ovRule{dir: ovOut, udp: 4, dport: ovDHCP4Server, verdict: drop},
+		ovRule{dir: ovOut, udp: 6, dport: ovDHCP6Server, verdict: drop})
 }
 
 // solicitedNode is the multicast group neighbour solicitations for a are sent to.
@@ -163,8 +169,6 @@ func nftOvRule(o *OverlayRules, r ovRule) string {
 		w = append(w, "ether saddr "+r.srcMAC.String())
 	case r.dstMAC != nil:
 		w = append(w, "ether daddr "+r.dstMAC.String())
-	case r.arpSrc.IsValid():
-		w = append(w, "arp saddr ip "+r.arpSrc.String())
 	case r.arpDst.IsValid():
 		w = append(w, "arp daddr ip "+r.arpDst.String())
 	case r.icmp6 != "":
@@ -173,8 +177,11 @@ func nftOvRule(o *OverlayRules, r ovRule) string {
 		}
 		w = append(w, "icmpv6 type "+nftICMP6[r.icmp6])
 	case r.udp != 0:
-		w = append(w, map[int]string{4: "ether type ip", 6: "ether type ip6"}[r.udp],
-			fmt.Sprintf("udp dport { %d, %d }", r.dports[0], r.dports[1]))
+		w = append(w, map[int]string{4: "ether type ip", 6: "ether type ip6"}[r.udp])
+		if r.sport != 0 {
+			w = append(w, fmt.Sprintf("udp sport %d", r.sport))
+		}
+		w = append(w, fmt.Sprintf("udp dport %d", r.dport))
 	}
 	return strings.Join(append(w, string(r.verdict)), " ")
 }
@@ -219,8 +226,6 @@ func ebtOvSpecs(network string, o *OverlayRules, dir ovDir) [][]string {
 			out = append(out, slices.Concat([]string{"-s", r.srcMAC.String()}, v))
 		case r.dstMAC != nil:
 			out = append(out, slices.Concat([]string{"-d", r.dstMAC.String()}, v))
-		case r.arpSrc.IsValid():
-			out = append(out, slices.Concat([]string{"-p", "ARP", "--arp-ip-src", r.arpSrc.String()}, v))
 		case r.arpDst.IsValid():
 			out = append(out, slices.Concat([]string{"-p", "ARP", "--arp-ip-dst", r.arpDst.String()}, v))
 		case r.icmp6 != "":
@@ -231,16 +236,17 @@ func ebtOvSpecs(network string, o *OverlayRules, dir ovDir) [][]string {
 			for _, a := range r.dst6 {
 				out = append(out, slices.Concat([]string{"-p", "IPv6", "--ip6-dst", a.String()}, icmp, v))
 			}
-		case r.udp == 4:
-			out = append(out, slices.Concat([]string{"-p", "IPv4", "--ip-proto", "udp", "--ip-dport", portRange(r.dports)}, v))
-		case r.udp == 6:
-			out = append(out, slices.Concat([]string{"-p", "IPv6", "--ip6-proto", "udp", "--ip6-dport", portRange(r.dports)}, v))
+		case r.udp != 0:
+			ip := map[int]string{4: "--ip", 6: "--ip6"}[r.udp]
+			m := []string{"-p", map[int]string{4: "IPv4", 6: "IPv6"}[r.udp], ip + "-proto", "udp"}
+			if r.sport != 0 {
+				m = append(m, ip+"-sport", strconv.Itoa(int(r.sport)))
+			}
+			out = append(out, slices.Concat(m, []string{ip + "-dport", strconv.Itoa(int(r.dport))}, v))
 		}
 	}
 	return out
 }
-
-func portRange(p [2]uint16) string { return strconv.Itoa(int(p[0])) + ":" + strconv.Itoa(int(p[1])) }
 
 // ebtOvGuestSpec is a local guest's rule in BROV-G-NET.
 func ebtOvGuestSpec(mac net.HardwareAddr) []string { return []string{"-s", mac.String(), "-j", "DROP"} }

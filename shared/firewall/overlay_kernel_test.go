@@ -44,10 +44,10 @@ func TestKernelOverlay(t *testing.T) {
 			s := state()
 			if kind == KindNftables {
 				mustContain(t, s, "table bridge brouter-fwtest.overlay", "elements = { 00:16:3e:00:00:07 }",
-					`iifname "vx-lab" jump from_tunnel`, "arp daddr ip 10.98.98.1 drop")
+					`iifname "vx-lab" jump from_tunnel`, "arp daddr ip 10.98.98.1 drop", "udp sport 67 udp dport 68 drop")
 			} else {
 				mustContain(t, s, "-i vx-lab -j BROV-IN-fwtest", "-o vx-lab -j BROV-OUT-fwtest",
-					"-s 00:16:3e:00:00:07 -j DROP", "--arp-ip-dst 10.98.98.1 -j DROP")
+					"-s 00:16:3e:00:00:07 -j DROP", "--arp-ip-dst 10.98.98.1 -j DROP", "--ip-sport 67 --ip-dport 68 -j DROP")
 				if n := strings.Count(s, "-s 00:16:3e:00:00:07 -j DROP"); n != 1 {
 					t.Errorf("the guest's rule %d times:\n%s", n, s)
 				}

@@ -331,12 +331,13 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			}
 		}
 	}
+	// Without an overlay, ebtables is not even asked (its first use creates
+	// its table): the chains of an overlay dropped from a running network's
+	// config, inert without their device, go with the network (Remove).
 	if r.Overlay != nil {
 		if err := b.ensureOverlay(r.Network, r.Overlay); err != nil {
 			return errorf("iptables: network %s: overlay: %w", r.Network, err)
 		}
-	} else if err := b.removeOverlay(r.Network); err != nil {
-		return errorf("iptables: network %s: overlay: %w", r.Network, err)
 	}
 	return nil
 }

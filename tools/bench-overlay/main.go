@@ -94,42 +94,9 @@ func run(bin string, secs int) error {
 		made = append(made, full)
 		return full, in(full, "ip", "link", "set", "lo", "up")
 	}
-	hosts := []*host{{n: 1}, {n: 2}}
-	for _, h := range hosts {
-		if h.ns, err = addNS(fmt.Sprintf("h%d", h.n)); err != nil {
-			return err
-		}
-		if h.guest, err = addNS(fmt.Sprintf("g%d", h.n)); err != nil {
-			return err
-		}
-		h.dir = filepath.Join(tmp, fmt.Sprintf("h%d", h.n))
-		for _, d := range []string{"run", "state"} {
-			if err := os.MkdirAll(filepath.Join(h.dir, d), 0o755); err != nil {
-				return err
-			}
-		}
-		h.conf, h.key = filepath.Join(h.dir, "brouter.toml"), filepath.Join(h.dir, "lab.key")
-		h.addr, h.guestIP = fmt.Sprintf("198.51.100.%d", h.n), fmt.Sprintf("10.98.98.1%d", h.n)
-		if h.pub, err = genKey(h.key); err != nil {
-			return err
-		}
-		if err := sh("ip", "-n", h.guest, "link", "add", "eth0", "type", "veth", "peer", "name", "vq", "netns", h.ns); err != nil {
-			return err
-		}
-		if err := in(h.guest, "ip", "addr", "add", h.guestIP+"/24", "dev", "eth0"); err != nil {
-			return err
-		}
-	}
-	if err := sh("ip", "-n", hosts[0].ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", hosts[1].ns); err != nil {
+	hosts, err := makeHosts(tmp, addNS)
+	if err != nil {
 		return err
-	}
-	for _, h := range hosts {
-		if err := in(h.ns, "ip", "addr", "add", h.addr+"/24", "dev", "eth0"); err != nil {
-			return err
-		}
-		if err := in(h.ns, "ip", "link", "set", "eth0", "up"); err != nil {
-			return err
-		}
 	}
 	fmt.Println("bench-overlay: iperf3 TCP, guest to guest across two hosts (veth underlay, MTU 1500)")
 	under, retr, err := iperf(hosts[1].ns, hosts[0].ns, hosts[1].addr, secs)
@@ -138,37 +105,89 @@ func run(bin string, secs int) error {
 	}
 	fmt.Printf("  %-36s %8.0f Mbit/s                       %5d retransmits\n", "underlay (host to host)", under, retr)
 	for _, encrypt := range []bool{false, true} {
-		for _, h := range hosts {
-			if err := os.WriteFile(h.conf, []byte(config(h, hosts, encrypt)), 0o644); err != nil {
-				return err
-			}
-			if err := nv(bin, h, "start", "net=lab"); err != nil {
-				return err
-			}
-			if err := nv(bin, h, "qemu-ifup", "vq", "brlab"); err != nil {
-				return err
-			}
-			// The guest's MTU, as DHCP would give it: the bridge's.
-			if out, err := exec.Command("ip", "netns", "exec", h.ns, "cat", "/sys/class/net/brlab/mtu").Output(); err == nil {
-				_ = in(h.guest, "ip", "link", "set", "eth0", "up", "mtu", strings.TrimSpace(string(out)))
+		if err := overlayRun(bin, hosts, secs, encrypt, under); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeHosts makes the two hosts, their guests and the underlay between them.
+func makeHosts(tmp string, addNS func(string) (string, error)) ([]*host, error) {
+	var err error
+	hosts := []*host{{n: 1}, {n: 2}}
+	for _, h := range hosts {
+		if h.ns, err = addNS(fmt.Sprintf("h%d", h.n)); err != nil {
+			return nil, err
+		}
+		if h.guest, err = addNS(fmt.Sprintf("g%d", h.n)); err != nil {
+			return nil, err
+		}
+		h.dir = filepath.Join(tmp, fmt.Sprintf("h%d", h.n))
+		for _, d := range []string{"run", "state"} {
+			if err := os.MkdirAll(filepath.Join(h.dir, d), 0o755); err != nil {
+				return nil, err
 			}
 		}
-		what := "plain VXLAN"
-		if encrypt {
-			what = "VXLAN in WireGuard"
-			if out, err := os.ReadFile(filepath.Join(hosts[0].dir, "run", "lab", "wg.pid")); err == nil && len(out) > 0 {
-				what += " (brouter-wg)"
-			}
+		h.conf, h.key = filepath.Join(h.dir, "brouter.toml"), filepath.Join(h.dir, "lab.key")
+		h.addr, h.guestIP = fmt.Sprintf("198.51.100.%d", h.n), fmt.Sprintf("10.98.98.1%d", h.n)
+		if h.pub, err = genKey(h.key); err != nil {
+			return nil, err
 		}
-		rate, retr, err := iperf(hosts[1].guest, hosts[0].guest, hosts[1].guestIP, secs)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+		if err := sh("ip", "-n", h.guest, "link", "add", "eth0", "type", "veth", "peer", "name", "vq", "netns", h.ns); err != nil {
+			return nil, err
 		}
-		fmt.Printf("  %-36s %8.0f Mbit/s  %5.1f%% of the underlay  %5d retransmits\n", what+" (guest to guest)", rate, 100*rate/under, retr)
-		for _, h := range hosts {
-			if err := nv(bin, h, "stop", "net=lab"); err != nil {
-				return err
-			}
+		if err := in(h.guest, "ip", "addr", "add", h.guestIP+"/24", "dev", "eth0"); err != nil {
+			return nil, err
+		}
+	}
+	if err := sh("ip", "-n", hosts[0].ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", hosts[1].ns); err != nil {
+		return nil, err
+	}
+	for _, h := range hosts {
+		if err := in(h.ns, "ip", "addr", "add", h.addr+"/24", "dev", "eth0"); err != nil {
+			return nil, err
+		}
+		if err := in(h.ns, "ip", "link", "set", "eth0", "up"); err != nil {
+			return nil, err
+		}
+	}
+	return hosts, nil
+}
+
+// overlayRun starts the network on both hosts (encrypted or not), attaches
+// a guest on each, measures guest to guest, and stops it.
+func overlayRun(bin string, hosts []*host, secs int, encrypt bool, under float64) error {
+	for _, h := range hosts {
+		if err := os.WriteFile(h.conf, []byte(config(h, hosts, encrypt)), 0o644); err != nil {
+			return err
+		}
+		if err := nv(bin, h, "start", "net=lab"); err != nil {
+			return err
+		}
+		if err := nv(bin, h, "qemu-ifup", "vq", "brlab"); err != nil {
+			return err
+		}
+		// The guest's MTU, as DHCP would give it: the bridge's.
+		if out, err := exec.Command("ip", "netns", "exec", h.ns, "cat", "/sys/class/net/brlab/mtu").Output(); err == nil {
+			_ = in(h.guest, "ip", "link", "set", "eth0", "up", "mtu", strings.TrimSpace(string(out)))
+		}
+	}
+	what := "plain VXLAN"
+	if encrypt {
+		what = "VXLAN in WireGuard"
+		if out, err := os.ReadFile(filepath.Join(hosts[0].dir, "run", "lab", "wg.pid")); err == nil && len(out) > 0 {
+			what += " (brouter-wg)"
+		}
+	}
+	rate, retr, err := iperf(hosts[1].guest, hosts[0].guest, hosts[1].guestIP, secs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	fmt.Printf("  %-36s %8.0f Mbit/s  %5.1f%% of the underlay  %5d retransmits\n", what+" (guest to guest)", rate, 100*rate/under, retr)
+	for _, h := range hosts {
+		if err := nv(bin, h, "stop", "net=lab"); err != nil {
+			return err
 		}
 	}
 	return nil

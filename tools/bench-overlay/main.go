@@ -103,7 +103,7 @@ func run(bin string, secs int) error {
 	if err != nil {
 		return fmt.Errorf("underlay: %w", err)
 	}
-	fmt.Printf("  %-36s %8.0f Mbit/s                       %5d retransmits\n", "underlay (host to host)", under, retr)
+	fmt.Printf("  %-50s %8.0f Mbit/s                       %5d retransmits\n", "underlay (host to host)", under, retr)
 	for _, encrypt := range []bool{false, true} {
 		if err := overlayRun(bin, hosts, secs, encrypt, under); err != nil {
 			return err
@@ -184,7 +184,7 @@ func overlayRun(bin string, hosts []*host, secs int, encrypt bool, under float64
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	fmt.Printf("  %-36s %8.0f Mbit/s  %5.1f%% of the underlay  %5d retransmits\n", what+" (guest to guest)", rate, 100*rate/under, retr)
+	fmt.Printf("  %-50s %8.0f Mbit/s  %5.1f%% of the underlay  %5d retransmits\n", what+" (guest to guest)", rate, 100*rate/under, retr)
 	for _, h := range hosts {
 		if err := nv(bin, h, "stop", "net=lab"); err != nil {
 			return err

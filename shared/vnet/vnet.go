@@ -339,7 +339,9 @@ func (m *Manager) Stop(n *config.Network) error {
 		return err
 	}
 	if !had {
-		return nil
+		// A Start killed while writing its first record changed nothing
+		// yet, but may have left that write's temp file.
+		return m.Records.Remove(recordName(n.Name))
 	}
 	if rec.Mode == string(config.ModeBridge) {
 		// Not our bridge: undo only what we did to the ports we attached,

@@ -6,10 +6,11 @@
 // hosts where xl never calls network scripts:
 //
 //	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+//	network-virtual [--config FILE] [--json] doctor [net=NAME]
 //
-// Exit status: 0 success (status: running and intact), 1 failure (status:
-// running but with problems, LSB's "dead but state exists"), 2 usage, 3
-// status: not running.
+// Exit status: 0 success (status: running and intact; doctor: nothing
+// found), 1 failure (status: running but with problems, LSB's "dead but
+// state exists"; doctor: findings), 2 usage, 3 status: not running.
 package main
 
 import (
@@ -27,6 +28,11 @@ import (
 )
 
 const usage = `usage: network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+       network-virtual [--config FILE] [--json] doctor [net=NAME]
+
+  doctor            explain why guests may be cut off (foreign firewall chains that
+                    drop, forwarding off, missing rules): one line per finding with
+                    what to do; without net=, every running network
 
 Variables (Xen network-script style; they override the host config):
   net=NAME          use [network.NAME] from the host config
@@ -38,8 +44,9 @@ Variables (Xen network-script style; they override the host config):
   antispoof=yes|no  drop forwarded packets whose source is outside the network
 
 Host config: --config FILE, else $BROUTER_CONFIG, else /etc/brouter/brouter.toml (optional).
-Exit status: 0 ok (status: running, no problem), 1 failure (status: running
-with problems: what Start set up is not all there), 2 usage, 3 not running.
+Exit status: 0 ok (status: running, no problem; doctor: nothing found),
+1 failure (status: running with problems: what Start set up is not all
+there; doctor: findings), 2 usage, 3 not running.
 `
 
 const (
@@ -56,6 +63,7 @@ type invocation struct {
 	json       bool
 	net        string
 	over       config.NetworkSpec
+	overrides  bool // a VAR=VAL other than net= was given
 }
 
 type usageError struct{ msg string }
@@ -81,11 +89,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	m := vnet.New(cfg)
+	if inv.op == "doctor" {
+		nets, err := inv.networks(cfg, m)
+		if err != nil {
+			return fail(err)
+		}
+		return doctor(m, nets, inv.json, stdout, fail)
+	}
 	n, err := cfg.Select(inv.net, &inv.over)
 	if err != nil {
 		return fail(err)
 	}
-	m := vnet.New(cfg)
 	switch inv.op {
 	case "start":
 		if err := m.Start(n); err != nil {
@@ -106,25 +121,88 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "network %s: restarted on bridge %s (%s)\n", n.Name, n.Bridge, n.Mode)
 	case "status":
-		st, err := m.Status(n)
+		return status(m, n, inv.json, stdout, fail)
+	}
+	return 0
+}
+
+func status(m *vnet.Manager, n *config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	st, err := m.Status(n)
+	if err != nil {
+		return fail(err)
+	}
+	if asJSON {
+		printJSON(stdout, st)
+	} else {
+		printStatus(stdout, st)
+	}
+	if !st.Running {
+		return exitNotRunning
+	}
+	if len(st.Problems) > 0 {
+		return exitFail // LSB: 1, dead (not as set up) but state exists
+	}
+	return 0
+}
+
+// networks are the networks an operation over running networks (doctor)
+// acts on: the one net= (or another variable) names, else every running
+// network of the host config.
+func (inv *invocation) networks(cfg *config.Config, m *vnet.Manager) ([]*config.Network, error) {
+	if inv.net != "" || inv.overrides {
+		n, err := cfg.Select(inv.net, &inv.over)
+		if err != nil {
+			return nil, err
+		}
+		return []*config.Network{n}, nil
+	}
+	names, err := m.Running()
+	if err != nil {
+		return nil, err
+	}
+	var out []*config.Network
+	for _, name := range names {
+		if n, ok := cfg.Networks[name]; ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// doctor prints one line per finding, each with what to do; exit 0 when
+// there is none, 1 otherwise.
+func doctor(m *vnet.Manager, nets []*config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	findings := []vnet.Finding{}
+	for _, n := range nets {
+		f, err := m.Doctor(n)
 		if err != nil {
 			return fail(err)
 		}
-		if inv.json {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(st)
-		} else {
-			printStatus(stdout, st)
-		}
-		if !st.Running {
-			return exitNotRunning
-		}
-		if len(st.Problems) > 0 {
-			return exitFail // LSB: 1, dead (not as set up) but state exists
+		findings = append(findings, f...)
+	}
+	switch {
+	case asJSON:
+		printJSON(stdout, findings)
+	case len(nets) == 0:
+		fmt.Fprintln(stdout, "no network is running")
+	case len(findings) == 0:
+		fmt.Fprintf(stdout, "nothing wrong found (%d networks)\n", len(nets))
+	}
+	if !asJSON {
+		for _, f := range findings {
+			fmt.Fprintln(stdout, f)
 		}
 	}
+	if len(findings) > 0 {
+		return exitFail
+	}
 	return 0
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }
 
 var errHelp = errors.New("help")
@@ -154,6 +232,7 @@ func parseArgs(args []string) (*invocation, error) {
 		case strings.Contains(a, "="):
 			k, v, _ := strings.Cut(a, "=")
 			v = unquote(v)
+			inv.overrides = inv.overrides || k != "net"
 			switch k {
 			case "net":
 				inv.net = v
@@ -181,17 +260,17 @@ func parseArgs(args []string) (*invocation, error) {
 			}
 		case inv.op == "":
 			switch a {
-			case "start", "stop", "restart", "status":
+			case "start", "stop", "restart", "status", "doctor":
 				inv.op = a
 			default:
-				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart or status", a)}
+				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart, status or doctor", a)}
 			}
 		default:
 			return nil, usageError{fmt.Sprintf("unexpected argument %q after %s", a, inv.op)}
 		}
 	}
 	if inv.op == "" {
-		return nil, usageError{"no operation given: want start, stop, restart or status"}
+		return nil, usageError{"no operation given: want start, stop, restart, status or doctor"}
 	}
 	if bridge == nil && vifnum != nil {
 		b := "xenbr" + *vifnum

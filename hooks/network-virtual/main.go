@@ -6,6 +6,7 @@
 // hosts where xl never calls network scripts:
 //
 //	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+//	network-virtual [--config FILE] reconcile|watch [net=NAME]
 //	network-virtual [--config FILE] [--json] doctor [net=NAME]
 //
 // Exit status: 0 success (status: running and intact; doctor: nothing
@@ -14,13 +15,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
@@ -28,8 +32,16 @@ import (
 )
 
 const usage = `usage: network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+       network-virtual [--config FILE] reconcile [net=NAME]
+       network-virtual [--config FILE] watch
        network-virtual [--config FILE] [--json] doctor [net=NAME]
 
+  reconcile         re-apply what the records say a running network and its ports
+                    have (rules after a firewall reload, dnsmasq, the bridge) and
+                    detach ports whose device is gone; one line per repair; without
+                    net=, every running network
+  watch             run until stopped, reconciling within a second of any of that
+                    (nf_tables and link notifications; iptables-legacy is polled)
   doctor            explain why guests may be cut off (foreign firewall chains that
                     drop, forwarding off, missing rules): one line per finding with
                     what to do; without net=, every running network
@@ -90,10 +102,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	m := vnet.New(cfg)
-	if inv.op == "doctor" {
+	switch inv.op {
+	case "watch":
+		return watch(inv, stderr, fail)
+	case "doctor", "reconcile":
 		nets, err := inv.networks(cfg, m)
 		if err != nil {
 			return fail(err)
+		}
+		if inv.op == "reconcile" {
+			return reconcile(m, nets, stdout, fail)
 		}
 		return doctor(m, nets, inv.json, stdout, fail)
 	}
@@ -145,7 +163,7 @@ func status(m *vnet.Manager, n *config.Network, asJSON bool, stdout io.Writer, f
 	return 0
 }
 
-// networks are the networks an operation over running networks (doctor)
+// networks are the networks an operation over running networks (reconcile, doctor)
 // acts on: the one net= (or another variable) names, else every running
 // network of the host config.
 func (inv *invocation) networks(cfg *config.Config, m *vnet.Manager) ([]*config.Network, error) {
@@ -167,6 +185,38 @@ func (inv *invocation) networks(cfg *config.Config, m *vnet.Manager) ([]*config.
 		}
 	}
 	return out, nil
+}
+
+// reconcile prints one line per repair.
+func reconcile(m *vnet.Manager, nets []*config.Network, stdout io.Writer, fail func(error) int) int {
+	n := 0
+	for _, net := range nets {
+		repairs, err := m.Reconcile(net)
+		for _, r := range repairs {
+			fmt.Fprintf(stdout, "network %s: %s\n", net.Name, r)
+		}
+		n += len(repairs)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if n == 0 {
+		fmt.Fprintf(stdout, "nothing to repair (%d networks)\n", len(nets))
+	}
+	return 0
+}
+
+// watch runs until SIGTERM or SIGINT, logging one line per repair to stderr
+// (the journal, under systemd).
+func watch(inv *invocation, stderr io.Writer, fail func(error) int) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	load := func() (*config.Config, error) { return config.Load(inv.configPath) }
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+	if err := vnet.Watch(ctx, load, logf); err != nil {
+		return fail(err)
+	}
+	return 0
 }
 
 // doctor prints one line per finding, each with what to do; exit 0 when
@@ -206,6 +256,8 @@ func printJSON(w io.Writer, v any) {
 }
 
 var errHelp = errors.New("help")
+
+const operations = "start, stop, restart, status, reconcile, watch or doctor"
 
 // parseArgs follows xend: the operation is the first argument without '=';
 // VAR=VAL arguments may come before or after it.
@@ -260,17 +312,20 @@ func parseArgs(args []string) (*invocation, error) {
 			}
 		case inv.op == "":
 			switch a {
-			case "start", "stop", "restart", "status", "doctor":
+			case "start", "stop", "restart", "status", "reconcile", "watch", "doctor":
 				inv.op = a
 			default:
-				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart, status or doctor", a)}
+				return nil, usageError{fmt.Sprintf("unknown operation %q: want %s", a, operations)}
 			}
 		default:
 			return nil, usageError{fmt.Sprintf("unexpected argument %q after %s", a, inv.op)}
 		}
 	}
 	if inv.op == "" {
-		return nil, usageError{"no operation given: want start, stop, restart, status or doctor"}
+		return nil, usageError{"no operation given: want " + operations}
+	}
+	if inv.op == "watch" && (inv.net != "" || inv.overrides) {
+		return nil, usageError{"watch takes no variables: it watches every running network"}
 	}
 	if bridge == nil && vifnum != nil {
 		b := "xenbr" + *vifnum

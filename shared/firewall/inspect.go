@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 
 	gnftables "github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -275,4 +276,20 @@ func (f *iptFamily) jumpsToOurs(chain string) bool {
 func (f *iptFamily) legacy() bool {
 	out, err := exec.Command(f.cmd, "--version").Output()
 	return err == nil && strings.Contains(string(out), "(legacy)")
+}
+
+var (
+	legacyOnce sync.Once
+	legacyMode bool
+)
+
+// IPTablesLegacy reports whether the host's iptables is iptables-legacy, whose
+// rules live outside nf_tables and send no notifications (looked up once).
+func IPTablesLegacy() bool {
+	legacyOnce.Do(func() {
+		if f, err := newIPTFamily(4); err == nil {
+			legacyMode = f.legacy()
+		}
+	})
+	return legacyMode
 }

@@ -201,7 +201,7 @@ func reconcile(m *vnet.Manager, nets []*config.Network, stdout io.Writer, fail f
 		}
 	}
 	if n == 0 {
-		fmt.Fprintf(stdout, "nothing to repair (%d networks)\n", len(nets))
+		fmt.Fprintf(stdout, "nothing to repair (%s)\n", networksCount(len(nets)))
 	}
 	return 0
 }
@@ -236,7 +236,7 @@ func doctor(m *vnet.Manager, nets []*config.Network, asJSON bool, stdout io.Writ
 	case len(nets) == 0:
 		fmt.Fprintln(stdout, "no network is running")
 	case len(findings) == 0:
-		fmt.Fprintf(stdout, "nothing wrong found (%d networks)\n", len(nets))
+		fmt.Fprintf(stdout, "nothing wrong found (%s)\n", networksCount(len(nets)))
 	}
 	if !asJSON {
 		for _, f := range findings {
@@ -247,6 +247,13 @@ func doctor(m *vnet.Manager, nets []*config.Network, asJSON bool, stdout io.Writ
 		return exitFail
 	}
 	return 0
+}
+
+func networksCount(n int) string {
+	if n == 1 {
+		return "1 network"
+	}
+	return strconv.Itoa(n) + " networks"
 }
 
 func printJSON(w io.Writer, v any) {

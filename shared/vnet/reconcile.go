@@ -14,6 +14,7 @@ import (
 	"github.com/brouter/brouter/shared/dhcp"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/shape"
 )
 
 // Reconcile makes the kernel match the records of running network n again,
@@ -163,7 +164,10 @@ func guardRules(network, port string, g *guardRecord) firewall.PortRules {
 
 // detachVanished detaches port name of network n, as Detach would, if its
 // device is gone (looked at again under the lock: a device of that name may
-// have come back and been attached anew). It reports whether it did.
+// have come back and been attached anew). It removes what outlived the
+// device and never touches a device by that name: a new one may appear
+// meanwhile (the bridge helper makes its taps before it takes the lock).
+// It reports whether it did.
 func (m *Manager) detachVanished(n *config.Network, name string) (bool, error) {
 	if ok, err := link.Exists(name); err != nil || ok {
 		return false, err
@@ -181,10 +185,21 @@ func (m *Manager) detachVanished(n *config.Network, name string) (bool, error) {
 	if ok, err := link.Exists(name); err != nil || ok {
 		return false, err
 	}
-	if err := m.undoPort(&pr); err != nil {
+	if err := m.forgetVanished(&pr); err != nil {
 		return false, err
 	}
 	return true, m.Records.Remove(portRecordName(n.Name, name))
+}
+
+// forgetVanished removes what a port's record lists that outlives its
+// device: antispoof entries, published ports, the shaping's ifb and
+// aggregate classes, the static lease, the claimed addresses.
+func (m *Manager) forgetVanished(pr *portRecord) error {
+	errs := []error{m.removeGuard(pr), m.unpublish(pr), m.unclaim(pr), shape.ForgetPort(pr.Port, pr.Network)}
+	if pr.Lease != "" {
+		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
+	}
+	return errors.Join(errs...)
 }
 
 // portsByAge lists the network's recorded ports in the order they were

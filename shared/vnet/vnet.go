@@ -36,6 +36,9 @@ type Manager struct {
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
+	// Accounts resolves the user and group names of allow lists
+	// (Authorize); nil: SystemAccounts.
+	Accounts *Accounts
 }
 
 // New returns a Manager for the config, with the real firewall backends.

@@ -101,7 +101,10 @@ in_dom0() { ip netns exec "$DOM0" "$@"; }
 export BROUTER_CONFIG=$TMP/brouter.toml
 export BROUTER_RUN_DIR=$TMP/run
 export BROUTER_STATE_DIR=$TMP/state
-cat >"$BROUTER_CONFIG" <<'TOML'
+# run_dir and state_dir are in the config too: the setuid bridge helper takes nothing from
+# the environment of the unprivileged user who runs it.
+printf 'run_dir = "%s"\nstate_dir = "%s"\n' "$BROUTER_RUN_DIR" "$BROUTER_STATE_DIR" >"$BROUTER_CONFIG"
+cat >>"$BROUTER_CONFIG" <<'TOML'
 default_network = "demo"
 
 [network.demo]
@@ -109,6 +112,7 @@ bridge = "brdemo0"
 address = "10.98.98.1/24"
 address6 = "fd00:98::1/64"
 mode = "nat"
+allow_users = ["nobody"]  # who may attach guests through the bridge helper (root always may)
 
 [network.demo.dhcp]
 domain = "demo.internal"
@@ -340,6 +344,49 @@ else
 fi
 
 # =======================================================================================
+section "bridge-helper: an unprivileged user's QEMU guest joins the same network"
+# =======================================================================================
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+if command -v qemu-system-x86_64 >/dev/null && [ -x "$BINDIR/qemu-guest" ] && [ -x "$GO" ] && command -v setpriv >/dev/null; then
+	# make install puts the helper in $PREFIX/lib/brouter, setuid root, reading
+	# /etc/brouter/brouter.toml; the demo's copy reads the demo's config instead.
+	mkdir -m 755 "$TMP/helper"
+	(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-X main.hostConfig=$BROUTER_CONFIG" \
+		-o "$TMP/helper/bridge-helper" ./hooks/bridge-helper)
+	chmod 4755 "$TMP/helper/bridge-helper"
+	run ls -l "$TMP/helper/bridge-helper"
+	AS_NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mapfile -t QEMU_ARGS < <("$BINDIR/qemu-guest" -bridge brdemo0 -helper "$TMP/helper/bridge-helper" \
+		-mac 00:16:3e:00:00:31 -append "brtest.ping=10.98.98.1,192.0.2.2")
+
+	step "a user the network does not allow (uid 65533): the helper refuses, QEMU does not start"
+	printf '$ ip netns exec %s setpriv --reuid=65533 ... %s\n' "$DOM0" "${QEMU_ARGS[*]}"
+	if timeout 60 ip netns exec "$DOM0" setpriv --reuid=65533 --regid=65533 --clear-groups "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-denied.log" 2>&1; then
+		fail "QEMU started for a user the network does not allow"
+	fi
+	grep '^bridge-helper: ' "$TMP/qemu-denied.log" | sed 's/^/    /'
+	grep -q 'may not attach guests to network demo' "$TMP/qemu-denied.log" || fail "no refusal from the bridge helper (log above)"
+	ok "refused, with the network, the user and where to allow it"
+
+	step "nobody (allow_users = [\"nobody\"]) runs QEMU with -netdev bridge,br=brdemo0,helper=..."
+	printf '$ ip netns exec %s %s %s\n' "$DOM0" "${AS_NOBODY[*]}" "${QEMU_ARGS[*]}"
+	if timeout 120 ip netns exec "$DOM0" "${AS_NOBODY[@]}" "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-user.log" 2>&1; then
+		grep '^BRTEST' "$TMP/qemu-user.log" | sed 's/^/    /'
+		grep -q '^BRTEST ping 192.0.2.2 ok' "$TMP/qemu-user.log" || fail "nobody's guest could not reach the outside host"
+		ok "nobody's guest: a tap named after its uid (tap65534.0), DHCP lease, gateway and outside (NAT) reached"
+	else
+		tail -20 "$TMP/qemu-user.log" >&2
+		fail "nobody's QEMU guest failed (console above)"
+	fi
+	step "the tap went with QEMU (no downscript); reconcile removes what is left of it"
+	run ip netns exec "$DOM0" "$NV" reconcile net=demo
+	[ -e "$BROUTER_RUN_DIR/ports/demo/tap65534.0.json" ] && fail "tap65534.0's record is still there after reconcile"
+	ok "nothing left of tap65534.0"
+else
+	echo "(qemu-system-x86_64, setpriv or go missing: skipping the unprivileged guest)"
+fi
+
+# =======================================================================================
 section "CNI: a container joins the same network"
 # =======================================================================================
 # What containerd or CRI-O do: run /opt/cni/bin/brouter with CNI_* in the environment and the
@@ -400,6 +447,55 @@ ok "the container's veth, rules and shaping are gone"
 timeout 3 ip netns exec "$OUTSIDE" busybox wget -q -O - http://192.0.2.1:8080/ >/dev/null 2>&1 && fail "port 8080 still answers after DEL"
 ok "port 8080 is no longer published"
 
+
+# =======================================================================================
+section "Self-healing: network-virtual watch, reconcile and doctor"
+# =======================================================================================
+step "network-virtual watch runs (systemd: brouter-watch.service); a firewall reload flushes the ruleset"
+in_dom0 "$NV" watch 2>"$TMP/watch.log" &
+WATCH_PID=$!
+sleep 0.5 # its first look at every network
+run ip netns exec "$DOM0" nft flush ruleset
+healed=""
+for _ in $(seq 1 50); do
+	if ip netns exec "$GUEST1" ping -q -c 1 -W 0.2 192.0.2.2 >/dev/null 2>&1 &&
+		in_dom0 nft list table bridge brouter-demo >/dev/null 2>&1 &&
+		in_dom0 nft list set bridge brouter-demo as_ip4 2>/dev/null | grep -q 10.98.98.11; then
+		healed=yes
+		break
+	fi
+	sleep 0.1
+done
+sed 's/^/    watch: /' "$TMP/watch.log"
+[ -n "$healed" ] || fail "the watcher did not repair the network within 5 s"
+ok "repaired without any command: guest1 reaches the outside again, its antispoof entries are back"
+ip -n "$GUEST1" addr add 10.98.98.99/24 dev eth0
+if ip netns exec "$GUEST1" ping -q -c 1 -W 1 -I 10.98.98.99 10.98.98.1 >/dev/null 2>&1; then
+	fail "after the repair a packet from the spoofed source 10.98.98.99 got through"
+fi
+ip -n "$GUEST1" addr del 10.98.98.99/24 dev eth0
+ok "a spoofed packet is dropped again"
+kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true
+# What a reload of the host's firewall also removed: iptables' built-in chains (see the top).
+if command -v iptables >/dev/null; then
+	in_dom0 iptables -t filter -P FORWARD ACCEPT
+	in_dom0 iptables -t nat -P POSTROUTING ACCEPT
+	in_dom0 ip6tables -t filter -P FORWARD ACCEPT
+fi
+
+step "reconcile by hand: nothing is missing, so nothing changes"
+run ip netns exec "$DOM0" "$NV" reconcile
+
+step "doctor: a host firewall table whose forward chain has policy drop cuts the guests off"
+run ip netns exec "$DOM0" "$NV" doctor
+run ip netns exec "$DOM0" nft add table inet hostfw
+run ip netns exec "$DOM0" nft 'add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }'
+ip netns exec "$GUEST1" ping -q -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 && fail "guest1 still reaches the outside through a policy drop"
+rc=0; run ip netns exec "$DOM0" "$NV" doctor || rc=$?
+[ "$rc" -eq 1 ] || fail "doctor exited $rc with a foreign policy drop, want 1"
+ok "doctor names the chain and how to let the network through (exit 1)"
+run ip netns exec "$DOM0" nft delete table inet hostfw
+ping_ok "$GUEST1" 192.0.2.2 "guest1 -> outside again once that table is gone"
 
 # =======================================================================================
 section "network-virtual: stop, and check nothing is left behind"

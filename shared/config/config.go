@@ -122,6 +122,10 @@ type Network struct {
 	PortRules []PortRule
 	// Overlay: the network spans hosts (overlay.go); nil when it does not.
 	Overlay *Overlay
+	// AllowUsers and AllowGroups: who besides root may attach guests
+	// through the bridge helper (names or numeric ids; see access.go).
+	AllowUsers  []Principal
+	AllowGroups []Principal
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -160,6 +164,9 @@ type NetworkSpec struct {
 	ForwardDelay *int    `toml:"forward_delay"`
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
+
+	AllowUsers  []Principal `toml:"allow_users"`
+	AllowGroups []Principal `toml:"allow_groups"`
 
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
@@ -399,6 +406,12 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {
+		return nil, err
+	}
+	if n.AllowUsers, err = validatePrincipals(key("allow_users"), s.AllowUsers); err != nil {
+		return nil, err
+	}
+	if n.AllowGroups, err = validatePrincipals(key("allow_groups"), s.AllowGroups); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

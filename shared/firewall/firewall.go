@@ -98,6 +98,11 @@ type Backend interface {
 	// the same with 10 or 1000 guarded ports. Operations on one port must not
 	// run concurrently (the caller serialises them); different ports may.
 	EnsurePort(p PortRules) error
+	// SyncPorts makes the antispoof entries of the listed ports of network
+	// exactly theirs without trusting what the backend remembers of its own
+	// installs (resync.go): for a reconcile after another tool flushed or
+	// recreated the tables. Ports not listed keep their entries.
+	SyncPorts(network string, ports []PortRules) error
 	// RemovePort removes every entry of the port from the network's tables.
 	// A port without entries (never guarded, already removed) succeeds.
 	// Remove(network) removes all the network's ports too.

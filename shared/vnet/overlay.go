@@ -263,36 +263,35 @@ type OverlayStatus struct {
 	WireGuard string   `json:"wireguard,omitempty"` // "kernel", or "userspace (brouter-wg pid N)"
 }
 
-// overlayStatus describes the overlay and adds what differs from the config
-// to st's problems.
-func (m *Manager) overlayStatus(n *config.Network, st *Status, rec *record, had bool) {
+// overlayStatus describes the network's overlay (nil: none), and what of it
+// differs from the config: each a problem line of Status and reconcile.
+func (m *Manager) overlayStatus(n *config.Network, rec *record) (ov *OverlayStatus, problems []string) {
 	o := n.Overlay
-	if o == nil || !had {
-		return
+	if o == nil {
+		return nil, nil
 	}
 	dev := overlayDevice(n.Name)
-	ov := &OverlayStatus{Device: dev, VNI: o.VNI, Peers: []string{}, Gateway: o.Gateway, Encrypt: o.Encrypt}
-	st.Overlay = ov
+	ov = &OverlayStatus{Device: dev, VNI: o.VNI, Peers: []string{}, Gateway: o.Gateway, Encrypt: o.Encrypt}
 	flood, err := link.Flood(dev)
 	if err != nil {
-		st.Problems = append(st.Problems, fmt.Sprintf("overlay device %s is missing; run start again", dev))
-		return
+		return ov, []string{fmt.Sprintf("overlay device %s is missing; run start again", dev)}
 	}
 	want := make([]netip.Addr, 0, len(o.Peers))
 	for _, p := range o.Peers {
 		want = append(want, p.Address)
 	}
 	if o.Encrypted() {
-		want = m.wireGuardStatus(n, ov, st, rec)
+		want = m.wireGuardStatus(n, ov, &problems, rec)
 	}
 	for _, a := range flood {
 		ov.Peers = append(ov.Peers, a.String())
 	}
 	for _, a := range want {
 		if !slices.Contains(flood, a) {
-			st.Problems = append(st.Problems, fmt.Sprintf("peer %s is not in the flood list of %s; run start again", a, dev))
+			problems = append(problems, fmt.Sprintf("peer %s is not in the flood list of %s; run start again", a, dev))
 		}
 	}
+	return ov, problems
 }
 
 // overlayGuestMAC is the MAC Attach records as a local guest of the

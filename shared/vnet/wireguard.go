@@ -205,7 +205,7 @@ func (m *Manager) stopWireGuard(network string, r *overlayRecord) error {
 
 // wireGuardStatus says which WireGuard runs the tunnel, adds a dead process
 // to st's problems, and returns the inner addresses the flood list must have.
-func (m *Manager) wireGuardStatus(n *config.Network, ov *OverlayStatus, st *Status, rec *record) []netip.Addr {
+func (m *Manager) wireGuardStatus(n *config.Network, ov *OverlayStatus, problems *[]string, rec *record) []netip.Addr {
 	prefix := innerPrefix(n.Overlay.VNI)
 	var want []netip.Addr
 	for _, p := range n.Overlay.Peers {
@@ -214,18 +214,18 @@ func (m *Manager) wireGuardStatus(n *config.Network, ov *OverlayStatus, st *Stat
 	r := rec.Overlay
 	switch {
 	case r == nil || r.WG == "":
-		st.Problems = append(st.Problems, "the overlay is not encrypted as configured; run start again")
+		*problems = append(*problems, "the overlay is not encrypted as configured; run start again")
 	case r.WGUser:
 		if pid, ok := m.wgDaemon(n.Name, r.WG).Running(); ok {
 			ov.WireGuard = fmt.Sprintf("userspace (%s pid %d)", wg.ProgramName, pid)
 		} else {
 			ov.WireGuard = "userspace (not running)"
-			st.Problems = append(st.Problems, fmt.Sprintf("%s of network %s is not running (it died?); run start to restart it", wg.ProgramName, n.Name))
+			*problems = append(*problems, fmt.Sprintf("%s of network %s is not running (it died?); run start to restart it", wg.ProgramName, n.Name))
 		}
 	default:
 		ov.WireGuard = "kernel"
 		if ok, _ := link.Exists(r.WG); !ok {
-			st.Problems = append(st.Problems, fmt.Sprintf("WireGuard device %s is missing; run start again", r.WG))
+			*problems = append(*problems, fmt.Sprintf("WireGuard device %s is missing; run start again", r.WG))
 		}
 	}
 	return want

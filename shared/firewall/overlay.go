@@ -44,11 +44,20 @@ type OverlayRules struct {
 	GatewayMAC   net.HardwareAddr
 	// Gateways are the gateway's addresses (IPv4, IPv6 and its IPv6 link-local).
 	Gateways []netip.Addr
+	// UDPPort and Peers: VXLAN in clear on the underlay, on this UDP port,
+	// is accepted from these addresses only (0: encrypted, nothing to filter).
+	UDPPort uint16
+	Peers   []netip.Addr
 }
 
 func (o *OverlayRules) validate(network string) error {
 	if err := validIfname("overlay port", o.Port); err != nil {
 		return err
+	}
+	for _, p := range o.Peers {
+		if !p.IsValid() || p.Zone() != "" || p.Is4In6() {
+			return errorf("network %s: overlay: invalid peer address %v", network, p)
+		}
 	}
 	if !o.LocalGateway {
 		return nil

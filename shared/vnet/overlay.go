@@ -178,6 +178,12 @@ func overlayRules(n *config.Network) *firewall.OverlayRules {
 		return nil
 	}
 	r := &firewall.OverlayRules{Port: overlayDevice(n.Name), LocalGateway: o.LocalGateway()}
+	if !o.Encrypted() {
+		r.UDPPort = o.VXLANPort()
+		for _, p := range o.Peers {
+			r.Peers = append(r.Peers, p.Address)
+		}
+	}
 	if !r.LocalGateway {
 		return r
 	}

@@ -128,6 +128,12 @@ type Network struct {
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Overlay: the network spans hosts (overlay.go); nil when it does not.
+	Overlay *Overlay
+	// AllowUsers and AllowGroups: who besides root may attach guests
+	// through the bridge helper (names or numeric ids; see access.go).
+	AllowUsers  []Principal
+	AllowGroups []Principal
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -170,11 +176,15 @@ type NetworkSpec struct {
 	// UplinkAcceptRA: see Network.UplinkAcceptRA.
 	UplinkAcceptRA *bool `toml:"uplink_accept_ra"`
 
+	AllowUsers  []Principal `toml:"allow_users"`
+	AllowGroups []Principal `toml:"allow_groups"`
+
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
 	DHCP6   *DHCP6Spec     `toml:"dhcp6"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+	Overlay *OverlaySpec   `toml:"overlay"`
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -262,6 +272,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
+	}
+	if err := checkOverlays(c.Networks); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
 	if c.DefaultNetwork != "" {
 		if _, ok := c.Networks[c.DefaultNetwork]; !ok {
@@ -408,6 +421,15 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
+	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {
+		return nil, err
+	}
+	if n.AllowUsers, err = validatePrincipals(key("allow_users"), s.AllowUsers); err != nil {
+		return nil, err
+	}
+	if n.AllowGroups, err = validatePrincipals(key("allow_groups"), s.AllowGroups); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

@@ -195,8 +195,8 @@ func nftServiceRules(t nftGuardTable) []string {
 	return out
 }
 
-// nftICMP6 names ICMPv6 types as nft does.
-var nftICMP6 = map[uint8]string{icmp6RouterAdvert: "nd-router-advert", icmp6NeighborSolict: "nd-neighbor-solicit",
+// nftGuardICMP6 names the guard's ICMPv6 types as nft does.
+var nftGuardICMP6 = map[uint8]string{icmp6RouterAdvert: "nd-router-advert", icmp6NeighborSolict: "nd-neighbor-solicit",
 	icmp6NeighborAdvert: "nd-neighbor-advert", icmp6Redirect: "nd-redirect"}
 
 // nftNDTarget is the target address of a neighbour solicitation or
@@ -298,7 +298,7 @@ func nftGuardRule(r guardRule) []string {
 	if len(r.icmp6) > 0 {
 		names := make([]string, len(r.icmp6))
 		for i, t := range r.icmp6 {
-			names[i] = nftICMP6[t]
+			names[i] = nftGuardICMP6[t]
 		}
 		w = append(w, "icmpv6 type "+nftList(names))
 	}

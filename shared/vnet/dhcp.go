@@ -2,7 +2,6 @@ package vnet
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -26,6 +25,9 @@ func (m *Manager) startDHCP(n *config.Network) error {
 		return m.stopDHCP(n.Name) // the config may have dropped it
 	}
 	spec := dhcp.Spec{Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway, RunDir: run, StateDir: st, IPv6: ipv6Service(n)}
+	if n.Overlay != nil {
+		spec.MTU = n.MTU // the overlay's, as Start computed it
+	}
 	if d := n.DHCP; d != nil {
 		spec.RangeStart, spec.RangeEnd, spec.LeaseTime = d.RangeStart, d.RangeEnd, d.LeaseTime
 		spec.Domain, spec.Upstream = d.Domain, d.Upstream
@@ -129,9 +131,6 @@ func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
 		ds.Leases = l
 	} else if err != nil {
 		st.Problems = append(st.Problems, err.Error())
-	}
-	if st.Running && !ds.Running {
-		st.Problems = append(st.Problems, fmt.Sprintf("dnsmasq of network %s is not running (it died?); run start to restart it", n.Name))
 	}
 	st.DHCP = ds
 }

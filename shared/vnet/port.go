@@ -95,6 +95,7 @@ type portRecord struct {
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
+	Overlay  string    `json:"overlay,omitempty"`  // guest MAC given to the firewall as a local guest of the network's overlay
 	Attached time.Time `json:"attached"`
 
 	Guard    *guardRecord `json:"guard,omitempty"`    // antispoof entries (V 2; nil: none)
@@ -188,6 +189,7 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		}
 	}()
 	pr.Claimed = len(p.IPs) > 0 || reattach && prev.Claimed
+	pr.Overlay = overlayGuestMAC(n, p)
 	if err := m.Records.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
 		return err
 	}
@@ -230,6 +232,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 	}
 	if guard == nil {
 		pr.Guard = nil
+	}
+	if err := m.attachOverlayGuest(n, &rec, &pr, &prev); err != nil {
+		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
@@ -514,7 +519,7 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		return m.undoOwnedPort(pr)
 	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr), undoNDProxies(pr.NDProxy))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr), m.forgetOverlayGuest(pr), undoNDProxies(pr.NDProxy))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -534,12 +539,14 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	if pr.SetUp {
 		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
 	}
+	// The MAC first: IPv6 coming back on derives the port's link-local
+	// address from the MAC it has then.
+	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
+		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
+	}
 	if pr.IPv6Off {
 		_, err := link.SetIPv6(pr.Port, true)
 		errs = append(errs, err)
-	}
-	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
-		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
 	}
 	return errors.Join(errs...)
 }
@@ -568,7 +575,7 @@ func (m *Manager) undoOwnedPort(pr *portRecord) error {
 			}
 			return errors.Join(link.DeleteAll(gone...), shape.ForgetPort(pr.Port, pr.Network))
 		},
-		func() error { return m.removeGuard(pr) },
+		func() error { return errors.Join(m.removeGuard(pr), m.forgetOverlayGuest(pr)) },
 		func() error { return m.unpublish(pr) },
 		func() error {
 			if pr.Lease == "" {

@@ -60,3 +60,14 @@ func TestWithSLAAC(t *testing.T) {
 		t.Errorf("withSLAAC(no SLAAC) = %v, want it unchanged", got)
 	}
 }
+
+// Reconcile re-applies a service guard from its record as a service guard
+// (a record with no MAC), and a full guard with its MAC.
+func TestGuardRulesFromRecord(t *testing.T) {
+	if p := guardRules("lab", "tap0", &guardRecord{Bridged: true, Service: true}); !p.ServiceOnly || p.MAC != nil || !p.Bridged {
+		t.Errorf("service guard record -> %+v, want ServiceOnly", p)
+	}
+	if p := guardRules("lab", "tap0", &guardRecord{MAC: "52:54:00:00:00:01", Bridged: true}); p.ServiceOnly || p.MAC.String() != "52:54:00:00:00:01" {
+		t.Errorf("full guard record -> %+v", p)
+	}
+}

@@ -327,25 +327,25 @@ section "IPv6: a guest configured by SLAAC; a rogue router's advertisements drop
 # The network sends router advertisements (address6 implies [network.demo.dhcp6], mode slaac):
 # prefix, MTU, default route via the bridge's link-local address, the bridge as DNS (RDNSS).
 ln -sf "$BINDIR/qemu-ifup" "$TMP/qemu-ifdown" # the same program by the name QEMU's downscript has
-GUEST3=brdemo-g3-$$
-mkns "$GUEST3"
-ip -n "$GUEST3" link add eth0 type veth peer name tap-g3 netns "$DOM0"
-ip -n "$GUEST3" link set eth0 address 00:16:3e:00:00:03
-step "qemu-ifup attaches guest3's port (a veth playing a tap); guest3 configures itself from the RAs"
-run ip netns exec "$DOM0" "$BINDIR/qemu-ifup" tap-g3 brdemo0
-ip -n "$GUEST3" link set eth0 up
+GUEST5=brdemo-g5-$$
+mkns "$GUEST5"
+ip -n "$GUEST5" link add eth0 type veth peer name tap-g5 netns "$DOM0"
+ip -n "$GUEST5" link set eth0 address 00:16:3e:00:00:05
+step "qemu-ifup attaches guest5's port (a veth playing a tap); guest5 configures itself from the RAs"
+run ip netns exec "$DOM0" "$BINDIR/qemu-ifup" tap-g5 brdemo0
+ip -n "$GUEST5" link set eth0 up
 slaac=
 for i in $(seq 100); do
-	slaac=$(ip -n "$GUEST3" -6 -o addr show dev eth0 scope global | awk '{print $4; exit}')
+	slaac=$(ip -n "$GUEST5" -6 -o addr show dev eth0 scope global | awk '{print $4; exit}')
 	[ -n "$slaac" ] && break
 	sleep 0.1
 done
-run ip -n "$GUEST3" -6 addr show dev eth0 scope global
-run ip -n "$GUEST3" -6 route show default
-case "$slaac" in fd00:98::*/64) ;; *) fail "guest3 got no SLAAC address in fd00:98::/64 (got '$slaac')" ;; esac
-ip -n "$GUEST3" -6 route show default | grep -q 'via fe80::.* proto ra' || fail "guest3 has no default route from the RAs"
-ok "guest3: $slaac by SLAAC, default route via the bridge's link-local address"
-ping_ok "$GUEST3" 2001:db8:1::2 "guest3 (SLAAC) -> outside 2001:db8:1::2"
+run ip -n "$GUEST5" -6 addr show dev eth0 scope global
+run ip -n "$GUEST5" -6 route show default
+case "$slaac" in fd00:98::*/64) ;; *) fail "guest5 got no SLAAC address in fd00:98::/64 (got '$slaac')" ;; esac
+ip -n "$GUEST5" -6 route show default | grep -q 'via fe80::.* proto ra' || fail "guest5 has no default route from the RAs"
+ok "guest5: $slaac by SLAAC, default route via the bridge's link-local address"
+ping_ok "$GUEST5" 2001:db8:1::2 "guest5 (SLAAC) -> outside 2001:db8:1::2"
 
 step "guest1 runs a router of its own: a rogue dnsmasq advertising 2001:db8:bad::/64 (guest1's vif is guarded: ip=)"
 ip -n "$GUEST1" -6 addr add 2001:db8:bad::1/64 dev eth0
@@ -355,23 +355,23 @@ ip netns exec "$GUEST1" dnsmasq --keep-in-foreground --conf-file=/dev/null --por
 	--user=root --pid-file="$TMP/rogue.pid" --dhcp-leasefile="$TMP/rogue.leases" \
 	--log-dhcp --log-facility="$TMP/rogue.log" & ROGUE_PID=$!
 sleep 1
-ip -n "$GUEST3" link set eth0 down; ip -n "$GUEST3" link set eth0 up # guest3 solicits routers again
+ip -n "$GUEST5" link set eth0 down; ip -n "$GUEST5" link set eth0 up # guest5 solicits routers again
 sleep 5
 kill "$ROGUE_PID"; wait "$ROGUE_PID" 2>/dev/null || true
 sent=$(grep -c 'RTR-ADVERT(eth0) 2001:db8:bad::' "$TMP/rogue.log" || true)
 echo "guest1's dnsmasq log: $sent router advertisements for 2001:db8:bad::/64 sent"
 [ "${sent:-0}" -gt 0 ] || fail "the rogue dnsmasq sent no router advertisement (the demo is broken)"
-run ip -n "$GUEST3" -6 addr show dev eth0 scope global
-run ip -n "$GUEST3" -6 route show default
-if ip -n "$GUEST3" -6 addr show dev eth0 | grep -q 2001:db8:bad || ip -n "$GUEST3" -6 route | grep -q 2001:db8:bad; then
-	fail "guest3 took the rogue router's advertisement"
+run ip -n "$GUEST5" -6 addr show dev eth0 scope global
+run ip -n "$GUEST5" -6 route show default
+if ip -n "$GUEST5" -6 addr show dev eth0 | grep -q 2001:db8:bad || ip -n "$GUEST5" -6 route | grep -q 2001:db8:bad; then
+	fail "guest5 took the rogue router's advertisement"
 fi
 echo "the guard, in dom0 (nft table bridge brouter-demo, first rules of guest ports' IPv6 chain):"
 in_dom0 nft list chain bridge brouter-demo antispoof_ip6 | grep -E 'nd-router-advert|547|nd-neighbor' | sed 's/^\s*/    /'
-ok "dropped: guest3 took no address or route from guest1's router advertisements (RA guard)"
+ok "dropped: guest5 took no address or route from guest1's router advertisements (RA guard)"
 ip -n "$GUEST1" -6 addr del 2001:db8:bad::1/64 dev eth0
-run ip netns exec "$DOM0" "$TMP/qemu-ifdown" tap-g3
-ip -n "$DOM0" link del tap-g3
+run ip netns exec "$DOM0" "$TMP/qemu-ifdown" tap-g5
+ip -n "$DOM0" link del tap-g5
 
 # =======================================================================================
 section "qemu-ifup: a real QEMU guest (TCG) joins the same network"

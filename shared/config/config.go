@@ -120,6 +120,9 @@ type Network struct {
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Policy: isolation, host access, reach, forwards, incoming and
+	// outgoing rules (policy.go).
+	Policy Policy
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -163,6 +166,8 @@ type NetworkSpec struct {
 	DHCP    *DHCPSpec      `toml:"dhcp"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+
+	PolicySpec // isolate_guests, host_access, reach, forward, incoming, outgoing (policy.go)
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -250,6 +255,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
+	}
+	if err := validatePolicies(c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
 	if c.DefaultNetwork != "" {
 		if _, ok := c.Networks[c.DefaultNetwork]; !ok {
@@ -390,6 +398,9 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
+	if n.Policy, err = s.PolicySpec.validate(key, n); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

@@ -110,7 +110,7 @@ func (b *iptBackend) Check(r NetworkRules) ([]string, error) {
 		}
 		for _, role := range iptRoles {
 			specs := f.specs(r.Network, rules, role.role, false)
-			if role.role != chainForward && len(specs) == 0 {
+			if role.role != chainForward && len(specs) == 0 && !jumpedTo(rules, role.role) {
 				continue
 			}
 			from := role.hooks()

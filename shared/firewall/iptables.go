@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -67,6 +68,13 @@ var iptRoles = []iptRole{
 	{chainPrerouting, "raw", preChain, builtinPre},
 	{chainOutgoing, "filter", outChain, ""},
 	{chainIncoming, "filter", incChain, ""},
+}
+
+// jumpedTo reports whether a rule of the plan jumps to the chain role: the
+// chain must exist in every family then, if only empty (a filter whose
+// rules are all of the other family).
+func jumpedTo(rules []rule, role string) bool {
+	return slices.ContainsFunc(rules, func(r rule) bool { return r.verdict == jump && r.jump == role })
 }
 
 // hooks is where the role's chain is jumped from (none for a filter's).
@@ -337,7 +345,7 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			switch {
 			case role.role == chainForward: // always: it holds the network's policy
 				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: from})
-			case len(specs) > 0:
+			case len(specs) > 0 || jumpedTo(rules, role.role):
 				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: role.hooks()})
 			case !f.skipRemoval(role):
 				unused = append(unused, role)

@@ -69,6 +69,10 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
+	// Policy (policy.go): the network's forwards as installed (owned by
+	// the bridge's name), and whether its ports were isolated.
+	Forwards      []Forward `json:"forwards,omitempty"`
+	IsolateGuests bool      `json:"isolate_guests,omitempty"`
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -114,6 +118,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		}
 		if br.Type() != "bridge" {
 			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
+		}
+		if err := m.syncIsolation(n, &rec); err != nil {
+			return err
 		}
 		return m.Records.Write(recordName(n.Name), &rec)
 	}
@@ -196,7 +203,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return err
 		}
 	}
-	if err := fw.Ensure(rulesFor(n)); err != nil {
+	if err := fw.Ensure(m.networkRules(n)); err != nil {
 		if !had {
 			undo = append(undo, func() { _ = fw.Remove(n.Name) })
 		}
@@ -204,6 +211,12 @@ func (m *Manager) Start(n *config.Network) (err error) {
 	}
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+	}
+	if err := m.startForwards(n, &rec, fw); err != nil {
+		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if err := m.syncIsolation(n, &rec); err != nil {
+		return err
 	}
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -386,6 +399,8 @@ func (m *Manager) Stop(n *config.Network) error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+		} else {
+			errs = append(errs, m.stopForwards(&rec))
 		}
 	}
 	if br != nil {
@@ -497,7 +512,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		if had && len(st.Firewall) == 0 {
 			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
 		} else if had && err == nil {
-			problems, err := fw.Check(rulesFor(n))
+			problems, err := fw.Check(m.networkRules(n))
 			if err != nil {
 				problems = []string{err.Error()}
 			}

@@ -1,0 +1,200 @@
+package vnet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/brouter/brouter/shared/config"
+	"github.com/brouter/brouter/shared/firewall"
+	"github.com/brouter/brouter/shared/link"
+)
+
+// Network policy (config.Policy): everything but isolation is network
+// rules and forwards, derived from the config (and the records of ad-hoc
+// networks) and installed by Start, so that starting again, or a
+// reconcile, re-applies all of it; isolation is a flag of each guest port,
+// set by Attach (and brought in line by Start for the recorded ports).
+
+// networkRules is the network's rules in the firewall's terms: its mode's
+// and its policy's.
+func (m *Manager) networkRules(n *config.Network) firewall.NetworkRules {
+	r := rulesFor(n)
+	if n.Mode == config.ModeBridge {
+		return r // not routed by brouter: no rules
+	}
+	p := n.Policy
+	r.Policy = firewall.Policy{
+		HostServicesOnly: p.HostAccess == config.HostAccessServices,
+		HostServices:     firewallMatches(p.HostServices),
+		Peers:            m.peers(n),
+		Outgoing:         firewall.Filter{Deny: p.Outgoing.Deny, Rules: firewallMatches(p.Outgoing.Rules)},
+		Incoming:         firewall.Filter{Deny: p.Incoming.Deny, Rules: firewallMatches(p.Incoming.Rules)},
+	}
+	return r
+}
+
+func firewallMatches(l []config.Match) []firewall.Match {
+	var out []firewall.Match
+	for _, m := range l {
+		out = append(out, firewall.Match{Allow: m.Allow, Proto: m.Proto, PortLo: m.Ports.Lo, PortHi: m.Ports.Hi, From: m.From, To: m.To})
+	}
+	return out
+}
+
+// peers are the host's other networks brouter routes for (modes nat,
+// routed, isolated and route; a mode bridge network's guests are on the
+// LAN, as outside as any other host): those of the config, which is
+// host-wide, and the running ad-hoc ones (CNI networks of a bridge no
+// [network.NAME] names), from their records.
+func (m *Manager) peers(n *config.Network) []firewall.Peer {
+	var out []firewall.Peer
+	add := func(name, bridge string, subnets []netip.Prefix, reached bool) {
+		if name == n.Name || len(subnets) == 0 || bridge != "" && bridge == n.Bridge {
+			return
+		}
+		out = append(out, firewall.Peer{Network: name, Bridge: bridge, Subnets: subnets,
+			Reach: slices.Contains(n.Policy.Reach, name), Reached: reached})
+	}
+	for _, name := range sortedNetworks(m.Config) {
+		o := m.Config.Networks[name]
+		if o.Mode != config.ModeBridge {
+			add(name, o.Bridge, o.Subnets(), slices.Contains(o.Policy.Reach, n.Name))
+		}
+	}
+	files, _ := m.Records.List("networks") // no records: no ad-hoc networks
+	for _, f := range files {
+		name, ok := strings.CutSuffix(f, ".json")
+		if _, configured := m.Config.Networks[name]; !ok || configured || name == n.Name {
+			continue
+		}
+		var rec record
+		if ok, err := m.Records.Read(recordName(name), &rec); err != nil || !ok || rec.Mode == string(config.ModeBridge) {
+			continue
+		}
+		var subnets []netip.Prefix
+		for _, s := range rec.Addresses {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				subnets = append(subnets, p.Masked())
+			}
+		}
+		add(name, rec.Bridge, subnets, false)
+	}
+	return out
+}
+
+func sortedNetworks(c *config.Config) []string {
+	names := make([]string, 0, len(c.Networks))
+	for name := range c.Networks {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// networkForwards are the network's [[network.NAME.forward]], one per host port.
+func networkForwards(n *config.Network) []Forward {
+	var out []Forward
+	for _, f := range n.Policy.Forwards {
+		for i := 0; i < f.HostPorts.Size(); i++ {
+			out = append(out, Forward{Proto: f.Proto, HostIP: f.HostIP, HostPort: f.HostPorts.Lo + uint16(i),
+				GuestIP: f.GuestIP, GuestPort: f.GuestPort + uint16(i)})
+		}
+	}
+	return out
+}
+
+// startForwards makes the network's forwards the config's: host ports
+// claimed host-wide (as a container's published ports are) and DNAT entries
+// installed, those no longer configured removed. The network owns them
+// under its bridge's name, which no guest port can have. rec says what was
+// installed; it says what may be while they change.
+func (m *Manager) startForwards(n *config.Network, rec *record, fw firewall.Backend) error {
+	want, had := networkForwards(n), rec.Forwards
+	if len(want) == 0 && len(had) == 0 {
+		return nil
+	}
+	rec.Forwards = unionForwards(had, want)
+	if err := m.Records.Write(recordName(n.Name), rec); err != nil {
+		return err
+	}
+	if err := m.publish(n, rec, fw, rec.Bridge, want, had); err != nil {
+		// The claims of this attempt go; what was installed before stays claimed.
+		fresh := slices.DeleteFunc(slices.Clone(want), func(f Forward) bool { return slices.Contains(had, f) })
+		return errors.Join(err, m.releaseHostPorts(n.Name, rec.Bridge, rec.Bridge, fresh))
+	}
+	rec.Forwards = want
+	return m.Records.Write(recordName(n.Name), rec)
+}
+
+// stopForwards releases the host ports of the network's forwards (Stop
+// removes their firewall entries with the network's).
+func (m *Manager) stopForwards(rec *record) error {
+	if err := m.releaseHostPorts(rec.Network, rec.Bridge, rec.Bridge, rec.Forwards); err != nil {
+		return err
+	}
+	rec.Forwards = nil
+	return nil
+}
+
+// forwardOwner reports whether port is the owner key of network's own
+// forwards (its bridge's name) while the network runs, and names it.
+func (m *Manager) forwardOwner(network, port string) (string, bool) {
+	var rec record
+	if ok, err := m.Records.Read(recordName(network), &rec); err != nil || !ok || rec.Bridge != port || len(rec.Forwards) == 0 {
+		return "", false
+	}
+	return fmt.Sprintf("network %s ([[network.%s.forward]])", network, network), true
+}
+
+// isolatePort gives a bridged port the bridge port flag "isolated" when the
+// network isolates its guests (the kernel then forwards nothing between two
+// isolated ports; the gateway and whatever lies beyond are not a port), and
+// takes it off a port that had it from an earlier attach. The flag goes with
+// the port when it leaves the bridge.
+func isolatePort(n *config.Network, port string, pr *portRecord, had bool) error {
+	on := n.Policy.IsolateGuests
+	if on || had {
+		if err := link.SetIsolated(port, on); err != nil {
+			return err
+		}
+	}
+	pr.Isolated = on
+	return nil
+}
+
+// syncIsolation brings the recorded ports of a started network in line
+// with its isolate_guests (it may have changed since they were attached).
+// The caller holds the network's lock.
+func (m *Manager) syncIsolation(n *config.Network, rec *record) error {
+	on := n.Policy.IsolateGuests
+	if !on && !rec.IsolateGuests {
+		return nil
+	}
+	files, err := m.Records.List(portDir(n.Name))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".json") {
+			continue
+		}
+		var pr portRecord
+		name := portDir(n.Name) + "/" + f
+		if ok, err := m.Records.Read(name, &pr); err != nil || !ok || pr.Bridge == "" || pr.Isolated == on {
+			continue
+		}
+		if err := isolatePort(n, pr.Port, &pr, true); err != nil {
+			if !errors.Is(err, link.ErrNotFound) {
+				errs = append(errs, fmt.Errorf("vnet: network %s: %w", n.Name, err))
+			}
+			continue
+		}
+		errs = append(errs, m.Records.Write(name, &pr))
+	}
+	rec.IsolateGuests = on
+	return errors.Join(errs...)
+}

@@ -282,7 +282,7 @@ func ValidNetworkName(name string) error {
 
 // reservedNames are run_dir entries of brouter's own; a network's own
 // directory (run_dir/NAME, for its DHCP server) must not collide with them.
-var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
+var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true, "forwards": true, "hostports": true}
 
 // Validate checks a spec and fills in defaults; name is the [network.NAME] key.
 func (s *NetworkSpec) Validate(name string) (*Network, error) {

@@ -106,18 +106,32 @@ func networkForwards(n *config.Network) []Forward {
 	return out
 }
 
+// forwardsRecord is what a network's forwards are, as installed: a record
+// of its own, so that attaching a port (which reads the network's record)
+// costs the same with any number of forwards.
+type forwardsRecord struct {
+	Bridge   string    `json:"bridge"` // the owner key of the entries
+	Forwards []Forward `json:"forwards"`
+}
+
+func forwardsRecordName(network string) string { return "forwards/" + network + ".json" }
+
 // startForwards makes the network's forwards the config's: host ports
 // claimed host-wide (as a container's published ports are) and DNAT entries
 // installed, those no longer configured removed. The network owns them
-// under its bridge's name, which no guest port can have. rec says what was
-// installed; it says what may be while they change.
+// under its bridge's name, which no guest port can have. The record says
+// what was installed; while they change, what may be.
 func (m *Manager) startForwards(n *config.Network, rec *record, fw firewall.Backend) error {
-	want, had := networkForwards(n), rec.Forwards
-	if len(want) == 0 && len(had) == 0 {
-		return nil
+	var fr forwardsRecord
+	if _, err := m.Records.Read(forwardsRecordName(n.Name), &fr); err != nil {
+		return err
 	}
-	rec.Forwards = unionForwards(had, want)
-	if err := m.Records.Write(recordName(n.Name), rec); err != nil {
+	want, had := networkForwards(n), fr.Forwards
+	if len(want) == 0 && len(had) == 0 {
+		return m.Records.Remove(forwardsRecordName(n.Name))
+	}
+	fr = forwardsRecord{Bridge: rec.Bridge, Forwards: unionForwards(had, want)}
+	if err := m.Records.Write(forwardsRecordName(n.Name), &fr); err != nil {
 		return err
 	}
 	if err := m.publish(n, rec, fw, rec.Bridge, want, had); err != nil {
@@ -125,25 +139,31 @@ func (m *Manager) startForwards(n *config.Network, rec *record, fw firewall.Back
 		fresh := slices.DeleteFunc(slices.Clone(want), func(f Forward) bool { return slices.Contains(had, f) })
 		return errors.Join(err, m.releaseHostPorts(n.Name, rec.Bridge, rec.Bridge, fresh))
 	}
-	rec.Forwards = want
-	return m.Records.Write(recordName(n.Name), rec)
+	if len(want) == 0 {
+		return m.Records.Remove(forwardsRecordName(n.Name))
+	}
+	fr.Forwards = want
+	return m.Records.Write(forwardsRecordName(n.Name), &fr)
 }
 
 // stopForwards releases the host ports of the network's forwards (Stop
-// removes their firewall entries with the network's).
-func (m *Manager) stopForwards(rec *record) error {
-	if err := m.releaseHostPorts(rec.Network, rec.Bridge, rec.Bridge, rec.Forwards); err != nil {
+// removes their firewall entries with the network's) and their record.
+func (m *Manager) stopForwards(network string) error {
+	var fr forwardsRecord
+	if _, err := m.Records.Read(forwardsRecordName(network), &fr); err != nil {
 		return err
 	}
-	rec.Forwards = nil
-	return nil
+	if err := m.releaseHostPorts(network, fr.Bridge, fr.Bridge, fr.Forwards); err != nil {
+		return err
+	}
+	return m.Records.Remove(forwardsRecordName(network))
 }
 
 // forwardOwner reports whether port is the owner key of network's own
-// forwards (its bridge's name) while the network runs, and names it.
+// forwards (its bridge's name) while it has some, and names them.
 func (m *Manager) forwardOwner(network, port string) (string, bool) {
-	var rec record
-	if ok, err := m.Records.Read(recordName(network), &rec); err != nil || !ok || rec.Bridge != port || len(rec.Forwards) == 0 {
+	var fr forwardsRecord
+	if ok, err := m.Records.Read(forwardsRecordName(network), &fr); err != nil || !ok || fr.Bridge != port || len(fr.Forwards) == 0 {
 		return "", false
 	}
 	return fmt.Sprintf("network %s ([[network.%s.forward]])", network, network), true

@@ -69,10 +69,8 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
-	// Policy (policy.go): the network's forwards as installed (owned by
-	// the bridge's name), and whether its ports were isolated.
-	Forwards      []Forward `json:"forwards,omitempty"`
-	IsolateGuests bool      `json:"isolate_guests,omitempty"`
+	// IsolateGuests: the network's ports were isolated (policy.go).
+	IsolateGuests bool `json:"isolate_guests,omitempty"`
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -400,7 +398,7 @@ func (m *Manager) Stop(n *config.Network) error {
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			errs = append(errs, m.stopForwards(&rec))
+			errs = append(errs, m.stopForwards(n.Name))
 		}
 	}
 	if br != nil {

@@ -135,9 +135,19 @@ func (m *Manager) startForwards(n *config.Network, rec *record, fw firewall.Back
 		return err
 	}
 	if err := m.publish(n, rec, fw, rec.Bridge, want, had); err != nil {
-		// The claims of this attempt go; what was installed before stays claimed.
+		// The claims of this attempt go; what was installed before stays
+		// claimed and recorded (Stop removes all the entries anyway).
 		fresh := slices.DeleteFunc(slices.Clone(want), func(f Forward) bool { return slices.Contains(had, f) })
-		return errors.Join(err, m.releaseHostPorts(n.Name, rec.Bridge, rec.Bridge, fresh))
+		if !strings.HasPrefix(err.Error(), "vnet: ") { // the firewall's
+			err = fmt.Errorf("vnet: network %s: forwards: %w", n.Name, err)
+		}
+		errs := []error{err, m.releaseHostPorts(n.Name, rec.Bridge, rec.Bridge, fresh)}
+		if fr.Forwards = had; len(had) == 0 {
+			errs = append(errs, m.Records.Remove(forwardsRecordName(n.Name)))
+		} else {
+			errs = append(errs, m.Records.Write(forwardsRecordName(n.Name), &fr))
+		}
+		return errors.Join(errs...)
 	}
 	if len(want) == 0 {
 		return m.Records.Remove(forwardsRecordName(n.Name))

@@ -211,7 +211,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
 	}
 	if err := m.startForwards(n, &rec, fw); err != nil {
-		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+		return err
 	}
 	if err := m.syncIsolation(n, &rec); err != nil {
 		return err

@@ -481,7 +481,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
-	mtu := n.MTU
+	mtu := vnet.GuestMTU(n)
 	if c.MTU != 0 {
 		mtu = c.MTU
 	}

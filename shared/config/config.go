@@ -123,6 +123,12 @@ type Network struct {
 	// Policy: isolation, host access, reach, forwards, incoming and
 	// outgoing rules (policy.go).
 	Policy Policy
+	// Overlay: the network spans hosts (overlay.go); nil when it does not.
+	Overlay *Overlay
+	// AllowUsers and AllowGroups: who besides root may attach guests
+	// through the bridge helper (names or numeric ids; see access.go).
+	AllowUsers  []Principal
+	AllowGroups []Principal
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -162,10 +168,14 @@ type NetworkSpec struct {
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
 
+	AllowUsers  []Principal `toml:"allow_users"`
+	AllowGroups []Principal `toml:"allow_groups"`
+
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+	Overlay *OverlaySpec   `toml:"overlay"`
 
 	PolicySpec // isolate_guests, host_access, reach, forward, incoming, outgoing (policy.go)
 }
@@ -257,6 +267,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		c.Networks[name] = n
 	}
 	if err := validatePolicies(c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
+	if err := checkOverlays(c.Networks); err != nil {
 		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
 	if c.DefaultNetwork != "" {
@@ -401,6 +414,15 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.Policy, err = s.PolicySpec.validate(key, n); err != nil {
+		return nil, err
+	}
+	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {
+		return nil, err
+	}
+	if n.AllowUsers, err = validatePrincipals(key("allow_users"), s.AllowUsers); err != nil {
+		return nil, err
+	}
+	if n.AllowGroups, err = validatePrincipals(key("allow_groups"), s.AllowGroups); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

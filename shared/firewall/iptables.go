@@ -360,12 +360,21 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			}
 		}
 		// Published ports' masquerade follows the network's bridge and subnets.
+		// (The tunnel's filter, below, is ebtables': once, not per family.)
 		if ok, err := f.chainExists("nat", hairpinChain(r.Network)); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		} else if ok {
 			if err := f.apply(ourChain{table: "nat", name: hairpinChain(r.Network), rules: f.hairpinSpecs(r.Bridge, r.Subnets), from: []string{builtinPost}}); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
+		}
+	}
+	// Without an overlay, ebtables is not even asked (its first use creates
+	// its table): the chains of an overlay dropped from a running network's
+	// config, inert without their device, go with the network (Remove).
+	if r.Overlay != nil {
+		if err := b.ensureOverlay(r.Network, r.Overlay); err != nil {
+			return errorf("iptables: network %s: overlay: %w", r.Network, err)
 		}
 	}
 	return nil
@@ -388,6 +397,9 @@ func (b *iptBackend) Remove(network string) error {
 		if err := xtRemoveNetwork(x, network); err != nil {
 			return errorf("iptables: network %s: %w", network, err)
 		}
+	}
+	if err := b.removeOverlay(network); err != nil {
+		return errorf("iptables: network %s: overlay: %w", network, err)
 	}
 	return nil
 }
@@ -430,5 +442,9 @@ func (b *iptBackend) List(network string) ([]string, error) {
 		}
 		out = append(out, l...)
 	}
-	return out, nil
+	l, err := b.listOverlay(network)
+	if err != nil {
+		return nil, errorf("iptables: network %s: overlay: %w", network, err)
+	}
+	return append(out, l...), nil
 }

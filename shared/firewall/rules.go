@@ -122,7 +122,24 @@ func plan(r NetworkRules) []rule {
 			rule{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept})
 	}
 	local = append(local, r.hostAccess()...) // host_access = "services" (policy.go)
-	return slices.Concat(planBridge(r), local, r.filterChains())
+	return slices.Concat(planBridge(r), local, r.filterChains(), planTunnel(r.Overlay))
+}
+
+// planTunnel admits the network's VXLAN packets on the underlay only from
+// its peers: the kernel's VXLAN device takes a frame from any sender that
+// knows the VNI, who could then inject frames into the guests' segment (and
+// have its MACs learnt). Encrypted overlays need none of this: WireGuard
+// accepts only the peers' keys.
+func planTunnel(o *OverlayRules) []rule {
+	if o == nil || o.UDPPort == 0 {
+		return nil
+	}
+	var rules []rule
+	for _, p := range o.Peers {
+		rules = append(rules, rule{chain: chainInput, proto: "udp", dport: o.UDPPort,
+			saddr: []netip.Prefix{netip.PrefixFrom(p, p.BitLen())}, verdict: accept})
+	}
+	return append(rules, rule{chain: chainInput, proto: "udp", dport: o.UDPPort, verdict: drop})
 }
 
 // planBridge is the forward and nat plan of a network with a bridge.

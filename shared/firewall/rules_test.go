@@ -312,3 +312,27 @@ func TestFake(t *testing.T) {
 		t.Errorf("Networks after concurrent add/remove = %q", n)
 	}
 }
+
+// TestPlanTunnel: VXLAN in clear is accepted from the peers only; an
+// encrypted overlay (no UDP port to filter) and no overlay add nothing.
+func TestPlanTunnel(t *testing.T) {
+	o := &OverlayRules{Port: "vx-lab", UDPPort: 4789, Peers: []netip.Addr{netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("2001:db8::3")}}
+	var got []string
+	for _, r := range planTunnel(o) {
+		got = append(got, r.chain+": "+nftRule(r))
+	}
+	want := []string{
+		"input: ip saddr 198.51.100.2/32 udp dport 4789 accept",
+		"input: ip6 saddr 2001:db8::3/128 udp dport 4789 accept",
+		"input: udp dport 4789 drop",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if r := planTunnel(&OverlayRules{Port: "vx-lab"}); r != nil {
+		t.Errorf("encrypted overlay: %v", r)
+	}
+	if r := planTunnel(nil); r != nil {
+		t.Errorf("no overlay: %v", r)
+	}
+}

@@ -2,7 +2,6 @@ package vnet
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -29,6 +28,9 @@ func (m *Manager) startDHCP(n *config.Network) error {
 		Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway,
 		RangeStart: n.DHCP.RangeStart, RangeEnd: n.DHCP.RangeEnd, LeaseTime: n.DHCP.LeaseTime,
 		Domain: n.DHCP.Domain, Upstream: n.DHCP.Upstream, RunDir: run, StateDir: st,
+	}
+	if n.Overlay != nil {
+		spec.MTU = n.MTU // the overlay's, as Start computed it
 	}
 	for _, h := range n.DHCP.Hosts {
 		spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, Name: h.Name})
@@ -96,9 +98,6 @@ func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
 		ds.Leases = l
 	} else if err != nil {
 		st.Problems = append(st.Problems, err.Error())
-	}
-	if st.Running && !ds.Running {
-		st.Problems = append(st.Problems, fmt.Sprintf("dnsmasq of network %s is not running (it died?); run start to restart it", n.Name))
 	}
 	st.DHCP = ds
 }

@@ -33,7 +33,29 @@ func (m *Manager) networkRules(n *config.Network) firewall.NetworkRules {
 		Outgoing:         firewall.Filter{Deny: p.Outgoing.Deny, Rules: firewallMatches(p.Outgoing.Rules)},
 		Incoming:         firewall.Filter{Deny: p.Incoming.Deny, Rules: firewallMatches(p.Incoming.Rules)},
 	}
+	m.tunnelPeers(n, r.Overlay)
 	return r
+}
+
+// tunnelPeers adds to o the peers of the host's other overlays in clear on
+// the same UDP port: every network's table admits VXLAN on that port from
+// the peers it knows only, so each must know all of them (the kernel tells
+// the networks apart by the VNI).
+func (m *Manager) tunnelPeers(n *config.Network, o *firewall.OverlayRules) {
+	if o == nil || o.UDPPort == 0 {
+		return
+	}
+	for _, name := range sortedNetworks(m.Config) {
+		other := m.Config.Networks[name]
+		if name == n.Name || other.Overlay == nil || other.Overlay.Encrypted() || other.Overlay.VXLANPort() != o.UDPPort {
+			continue
+		}
+		for _, p := range other.Overlay.Peers {
+			if !slices.Contains(o.Peers, p.Address) {
+				o.Peers = append(o.Peers, p.Address)
+			}
+		}
+	}
 }
 
 func firewallMatches(l []config.Match) []firewall.Match {

@@ -95,6 +95,7 @@ type portRecord struct {
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
 	Isolated bool      `json:"isolated,omitempty"` // bridge port flag isolated (isolate_guests)
+	Overlay  string    `json:"overlay,omitempty"`  // guest MAC given to the firewall as a local guest of the network's overlay
 	Attached time.Time `json:"attached"`
 
 	Guard    *guardRecord `json:"guard,omitempty"`    // antispoof entries (V 2; nil: none)
@@ -187,6 +188,7 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		}
 	}()
 	pr.Claimed = len(p.IPs) > 0 || reattach && prev.Claimed
+	pr.Overlay = overlayGuestMAC(n, p)
 	if err := m.Records.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
 		return err
 	}
@@ -229,6 +231,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 	}
 	if guard == nil {
 		pr.Guard = nil
+	}
+	if err := m.attachOverlayGuest(n, &rec, &pr, &prev); err != nil {
+		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
@@ -509,7 +514,7 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		return m.undoOwnedPort(pr)
 	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr), m.forgetOverlayGuest(pr))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -529,12 +534,14 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	if pr.SetUp {
 		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
 	}
+	// The MAC first: IPv6 coming back on derives the port's link-local
+	// address from the MAC it has then.
+	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
+		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
+	}
 	if pr.IPv6Off {
 		_, err := link.SetIPv6(pr.Port, true)
 		errs = append(errs, err)
-	}
-	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
-		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
 	}
 	return errors.Join(errs...)
 }
@@ -563,7 +570,7 @@ func (m *Manager) undoOwnedPort(pr *portRecord) error {
 			}
 			return errors.Join(link.DeleteAll(gone...), shape.ForgetPort(pr.Port, pr.Network))
 		},
-		func() error { return m.removeGuard(pr) },
+		func() error { return errors.Join(m.removeGuard(pr), m.forgetOverlayGuest(pr)) },
 		func() error { return m.unpublish(pr) },
 		func() error {
 			if pr.Lease == "" {

@@ -36,6 +36,9 @@ type Manager struct {
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
+	// Accounts resolves the user and group names of allow lists
+	// (Authorize); nil: SystemAccounts.
+	Accounts *Accounts
 }
 
 // New returns a Manager for the config, with the real firewall backends.
@@ -71,6 +74,8 @@ type record struct {
 	Started       time.Time `json:"started"`
 	// IsolateGuests: the network's ports were isolated (policy.go).
 	IsolateGuests bool `json:"isolate_guests,omitempty"`
+
+	Overlay *overlayRecord `json:"overlay,omitempty"` // the tunnel to other hosts (overlay.go)
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -88,17 +93,29 @@ func (m *Manager) lock(network string) (*state.Lock, error) {
 // forwarding and the firewall rules its mode needs. Starting a running network
 // changes nothing; a failed Start undoes its own changes.
 func (m *Manager) Start(n *config.Network) (err error) {
+	_, err = m.start(n, false)
+	return err
+}
+
+// start is Start; with onlyRunning (a reconcile) a network that is not
+// running (stopped meanwhile) is left alone, and ran reports whether it was.
+func (m *Manager) start(n *config.Network, onlyRunning bool) (ran bool, err error) {
 	l, err := m.lock(n.Name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer l.Release()
 
 	var rec record
 	had, err := m.Records.Read(recordName(n.Name), &rec)
-	if err != nil {
-		return err
+	if err != nil || !had && onlyRunning {
+		return false, err
 	}
+	return true, m.startLocked(n, rec, had)
+}
+
+// startLocked is Start with the network's lock held and its record read.
+func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err error) {
 	if !had {
 		rec = record{Network: n.Name, Bridge: n.Bridge, Started: time.Now().UTC()}
 	} else if rec.Bridge != n.Bridge {
@@ -150,6 +167,10 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
 		}
 	}
+	var ov *overlayPlan
+	if ov, n, err = m.planOverlay(n, &rec); err != nil {
+		return err
+	}
 	fw, err := m.NewFirewall(n.Firewall)
 	if err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -184,6 +205,9 @@ func (m *Manager) Start(n *config.Network) (err error) {
 
 	if !route {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
+			return err
+		}
+		if err := m.startOverlay(n, ov, &rec, &undo); err != nil {
 			return err
 		}
 	}
@@ -232,7 +256,7 @@ func (m *Manager) Start(n *config.Network) (err error) {
 // startBridge creates (or adopts) the bridge and gives it the network's
 // addresses, recording what it changed in rec and how to undo it in undo.
 func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMACOf(n), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
 	}
@@ -331,6 +355,7 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Uplink:     n.Uplink,
 		Antispoof:  n.Antispoof,
 		Services:   n.DHCP != nil,
+		Overlay:    overlayRules(n),
 	}
 }
 
@@ -350,7 +375,9 @@ func (m *Manager) Stop(n *config.Network) error {
 		return err
 	}
 	if !had {
-		return nil
+		// A Start killed while writing its first record changed nothing
+		// yet, but may have left that write's temp file.
+		return m.Records.Remove(recordName(n.Name))
 	}
 	if rec.Mode == string(config.ModeBridge) {
 		// Not our bridge: undo only what we did to the ports we attached,
@@ -388,6 +415,9 @@ func (m *Manager) Stop(n *config.Network) error {
 		errs = append(errs, err)
 	}
 	if err := m.stopDHCP(n.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.stopOverlay(n.Name, &rec); err != nil {
 		errs = append(errs, err)
 	}
 	if rec.Backend != "" {
@@ -435,20 +465,21 @@ type PortStatus struct {
 
 // Status describes a network as the kernel and our records see it.
 type Status struct {
-	Network       string       `json:"network"`
-	Bridge        string       `json:"bridge"`
-	Running       bool         `json:"running"`
-	Mode          string       `json:"mode"`
-	Address       string       `json:"address,omitempty"`
-	Address6      string       `json:"address6,omitempty"`
-	Addresses     []string     `json:"addresses,omitempty"` // what the bridge carries now
-	Backend       string       `json:"backend,omitempty"`
-	CreatedBridge bool         `json:"created_bridge"`
-	Ports         []PortStatus `json:"ports"`
-	Routes        []string     `json:"routes"`
-	Firewall      []string     `json:"firewall"`
-	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
-	Problems      []string     `json:"problems,omitempty"`
+	Network       string         `json:"network"`
+	Bridge        string         `json:"bridge"`
+	Running       bool           `json:"running"`
+	Mode          string         `json:"mode"`
+	Address       string         `json:"address,omitempty"`
+	Address6      string         `json:"address6,omitempty"`
+	Addresses     []string       `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string         `json:"backend,omitempty"`
+	CreatedBridge bool           `json:"created_bridge"`
+	Ports         []PortStatus   `json:"ports"`
+	Routes        []string       `json:"routes"`
+	Firewall      []string       `json:"firewall"`
+	DHCP          *DHCPStatus    `json:"dhcp,omitempty"`
+	Overlay       *OverlayStatus `json:"overlay,omitempty"`
+	Problems      []string       `json:"problems,omitempty"`
 	// Warnings are risks, not faults (status still exits 0): e.g. a guest
 	// address given by hand inside the allocator's pool.
 	Warnings []string `json:"warnings,omitempty"`
@@ -476,8 +507,8 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 	}
 	if had {
 		st.Bridge, st.Mode, st.Backend, st.CreatedBridge = rec.Bridge, rec.Mode, rec.Backend, rec.CreatedBridge
-		if br == nil && n.Mode != config.ModeRoute {
-			st.Problems = append(st.Problems, "bridge "+rec.Bridge+" is missing (deleted behind our back?); run start again")
+		if st.Problems, err = m.problems(n, &rec); err != nil {
+			return nil, err
 		}
 	}
 	if n.Mode == config.ModeRoute {
@@ -490,11 +521,14 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		st.Running = had && br != nil
 	}
 	if br != nil {
-		if err := m.describeBridge(br, st, &rec, had); err != nil {
+		if err := m.describeBridge(br, st); err != nil {
 			return nil, err
 		}
 	}
 	m.dhcpStatus(n, st)
+	if had {
+		st.Overlay, _ = m.overlayStatus(n, &rec) // its problems are among problems()'s
+	}
 	st.Warnings = m.poolWarnings(n)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)
@@ -507,20 +541,11 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		if st.Firewall == nil {
 			st.Firewall = []string{}
 		}
-		if had && len(st.Firewall) == 0 {
-			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
-		} else if had && err == nil {
-			problems, err := fw.Check(m.networkRules(n))
-			if err != nil {
-				problems = []string{err.Error()}
-			}
-			st.Problems = append(st.Problems, problems...)
-		}
 	}
 	return st, nil
 }
 
-func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had bool) error {
+func (m *Manager) describeBridge(br netlink.Link, st *Status) error {
 	var err error
 	ports, err := link.Ports(br)
 	if err != nil {
@@ -541,13 +566,6 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 	}
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, a.String())
-	}
-	if had {
-		for _, want := range rec.Addresses {
-			if !contains(st.Addresses, want) {
-				st.Problems = append(st.Problems, "address "+want+" is missing from "+rec.Bridge+"; run start again")
-			}
-		}
 	}
 	return nil
 }

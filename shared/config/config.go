@@ -128,6 +128,9 @@ type Network struct {
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Policy: isolation, host access, reach, forwards, incoming and
+	// outgoing rules (policy.go).
+	Policy Policy
 	// Overlay: the network spans hosts (overlay.go); nil when it does not.
 	Overlay *Overlay
 	// AllowUsers and AllowGroups: who besides root may attach guests
@@ -185,6 +188,8 @@ type NetworkSpec struct {
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
 	Overlay *OverlaySpec   `toml:"overlay"`
+
+	PolicySpec // isolate_guests, host_access, reach, forward, incoming, outgoing (policy.go)
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -273,6 +278,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
 	}
+	if err := validatePolicies(c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
 	if err := checkOverlays(c.Networks); err != nil {
 		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
@@ -299,7 +307,7 @@ func ValidNetworkName(name string) error {
 
 // reservedNames are run_dir entries of brouter's own; a network's own
 // directory (run_dir/NAME, for its DHCP server) must not collide with them.
-var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
+var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true, "forwards": true, "hostports": true}
 
 // Validate checks a spec and fills in defaults; name is the [network.NAME] key.
 func (s *NetworkSpec) Validate(name string) (*Network, error) {
@@ -421,6 +429,9 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
+	if n.Policy, err = s.PolicySpec.validate(key, n); err != nil {
 		return nil, err
 	}
 	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {

@@ -69,6 +69,9 @@ type NetworkRules struct {
 	// (udp 67) and DNS (udp and tcp 53) from the bridge are accepted at the
 	// host's input, so a host firewall that drops input does not starve guests.
 	Services bool
+	// Policy: reach between networks, host access, incoming and outgoing
+	// filters (policy.go). The zero Policy is the mode's rules alone.
+	Policy Policy
 	// Overlay: the bridge has a tunnel port to other hosts (overlay.go); nil: none.
 	Overlay *OverlayRules
 }
@@ -239,6 +242,9 @@ func (r NetworkRules) validate() error {
 		if r.Uplink == r.Bridge {
 			return errorf("network %s: uplink %s is the bridge itself", r.Network, r.Uplink)
 		}
+	}
+	if err := r.Policy.validate(r.Network); err != nil {
+		return err
 	}
 	return validSubnets(r.Network, r.Subnets)
 }

@@ -92,7 +92,6 @@ var (
 	unspecified6 = netip.MustParsePrefix("::/128") // DAD, MLD
 	dhcp4Client  = [2]uint16{68, 67}               // udp sport, dport
 	dhcp4Server  = uint16(67)                      // udp sport of a DHCPv4 server
-	dhcp6Server  = uint16(547)                     // udp sport of a DHCPv6 server (or relay)
 )
 
 // guardPlan is the guard of every guarded port, in order. The service

@@ -113,6 +113,12 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 				Type: knftables.PtrTo(c.typ), Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(c.priority)})
 		}
 	}
+	// The policy's filters: regular chains, jumped to from the base chains.
+	for _, c := range []string{chainOutgoing, chainIncoming} {
+		if slices.ContainsFunc(rules, func(rl rule) bool { return rl.chain == c }) {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: c})
+		}
+	}
 	for _, rl := range rules {
 		tx.Add(&knftables.Rule{Family: fam, Table: name, Chain: rl.chain, Rule: nftRule(rl)})
 	}

@@ -77,14 +77,16 @@ func TestPlan(t *testing.T) {
 		},
 		notWant: []string{"postrouting", "masquerade", "drop", "iifname"},
 	}, {
-		name: "isolated",
+		name: "isolated: only forwards (published ports) come in",
 		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24"), Masquerade: true},
 		want: []string{
 			`forward: iifname "brlab" oifname "brlab" accept`,
 			`forward: iifname "brlab" drop`,
+			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`forward: oifname "brlab" drop`,
 		},
-		notWant: []string{"postrouting", "masquerade", "established", "oifname !=", "dnat"},
+		notWant: []string{"postrouting", "masquerade", "oifname !=", `iifname "brlab" ct state`},
 	}, {
 		name: "antispoof",
 		r: NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "10.8.0.0/24", "fd00:7::/64"),
@@ -101,8 +103,8 @@ func TestPlan(t *testing.T) {
 		want: []string{
 			`forward: iifname "brlab" oifname "eth0" accept`,
 			`forward: iifname "brlab" drop`,
-			`forward: iifname "eth0" oifname "brlab" ct state established,related accept`,
-			`forward: iifname "eth0" oifname "brlab" ct status dnat accept`,
+			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
 		},
 		notWant: []string{`oifname != "brlab"`},
@@ -122,7 +124,7 @@ func TestPlan(t *testing.T) {
 			`postrouting: ip6 saddr fd00:7::/64 ip6 daddr ff00::/8 return`,
 			`postrouting: oifname "eth0" ip6 saddr fd00:7::/64 ip6 daddr != fd00:7::/64 masquerade`,
 			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
-			`forward: iifname "eth0" oifname "brlab" ct status dnat accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 		},
 		notWant: []string{`ip6 daddr fd00:7::/64 accept`},
 	}, {
@@ -176,34 +178,34 @@ func TestIPTRules(t *testing.T) {
 			t.Errorf("%s:\ngot  %q\nwant %q", name, got, want)
 		}
 	}
-	check("v4 forward", join(v4.specs(rules, chainForward, false)), []string{
+	check("v4 forward", join(v4.specs("lab", rules, chainForward, false)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
 		"-i brlab -j DROP",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-o brlab -j DROP",
 	})
-	check("v4 nat", join(v4.specs(rules, chainPostrouting, false)), []string{
+	check("v4 nat", join(v4.specs("lab", rules, chainPostrouting, false)), []string{
 		"-s 10.7.0.0/24 -d 224.0.0.0/24 -j RETURN",
 		"-s 10.7.0.0/24 -d 255.255.255.255/32 -j RETURN",
 		"-o eth0 -s 10.7.0.0/24 ! -d 10.7.0.0/24 -j MASQUERADE",
 	})
-	check("v6 forward", join(v6.specs(rules, chainForward, false)), []string{
+	check("v6 forward", join(v6.specs("lab", rules, chainForward, false)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s fd00:7::/64 -j ACCEPT",
 		"-i brlab -j DROP",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-i eth0 -o brlab -d fd00:7::/64 -j ACCEPT",
 		"-o brlab -j DROP",
 	})
-	check("v6 nat", join(v6.specs(rules, chainPostrouting, false)), nil)
-	check("v4 docker accept-only", join(v4.specs(rules, chainForward, true)), []string{
+	check("v6 nat", join(v6.specs("lab", rules, chainPostrouting, false)), nil)
+	check("v4 docker accept-only", join(v4.specs("lab", rules, chainForward, true)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 	})
 }
 

@@ -95,6 +95,7 @@ type portRecord struct {
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
+	Isolated bool      `json:"isolated,omitempty"` // bridge port flag isolated (isolate_guests)
 	Overlay  string    `json:"overlay,omitempty"`  // guest MAC given to the firewall as a local guest of the network's overlay
 	Attached time.Time `json:"attached"`
 
@@ -256,6 +257,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		}
 		pr.IPv6Off = pr.IPv6Off || wasOn
 		if err := link.Attach(link.AttachSpec{Name: p.Name, Bridge: rec.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0}); err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
+		if err := isolatePort(n, p.Name, &pr, prev.Isolated); err != nil { // isolate_guests (policy.go)
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 	}

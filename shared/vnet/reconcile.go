@@ -123,8 +123,13 @@ func (m *Manager) reapplyPorts(n *config.Network, ports []string) error {
 			errs = append(errs, fw.EnsureForwards(forwardRules(n, &rec, name, pr.Forwards)))
 		}
 		if pr.Bridge != "" && masters[pr.Port] != pr.Bridge {
-			// The bridge was recreated: its ports fell off with it.
-			errs = append(errs, link.Attach(link.AttachSpec{Name: pr.Port, Bridge: pr.Bridge, Hairpin: len(pr.Forwards) > 0}))
+			// The bridge was recreated: its ports fell off with it, and
+			// with their bridge port flags.
+			err := link.Attach(link.AttachSpec{Name: pr.Port, Bridge: pr.Bridge, Hairpin: len(pr.Forwards) > 0})
+			if err == nil && pr.Isolated {
+				err = link.SetIsolated(pr.Port, true)
+			}
+			errs = append(errs, err)
 		}
 	}
 	for kind, g := range guards {
@@ -254,7 +259,7 @@ func (m *Manager) problems(n *config.Network, rec *record) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := fw.Check(rulesFor(n))
+		p, err := fw.Check(m.networkRules(n))
 		if err != nil {
 			// A check that cannot even read the rules (a chain gone
 			// under the iptables tool's feet) is a problem to repair.

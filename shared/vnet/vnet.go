@@ -75,6 +75,8 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
+	// IsolateGuests: the network's ports were isolated (policy.go).
+	IsolateGuests bool `json:"isolate_guests,omitempty"`
 
 	Overlay *overlayRecord `json:"overlay,omitempty"` // the tunnel to other hosts (overlay.go)
 }
@@ -134,6 +136,9 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		}
 		if br.Type() != "bridge" {
 			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
+		}
+		if err := m.syncIsolation(n, &rec); err != nil {
+			return err
 		}
 		return m.Records.Write(recordName(n.Name), &rec)
 	}
@@ -226,7 +231,7 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 			return err
 		}
 	}
-	if err := fw.Ensure(rulesFor(n)); err != nil {
+	if err := fw.Ensure(m.networkRules(n)); err != nil {
 		if !had {
 			undo = append(undo, func() { _ = fw.Remove(n.Name) })
 		}
@@ -234,6 +239,12 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 	}
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+	}
+	if err := m.startForwards(n, &rec, fw); err != nil {
+		return err
+	}
+	if err := m.syncIsolation(n, &rec); err != nil {
+		return err
 	}
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -424,6 +435,8 @@ func (m *Manager) Stop(n *config.Network) error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+		} else {
+			errs = append(errs, m.stopForwards(n.Name))
 		}
 	}
 	if br != nil {

@@ -119,7 +119,7 @@ func plan(r NetworkRules) []rule {
 	if r.Services { // accepts only: the host's own local policy is not ours
 		local = append(local,
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
-			rule{chain: chainInput, iif: b, proto: "udp", dport: 547, verdict: accept},
+			rule{chain: chainInput, iif: b, fam: 6, proto: "udp", dport: dhcp6Server, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept})
 	}

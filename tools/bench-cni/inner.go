@@ -314,26 +314,51 @@ func (c *chain) grow(ctx context.Context, target, j int, progress bool) error {
 	return first
 }
 
+// samples are the latencies of one measurement: the chain's ADDs and DELs,
+// the CPU time (user+sys) their plugin processes used, and, after each
+// pair, the kernel's floor.
+type samples struct {
+	adds, dels, addCPU, delCPU, floorAdds, floorDels []time.Duration
+}
+
+// childCPU is the CPU time used so far by this process's waited-for
+// children (the plugins libcni ran): less sensitive to a busy machine than
+// latencies, which include waiting for a CPU.
+func childCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_CHILDREN, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // measure ADDs and DELs one more container n times (in one namespace, a new
-// host port each time).
-func (c *chain) measure(ctx context.Context, n int) (adds, dels []time.Duration, err error) {
+// host port each time), each pair followed by the floor's veth.
+func (c *chain) measure(ctx context.Context, n int, fl *floor) (s samples, err error) {
 	ns, err := c.newNS()
 	if err != nil {
-		return nil, nil, err
+		return s, err
 	}
 	for i := 0; i < n; i++ {
 		rt := c.rt(ns)
+		cpu := childCPU()
 		d, err := c.add(ctx, rt)
 		if err != nil {
-			return adds, dels, err
+			return s, err
 		}
-		adds = append(adds, d)
+		s.adds, s.addCPU = append(s.adds, d), append(s.addCPU, childCPU()-cpu)
+		cpu = childCPU()
 		if d, err = c.del(ctx, rt); err != nil {
-			return adds, dels, err
+			return s, err
 		}
-		dels = append(dels, d)
+		s.dels, s.delCPU = append(s.dels, d), append(s.delCPU, childCPU()-cpu)
+		fa, fd, err := fl.once()
+		if err != nil {
+			return s, err
+		}
+		s.floorAdds, s.floorDels = append(s.floorAdds, fa), append(s.floorDels, fd)
 	}
-	return adds, dels, nil
+	return s, nil
 }
 
 // parallel ADDs count containers deg at a time, then DELs them the same way;
@@ -438,8 +463,18 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 		return err
 	}
 	r.Nft10, r.Ipt10 = rules()
-	if err := step(fmt.Sprintf("ADD+DEL x%d @10", o.n), func() (err error) {
-		r.Add10, r.Del10, err = c.measure(ctx, o.n)
+	bridge := "brbench"
+	if c.name == "reference" {
+		bridge = "cni-ref"
+	}
+	fl, err := c.newFloor(bridge)
+	if err != nil {
+		return err
+	}
+	if err := step(fmt.Sprintf("ADD+DEL x%d @10", o.n), func() error {
+		s, err := c.measure(ctx, o.n, fl)
+		r.Add10, r.Del10, r.Floor10, r.FloorDel10 = s.adds, s.dels, s.floorAdds, s.floorDels
+		r.AddCPU10, r.DelCPU10 = s.addCPU, s.delCPU
 		return err
 	}); err != nil {
 		return err
@@ -459,8 +494,10 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 		return err
 	}
 	r.NftBig, r.IptBig = rules()
-	return step(fmt.Sprintf("ADD+DEL x%d @%d", o.n, o.big), func() (err error) {
-		r.AddBig, r.DelBig, err = c.measure(ctx, o.n)
+	return step(fmt.Sprintf("ADD+DEL x%d @%d", o.n, o.big), func() error {
+		s, err := c.measure(ctx, o.n, fl)
+		r.AddBig, r.DelBig, r.FloorBig, r.FloorDelBig = s.adds, s.dels, s.floorAdds, s.floorDels
+		r.AddCPUBig, r.DelCPUBig = s.addCPU, s.delCPU
 		return err
 	})
 }

@@ -68,6 +68,7 @@ bench: setup
 	$(MAKE) build
 	$(GO) run ./tools/bench
 	$(GO) run ./tools/bench-vif -bin $(BINDIR)
+	$(GO) run ./tools/bench-heal -bin $(BINDIR)
 
 bench-shaping: setup
 	$(GO) run ./tools/bench-shaping

@@ -13,6 +13,7 @@
 #   /etc/qemu-ifup, /etc/qemu-ifdown      -> $PREFIX/lib/brouter/qemu-if{up,down}  (if built)
 #   /opt/cni/bin/brouter                  copy of the CNI plugin                   (if built)
 #   /lib/systemd/system/brouter-network@.service
+#   /lib/systemd/system/brouter-watch.service   enabled (network-virtual watch)
 #   /etc/brouter/brouter.toml             only if absent (never overwrites a host's config)
 #
 # A file at a caller location that is not ours is kept as <file>.brouter-orig.
@@ -89,11 +90,13 @@ if [ -x "$BINDIR/brouter" ]; then
 	log "/opt/cni/bin/brouter"
 fi
 
-# 3. systemd template unit (points at $PREFIX).
+# 3. systemd units (pointing at $PREFIX): the networks' template and the watcher.
 install -d -m 0755 "$DESTDIR/lib/systemd/system"
-sed "s|/usr/local/lib/brouter/|$LIBDIR/|g" install/brouter-network@.service >"$DESTDIR/lib/systemd/system/brouter-network@.service"
-chmod 0644 "$DESTDIR/lib/systemd/system/brouter-network@.service"
-log "/lib/systemd/system/brouter-network@.service"
+for unit in brouter-network@.service brouter-watch.service; do
+	sed "s|/usr/local/lib/brouter/|$LIBDIR/|g" "install/$unit" >"$DESTDIR/lib/systemd/system/$unit"
+	chmod 0644 "$DESTDIR/lib/systemd/system/$unit"
+	log "/lib/systemd/system/$unit"
+done
 
 # 4. Host config, only if absent.
 install -d -m 0755 "$DESTDIR/etc/brouter"
@@ -106,5 +109,12 @@ fi
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || log "warning: systemctl daemon-reload failed"
+	# The watcher does nothing while no network runs; it is enabled with the suite.
+	systemctl enable --now brouter-watch.service || log "warning: could not enable brouter-watch.service"
+elif [ -z "$DESTDIR" ] || [ -n "${ENABLE_UNITS:-}" ]; then
+	# No running systemd (a chroot, an image build): enable it for the next boot.
+	install -d -m 0755 "$DESTDIR/etc/systemd/system/multi-user.target.wants"
+	ln -sf /lib/systemd/system/brouter-watch.service "$DESTDIR/etc/systemd/system/multi-user.target.wants/brouter-watch.service"
+	log "brouter-watch.service enabled (multi-user.target)"
 fi
 log "done. Enable a network at boot with: systemctl enable --now brouter-network@NAME"

@@ -399,6 +399,55 @@ ok "port 8080 is no longer published"
 
 
 # =======================================================================================
+section "Self-healing: network-virtual watch, reconcile and doctor"
+# =======================================================================================
+step "network-virtual watch runs (systemd: brouter-watch.service); a firewall reload flushes the ruleset"
+in_dom0 "$NV" watch 2>"$TMP/watch.log" &
+WATCH_PID=$!
+sleep 0.5 # its first look at every network
+run ip netns exec "$DOM0" nft flush ruleset
+healed=""
+for _ in $(seq 1 50); do
+	if ip netns exec "$GUEST1" ping -q -c 1 -W 0.2 192.0.2.2 >/dev/null 2>&1 &&
+		in_dom0 nft list table bridge brouter-demo >/dev/null 2>&1 &&
+		in_dom0 nft list set bridge brouter-demo as_ip4 2>/dev/null | grep -q 10.98.98.11; then
+		healed=yes
+		break
+	fi
+	sleep 0.1
+done
+sed 's/^/    watch: /' "$TMP/watch.log"
+[ -n "$healed" ] || fail "the watcher did not repair the network within 5 s"
+ok "repaired without any command: guest1 reaches the outside again, its antispoof entries are back"
+ip -n "$GUEST1" addr add 10.98.98.99/24 dev eth0
+if ip netns exec "$GUEST1" ping -q -c 1 -W 1 -I 10.98.98.99 10.98.98.1 >/dev/null 2>&1; then
+	fail "after the repair a packet from the spoofed source 10.98.98.99 got through"
+fi
+ip -n "$GUEST1" addr del 10.98.98.99/24 dev eth0
+ok "a spoofed packet is dropped again"
+kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true
+# What a reload of the host's firewall also removed: iptables' built-in chains (see the top).
+if command -v iptables >/dev/null; then
+	in_dom0 iptables -t filter -P FORWARD ACCEPT
+	in_dom0 iptables -t nat -P POSTROUTING ACCEPT
+	in_dom0 ip6tables -t filter -P FORWARD ACCEPT
+fi
+
+step "reconcile by hand: nothing is missing, so nothing changes"
+run ip netns exec "$DOM0" "$NV" reconcile
+
+step "doctor: a host firewall table whose forward chain has policy drop cuts the guests off"
+run ip netns exec "$DOM0" "$NV" doctor
+run ip netns exec "$DOM0" nft add table inet hostfw
+run ip netns exec "$DOM0" nft 'add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }'
+ip netns exec "$GUEST1" ping -q -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 && fail "guest1 still reaches the outside through a policy drop"
+rc=0; run ip netns exec "$DOM0" "$NV" doctor || rc=$?
+[ "$rc" -eq 1 ] || fail "doctor exited $rc with a foreign policy drop, want 1"
+ok "doctor names the chain and how to let the network through (exit 1)"
+run ip netns exec "$DOM0" nft delete table inet hostfw
+ping_ok "$GUEST1" 192.0.2.2 "guest1 -> outside again once that table is gone"
+
+# =======================================================================================
 section "network-virtual: stop, and check nothing is left behind"
 # =======================================================================================
 step "vif-brouter offline (Xen shuts the guests down)"

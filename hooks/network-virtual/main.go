@@ -6,20 +6,25 @@
 // hosts where xl never calls network scripts:
 //
 //	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+//	network-virtual [--config FILE] reconcile|watch [net=NAME]
+//	network-virtual [--config FILE] [--json] doctor [net=NAME]
 //
-// Exit status: 0 success (status: running and intact), 1 failure (status:
-// running but with problems, LSB's "dead but state exists"), 2 usage, 3
-// status: not running.
+// Exit status: 0 success (status: running and intact; doctor: nothing
+// found), 1 failure (status: running but with problems, LSB's "dead but
+// state exists"; doctor: findings), 2 usage, 3 status: not running.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
@@ -27,6 +32,19 @@ import (
 )
 
 const usage = `usage: network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+       network-virtual [--config FILE] reconcile [net=NAME]
+       network-virtual [--config FILE] watch
+       network-virtual [--config FILE] [--json] doctor [net=NAME]
+
+  reconcile         re-apply what the records say a running network and its ports
+                    have (rules after a firewall reload, dnsmasq, the bridge) and
+                    detach ports whose device is gone; one line per repair; without
+                    net=, every running network
+  watch             run until stopped, reconciling within a second of any of that
+                    (nf_tables and link notifications; iptables-legacy is polled)
+  doctor            explain why guests may be cut off (foreign firewall chains that
+                    drop, forwarding off, missing rules): one line per finding with
+                    what to do; without net=, every running network
 
 Variables (Xen network-script style; they override the host config):
   net=NAME          use [network.NAME] from the host config
@@ -38,8 +56,9 @@ Variables (Xen network-script style; they override the host config):
   antispoof=yes|no  drop forwarded packets whose source is outside the network
 
 Host config: --config FILE, else $BROUTER_CONFIG, else /etc/brouter/brouter.toml (optional).
-Exit status: 0 ok (status: running, no problem), 1 failure (status: running
-with problems: what Start set up is not all there), 2 usage, 3 not running.
+Exit status: 0 ok (status: running, no problem; doctor: nothing found),
+1 failure (status: running with problems: what Start set up is not all
+there; doctor: findings), 2 usage, 3 not running.
 `
 
 const (
@@ -56,6 +75,7 @@ type invocation struct {
 	json       bool
 	net        string
 	over       config.NetworkSpec
+	overrides  bool // a VAR=VAL other than net= was given
 }
 
 type usageError struct{ msg string }
@@ -81,11 +101,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	m := vnet.New(cfg)
+	switch inv.op {
+	case "watch":
+		return watch(inv, stderr, fail)
+	case "doctor", "reconcile":
+		nets, err := inv.networks(cfg, m)
+		if err != nil {
+			return fail(err)
+		}
+		if inv.op == "reconcile" {
+			return reconcile(m, nets, stdout, fail)
+		}
+		return doctor(m, nets, inv.json, stdout, fail)
+	}
 	n, err := cfg.Select(inv.net, &inv.over)
 	if err != nil {
 		return fail(err)
 	}
-	m := vnet.New(cfg)
 	switch inv.op {
 	case "start":
 		if err := m.Start(n); err != nil {
@@ -106,28 +139,132 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "network %s: restarted on bridge %s (%s)\n", n.Name, n.Bridge, n.Mode)
 	case "status":
-		st, err := m.Status(n)
-		if err != nil {
-			return fail(err)
-		}
-		if inv.json {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(st)
-		} else {
-			printStatus(stdout, st)
-		}
-		if !st.Running {
-			return exitNotRunning
-		}
-		if len(st.Problems) > 0 {
-			return exitFail // LSB: 1, dead (not as set up) but state exists
-		}
+		return status(m, n, inv.json, stdout, fail)
 	}
 	return 0
 }
 
+func status(m *vnet.Manager, n *config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	st, err := m.Status(n)
+	if err != nil {
+		return fail(err)
+	}
+	if asJSON {
+		printJSON(stdout, st)
+	} else {
+		printStatus(stdout, st)
+	}
+	if !st.Running {
+		return exitNotRunning
+	}
+	if len(st.Problems) > 0 {
+		return exitFail // LSB: 1, dead (not as set up) but state exists
+	}
+	return 0
+}
+
+// networks are the networks an operation over running networks (reconcile, doctor)
+// acts on: the one net= (or another variable) names, else every running
+// network of the host config.
+func (inv *invocation) networks(cfg *config.Config, m *vnet.Manager) ([]*config.Network, error) {
+	if inv.net != "" || inv.overrides {
+		n, err := cfg.Select(inv.net, &inv.over)
+		if err != nil {
+			return nil, err
+		}
+		return []*config.Network{n}, nil
+	}
+	names, err := m.Running()
+	if err != nil {
+		return nil, err
+	}
+	var out []*config.Network
+	for _, name := range names {
+		if n, ok := cfg.Networks[name]; ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// reconcile prints one line per repair.
+func reconcile(m *vnet.Manager, nets []*config.Network, stdout io.Writer, fail func(error) int) int {
+	n := 0
+	for _, net := range nets {
+		repairs, err := m.Reconcile(net)
+		for _, r := range repairs {
+			fmt.Fprintf(stdout, "network %s: %s\n", net.Name, r)
+		}
+		n += len(repairs)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if n == 0 {
+		fmt.Fprintf(stdout, "nothing to repair (%s)\n", networksCount(len(nets)))
+	}
+	return 0
+}
+
+// watch runs until SIGTERM or SIGINT, logging one line per repair to stderr
+// (the journal, under systemd).
+func watch(inv *invocation, stderr io.Writer, fail func(error) int) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	load := func() (*config.Config, error) { return config.Load(inv.configPath) }
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+	if err := vnet.Watch(ctx, load, logf); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// doctor prints one line per finding, each with what to do; exit 0 when
+// there is none, 1 otherwise.
+func doctor(m *vnet.Manager, nets []*config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	findings := []vnet.Finding{}
+	for _, n := range nets {
+		f, err := m.Doctor(n)
+		if err != nil {
+			return fail(err)
+		}
+		findings = append(findings, f...)
+	}
+	switch {
+	case asJSON:
+		printJSON(stdout, findings)
+	case len(nets) == 0:
+		fmt.Fprintln(stdout, "no network is running")
+	case len(findings) == 0:
+		fmt.Fprintf(stdout, "nothing wrong found (%s)\n", networksCount(len(nets)))
+	}
+	if !asJSON {
+		for _, f := range findings {
+			fmt.Fprintln(stdout, f)
+		}
+	}
+	if len(findings) > 0 {
+		return exitFail
+	}
+	return 0
+}
+
+func networksCount(n int) string {
+	if n == 1 {
+		return "1 network"
+	}
+	return strconv.Itoa(n) + " networks"
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
 var errHelp = errors.New("help")
+
+const operations = "start, stop, restart, status, reconcile, watch or doctor"
 
 // parseArgs follows xend: the operation is the first argument without '=';
 // VAR=VAL arguments may come before or after it.
@@ -154,6 +291,7 @@ func parseArgs(args []string) (*invocation, error) {
 		case strings.Contains(a, "="):
 			k, v, _ := strings.Cut(a, "=")
 			v = unquote(v)
+			inv.overrides = inv.overrides || k != "net"
 			switch k {
 			case "net":
 				inv.net = v
@@ -181,17 +319,20 @@ func parseArgs(args []string) (*invocation, error) {
 			}
 		case inv.op == "":
 			switch a {
-			case "start", "stop", "restart", "status":
+			case "start", "stop", "restart", "status", "reconcile", "watch", "doctor":
 				inv.op = a
 			default:
-				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart or status", a)}
+				return nil, usageError{fmt.Sprintf("unknown operation %q: want %s", a, operations)}
 			}
 		default:
 			return nil, usageError{fmt.Sprintf("unexpected argument %q after %s", a, inv.op)}
 		}
 	}
 	if inv.op == "" {
-		return nil, usageError{"no operation given: want start, stop, restart or status"}
+		return nil, usageError{"no operation given: want " + operations}
+	}
+	if inv.op == "watch" && (inv.net != "" || inv.overrides) {
+		return nil, usageError{"watch takes no variables: it watches every running network"}
 	}
 	if bridge == nil && vifnum != nil {
 		b := "xenbr" + *vifnum

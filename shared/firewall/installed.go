@@ -192,3 +192,41 @@ func (b *nftBackend) forgetNetwork(network string) error {
 	}
 	return b.forget(recNetwork(network))
 }
+
+// forgetVanished removes the port records that speak of tables that do not
+// exist: the guard records of ports guarded in one of tables (bridged or
+// routed), and, with fwd, every published-ports record.
+func (b *nftBackend) forgetVanished(network string, tables []nftPortTable, fwd bool) error {
+	if b.rec == nil {
+		return nil
+	}
+	gone := map[bool]bool{}
+	for _, t := range tables {
+		gone[t.bridged] = true
+	}
+	dirs := map[string]func(name string) bool{
+		recGuardDir(network): func(name string) bool {
+			var r guardRec
+			ok, err := b.rec.Read(name, &r)
+			// An unknown record stays: it makes the kernel be read, which is right anyway.
+			return err == nil && ok && r.Known && gone[r.Bridged]
+		},
+	}
+	if fwd {
+		dirs[recFwdDir(network)] = func(string) bool { return true }
+	}
+	for dir, stale := range dirs {
+		names, err := b.rec.List(dir)
+		if err != nil {
+			return errorf("nftables: network %s: %w", network, err)
+		}
+		for _, n := range names {
+			if stale(dir+"/"+n) {
+				if err := b.forget(dir + "/" + n); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -145,14 +145,22 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	// The network's own kind of port table is created with the network, so
 	// that guarding a guest port is only a change of set elements (netlink,
 	// no nft process) even for the first port.
+	var created []nftPortTable
 	for _, t := range nftPortTables(r.Network) {
 		if t.bridged == (r.Bridge != "") && !slices.ContainsFunc(ports, func(p nftPortTable) bool { return p.name == t.name && p.family == t.family }) {
 			ports = append(ports, t)
+			created = append(created, t)
 		}
 	}
 	nft, err := b.knft()
 	if err != nil {
 		return errorf("%w", err)
+	}
+	// Tables that do not exist hold nothing, whatever the port records say
+	// (a flushed ruleset): those records go, before the tables are created
+	// empty, so that the ports' next EnsurePort (a reconcile) adds everything.
+	if err := b.forgetVanished(r.Network, created, have.fwd == nil); err != nil {
+		return err
 	}
 	if len(have.ports) == 0 && have.fwd == nil {
 		// The network's port tables are created now: its records are complete.

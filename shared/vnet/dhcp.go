@@ -2,7 +2,6 @@ package vnet
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -96,9 +95,6 @@ func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
 		ds.Leases = l
 	} else if err != nil {
 		st.Problems = append(st.Problems, err.Error())
-	}
-	if st.Running && !ds.Running {
-		st.Problems = append(st.Problems, fmt.Sprintf("dnsmasq of network %s is not running (it died?); run start to restart it", n.Name))
 	}
 	st.DHCP = ds
 }

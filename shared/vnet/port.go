@@ -525,12 +525,14 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	if pr.SetUp {
 		errs = append(errs, link.SetDown(pr.Port)) // as Xen's vif scripts do on offline
 	}
+	// The MAC first: IPv6 coming back on derives the port's link-local
+	// address from the MAC it has then.
+	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
+		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
+	}
 	if pr.IPv6Off {
 		_, err := link.SetIPv6(pr.Port, true)
 		errs = append(errs, err)
-	}
-	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
-		errs = append(errs, link.Restore(pr.Port, pr.OldMTU, mac))
 	}
 	return errors.Join(errs...)
 }

@@ -86,17 +86,29 @@ func (m *Manager) lock(network string) (*state.Lock, error) {
 // forwarding and the firewall rules its mode needs. Starting a running network
 // changes nothing; a failed Start undoes its own changes.
 func (m *Manager) Start(n *config.Network) (err error) {
+	_, err = m.start(n, false)
+	return err
+}
+
+// start is Start; with onlyRunning (a reconcile) a network that is not
+// running (stopped meanwhile) is left alone, and ran reports whether it was.
+func (m *Manager) start(n *config.Network, onlyRunning bool) (ran bool, err error) {
 	l, err := m.lock(n.Name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer l.Release()
 
 	var rec record
 	had, err := m.Records.Read(recordName(n.Name), &rec)
-	if err != nil {
-		return err
+	if err != nil || !had && onlyRunning {
+		return false, err
 	}
+	return true, m.startLocked(n, rec, had)
+}
+
+// startLocked is Start with the network's lock held and its record read.
+func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err error) {
 	if !had {
 		rec = record{Network: n.Name, Bridge: n.Bridge, Started: time.Now().UTC()}
 	} else if rec.Bridge != n.Bridge {
@@ -339,7 +351,9 @@ func (m *Manager) Stop(n *config.Network) error {
 		return err
 	}
 	if !had {
-		return nil
+		// A Start killed while writing its first record changed nothing
+		// yet, but may have left that write's temp file.
+		return m.Records.Remove(recordName(n.Name))
 	}
 	if rec.Mode == string(config.ModeBridge) {
 		// Not our bridge: undo only what we did to the ports we attached,
@@ -463,8 +477,8 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 	}
 	if had {
 		st.Bridge, st.Mode, st.Backend, st.CreatedBridge = rec.Bridge, rec.Mode, rec.Backend, rec.CreatedBridge
-		if br == nil && n.Mode != config.ModeRoute {
-			st.Problems = append(st.Problems, "bridge "+rec.Bridge+" is missing (deleted behind our back?); run start again")
+		if st.Problems, err = m.problems(n, &rec); err != nil {
+			return nil, err
 		}
 	}
 	if n.Mode == config.ModeRoute {
@@ -477,7 +491,7 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		st.Running = had && br != nil
 	}
 	if br != nil {
-		if err := m.describeBridge(br, st, &rec, had); err != nil {
+		if err := m.describeBridge(br, st); err != nil {
 			return nil, err
 		}
 	}
@@ -494,20 +508,11 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		if st.Firewall == nil {
 			st.Firewall = []string{}
 		}
-		if had && len(st.Firewall) == 0 {
-			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
-		} else if had && err == nil {
-			problems, err := fw.Check(rulesFor(n))
-			if err != nil {
-				problems = []string{err.Error()}
-			}
-			st.Problems = append(st.Problems, problems...)
-		}
 	}
 	return st, nil
 }
 
-func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had bool) error {
+func (m *Manager) describeBridge(br netlink.Link, st *Status) error {
 	var err error
 	ports, err := link.Ports(br)
 	if err != nil {
@@ -528,13 +533,6 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 	}
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, a.String())
-	}
-	if had {
-		for _, want := range rec.Addresses {
-			if !contains(st.Addresses, want) {
-				st.Problems = append(st.Problems, "address "+want+" is missing from "+rec.Bridge+"; run start again")
-			}
-		}
 	}
 	return nil
 }

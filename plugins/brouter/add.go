@@ -54,15 +54,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "open netns "+args.Netns, err.Error())
 	}
 	defer netns.Close()
-	// The IPAM plugin runs while the veth is made: they do not depend on
-	// each other, and its exec is the slowest step of an ADD.
-	var ipamAdd func() (types.Result, error) // waits for the IPAM plugin's ADD
-	if c.IPAM.Type != "" {
-		ch := make(chan error, 1)
-		var res types.Result
-		go func() { r, err := ipam.ExecAdd(c.IPAM.Type, args.StdinData); res = r; ch <- err }()
-		ipamAdd = sync.OnceValues(func() (types.Result, error) { err := <-ch; return res, err })
-	}
+	ipamAdd := startIPAM(c, args)
 	var port *vnet.OwnedPort
 	defer func() {
 		if err != nil && port != nil {
@@ -78,62 +70,93 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return cniError("record the attachment", err)
 	}
+	r, ends, err := makeVeth(c, args, n, port, netns)
+	if err == nil {
+		err = addresses(c, n, port, ipamAdd, r)
+	}
+	if err != nil {
+		return err
+	}
+	addrs := guestAddrs(r)
+	name := n.Name
+	if n, err = m.GuestNetwork(n, c.request(), adHoc, addrs); err != nil {
+		return cniError("network "+name, err)
+	}
+	addDefaultRoutes(c, n, addrs, r)
+	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r) }); err != nil {
+		return cniError("configure "+args.IfName, err)
+	}
+	p, err := portRequest(c, ends, addrs)
+	if err != nil {
+		return err
+	}
+	if err := port.Attach(n, p); err != nil {
+		return cniError("attach "+port.Name()+" to "+n.Name, err)
+	}
+	return types.PrintResult(r, c.CNIVersion)
+}
+
+// startIPAM runs the IPAM plugin's ADD while the veth is made (they do not
+// depend on each other, and its exec is the slowest step of an ADD), and
+// returns what waits for it; nil without an IPAM plugin.
+func startIPAM(c *netConf, args *skel.CmdArgs) func() (types.Result, error) {
+	if c.IPAM.Type == "" {
+		return nil
+	}
+	ch := make(chan error, 1)
+	var res types.Result
+	go func() { r, err := ipam.ExecAdd(c.IPAM.Type, args.StdinData); res = r; ch <- err }()
+	return sync.OnceValues(func() (types.Result, error) { err := <-ch; return res, err })
+}
+
+// makeVeth makes the port as the host end of the container's veth, and the
+// result with both ends.
+func makeVeth(c *netConf, args *skel.CmdArgs, n *config.Network, port *vnet.OwnedPort, netns ns.NetNS) (*current.Result, link.VethEnds, error) {
 	spec := link.VethSpec{PeerName: args.IfName, PeerMAC: c.mac, PeerNetns: int(netns.Fd()), MTU: n.MTU}
 	if c.MTU != 0 {
 		spec.MTU = c.MTU
 	}
 	ends, err := port.CreateVeth(spec)
 	if errors.Is(err, link.ErrExists) {
-		return types.NewError(types.ErrInternal, "container interface "+args.IfName+" already exists in "+args.Netns, err.Error())
+		return nil, ends, types.NewError(types.ErrInternal, "container interface "+args.IfName+" already exists in "+args.Netns, err.Error())
 	} else if err != nil {
-		return cniError("create the veth", err)
+		return nil, ends, cniError("create the veth", err)
 	}
-	r := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{
+	return &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{
 		{Name: ends.Host.Name, Mac: ends.Host.HardwareAddr.String()},
 		{Name: args.IfName, Mac: ends.Peer.HardwareAddr.String(), Sandbox: args.Netns},
-	}}
+	}}, ends, nil
+}
+
+// addresses puts the container's addresses in r: from brouter's own
+// allocator, or the IPAM plugin's.
+func addresses(c *netConf, n *config.Network, port *vnet.OwnedPort, ipamAdd func() (types.Result, error), r *current.Result) error {
 	if ipamAdd == nil {
-		err = allocate(c, n, port, r)
-	} else if res, ierr := ipamAdd(); ierr != nil {
-		err = ierr
-	} else {
-		err = ipamResult(res, r)
+		return allocate(c, n, port, r)
 	}
+	res, err := ipamAdd()
 	if err != nil {
 		return err
 	}
-	var gws []netip.Prefix
-	for _, ipc := range r.IPs {
-		ones, _ := ipc.Address.Mask.Size()
-		if gw, ok := netip.AddrFromSlice(ipc.Gateway); ok {
-			gws = append(gws, netip.PrefixFrom(gw.Unmap(), ones))
-		}
-		ipc.Interface = current.Int(1)
-	}
-	name := n.Name
-	if n, err = m.GuestNetwork(n, c.request(), adHoc, gws); err != nil {
-		return cniError("network "+name, err)
-	}
-	addDefaultRoutes(c, n, r)
-	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r) }); err != nil {
-		return cniError("configure "+args.IfName, err)
-	}
+	return ipamResult(res, r)
+}
+
+// portRequest is the host end's attachment: the container's MAC and
+// addresses (antispoof unless the config turns it off), its bandwidth and
+// published ports.
+func portRequest(c *netConf, ends link.VethEnds, addrs []vnet.GuestAddr) (vnet.PortRequest, error) {
 	p := vnet.PortRequest{GuestMAC: ends.Peer.HardwareAddr, Antispoof: c.Antispoof == nil || *c.Antispoof, MTU: c.MTU, Hairpin: c.HairpinMode}
 	if b := c.RuntimeConfig.Bandwidth; b != nil && !b.shaping().IsZero() {
 		sh := b.shaping()
 		p.Shaping = &sh
 	}
-	for _, ipc := range r.IPs {
-		a, _ := netip.AddrFromSlice(ipc.Address.IP)
-		p.IPs = append(p.IPs, a.Unmap())
+	for _, a := range addrs {
+		p.IPs = append(p.IPs, a.Prefix.Addr())
 	}
 	if p.Forwards = vnet.ForwardsFor(c.mappings, p.IPs); len(c.mappings) > 0 && len(p.Forwards) == 0 {
-		return types.NewError(types.ErrInvalidNetworkConfig, "portMappings: the container has no address of the mappings' family", "")
+		return p, types.NewError(types.ErrInvalidNetworkConfig, "portMappings: the container has no address of the mappings' family", "")
 	}
-	if err := port.Attach(n, p); err != nil {
-		return cniError("attach "+port.Name()+" to "+n.Name, err)
-	}
-	return types.PrintResult(r, c.CNIVersion)
+	return p, nil
 }
 
 // allocate gives the attachment its addresses from brouter's own allocator
@@ -146,8 +169,8 @@ func allocate(c *netConf, n *config.Network, port *vnet.OwnedPort, r *current.Re
 	} else if err != nil {
 		return cniError("allocate an address on network "+n.Name, err)
 	}
-	for _, p := range got {
-		r.IPs = append(r.IPs, &current.IPConfig{Address: *prefixNet(p), Gateway: vnet.GatewayFor(n, p.Addr()).AsSlice()})
+	for _, a := range got {
+		r.IPs = append(r.IPs, &current.IPConfig{Address: *prefixNet(a.Prefix), Gateway: a.Gateway.AsSlice()})
 	}
 	if dns, domain := vnet.GuestDNS(n); dns.IsValid() {
 		r.DNS.Nameservers, r.DNS.Domain = []string{dns.String()}, domain
@@ -178,10 +201,23 @@ func configure(ifName string, r *current.Result) error {
 	return err
 }
 
-// addDefaultRoutes adds a default route via the address's gateway (the
-// IPAM one, else the network's) when IPAM gave none and isDefaultGateway is
-// not false.
-func addDefaultRoutes(c *netConf, n *config.Network, r *current.Result) {
+// guestAddrs are the result's addresses, in vnet's terms; they are the
+// container interface's (index 1).
+func guestAddrs(r *current.Result) []vnet.GuestAddr {
+	var out []vnet.GuestAddr
+	for _, ipc := range r.IPs {
+		ipc.Interface = current.Int(1)
+		a, _ := netip.AddrFromSlice(ipc.Address.IP)
+		gw, _ := netip.AddrFromSlice(ipc.Gateway)
+		ones, _ := ipc.Address.Mask.Size()
+		out = append(out, vnet.GuestAddr{Prefix: netip.PrefixFrom(a.Unmap(), ones), Gateway: gw.Unmap()})
+	}
+	return out
+}
+
+// addDefaultRoutes adds the default routes vnet gives the guest, unless
+// isDefaultGateway is false.
+func addDefaultRoutes(c *netConf, n *config.Network, addrs []vnet.GuestAddr, r *current.Result) {
 	if c.IsDefaultGateway != nil && !*c.IsDefaultGateway {
 		return
 	}
@@ -191,20 +227,12 @@ func addDefaultRoutes(c *netConf, n *config.Network, r *current.Result) {
 			has[rt.Dst.IP.To4() != nil] = true
 		}
 	}
-	for _, ipc := range r.IPs {
-		a, _ := netip.AddrFromSlice(ipc.Address.IP)
-		gw, _ := netip.AddrFromSlice(ipc.Gateway)
-		if !gw.IsValid() {
-			gw = vnet.GatewayFor(n, a.Unmap())
+	for _, gw := range vnet.DefaultGateways(n, addrs, has[true], has[false]) {
+		dst := netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		if gw.Is4() {
+			dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		}
-		if v4 := a.Unmap().Is4(); gw.IsValid() && !has[v4] {
-			dst := netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-			if v4 {
-				dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-			}
-			r.Routes = append(r.Routes, &types.Route{Dst: *prefixNet(dst), GW: gw.Unmap().AsSlice()})
-			has[v4] = true
-		}
+		r.Routes = append(r.Routes, &types.Route{Dst: *prefixNet(dst), GW: gw.AsSlice()})
 	}
 }
 

@@ -114,10 +114,16 @@ func (o *OwnedPort) CreateVeth(spec link.VethSpec) (link.VethEnds, error) {
 }
 
 // Allocate gives the port addresses from the network's own allocator (see
-// Manager.Allocate); they go with the attachment.
-func (o *OwnedPort) Allocate(n *config.Network, want []netip.Addr) ([]netip.Prefix, error) {
+// Manager.Allocate), with the network's gateway for each; they go with the
+// attachment.
+func (o *OwnedPort) Allocate(n *config.Network, want []netip.Addr) ([]GuestAddr, error) {
 	o.allocated = n.Name
-	return o.m.Allocate(n, o.a.Port, want)
+	got, err := o.m.Allocate(n, o.a.Port, want)
+	var out []GuestAddr
+	for _, p := range got {
+		out = append(out, GuestAddr{Prefix: p, Gateway: GatewayFor(n, p.Addr())})
+	}
+	return out, err
 }
 
 // Attach joins the port to network n (see Manager.Attach; the request's

@@ -61,7 +61,7 @@ func TestOwnedPortLifecycle(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return o1.Attach(n, PortRequest{GuestMAC: ends.Peer.HardwareAddr, IPs: []netip.Addr{got[0].Addr()}})
+		return o1.Attach(n, PortRequest{GuestMAC: ends.Peer.HardwareAddr, IPs: []netip.Addr{got[0].Prefix.Addr()}})
 	})
 	if err != nil {
 		t.Fatal(err)

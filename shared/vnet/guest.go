@@ -109,6 +109,7 @@ func CheckGateways(n *config.Network, gateways []netip.Addr) error {
 // GatewayFor is the network's gateway for a guest address in one of its
 // subnets (invalid: none).
 func GatewayFor(n *config.Network, a netip.Addr) netip.Addr {
+	a = a.Unmap()
 	switch {
 	case a.Is4() && n.Gateway.IsValid() && n.Subnet.Contains(a):
 		return n.Gateway.Addr()
@@ -128,21 +129,52 @@ func GuestDNS(n *config.Network) (server netip.Addr, domain string) {
 	return n.Gateway.Addr(), n.DHCP.Domain
 }
 
-// GuestNetwork is network n (from SelectNetwork) once a guest's gateways
-// are known: an ad-hoc network is built from them (AdHocNetwork) and
-// started; a configured one must have them as its own addresses
-// (CheckGateways).
-func (m *Manager) GuestNetwork(n *config.Network, r NetworkRequest, adHoc bool, gateways []netip.Prefix) (*config.Network, error) {
-	if !adHoc {
-		gws := make([]netip.Addr, len(gateways))
-		for i, p := range gateways {
-			gws[i] = p.Addr()
+// GuestAddr is one of a guest's addresses, with its subnet's length, and
+// the gateway it was given for it (invalid: none).
+type GuestAddr struct {
+	Prefix  netip.Prefix
+	Gateway netip.Addr
+}
+
+// GuestNetwork is network n (from SelectNetwork) once a guest's addresses
+// and gateways are known: an ad-hoc network is built from them
+// (AdHocNetwork) and started; a configured one must have the gateways as
+// its own addresses (CheckGateways).
+func (m *Manager) GuestNetwork(n *config.Network, r NetworkRequest, adHoc bool, addrs []GuestAddr) (*config.Network, error) {
+	var gws []netip.Prefix
+	for _, a := range addrs {
+		if a.Gateway.IsValid() {
+			gws = append(gws, netip.PrefixFrom(a.Gateway, a.Prefix.Bits()))
 		}
-		return n, CheckGateways(n, gws)
 	}
-	n, err := m.AdHocNetwork(r, gateways)
+	if !adHoc {
+		var addrs []netip.Addr
+		for _, p := range gws {
+			addrs = append(addrs, p.Addr())
+		}
+		return n, CheckGateways(n, addrs)
+	}
+	n, err := m.AdHocNetwork(r, gws)
 	if err != nil {
 		return nil, err
 	}
 	return n, m.EnsureStarted(n)
+}
+
+// DefaultGateways are the gateways of the default routes a guest gets: one
+// per family it has an address of, via that address's gateway, else the
+// network's, unless it has a default route of that family already.
+func DefaultGateways(n *config.Network, addrs []GuestAddr, has4, has6 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		gw := a.Gateway
+		if !gw.IsValid() {
+			gw = GatewayFor(n, a.Prefix.Addr())
+		}
+		if v4 := a.Prefix.Addr().Is4(); gw.IsValid() && (v4 && !has4 || !v4 && !has6) {
+			out = append(out, gw)
+			has4, has6 = has4 || v4, has6 || !v4
+		}
+	}
+	return out
 }

@@ -318,7 +318,7 @@ func (c *chain) grow(ctx context.Context, target, j int, progress bool) error {
 // the CPU time (user+sys) their plugin processes used, and, after each
 // pair, the kernel's floor.
 type samples struct {
-	adds, dels, addCPU, delCPU, floorAdds, floorDels []time.Duration
+	adds, dels, addCPU, delCPU, floorAdds, floorDels, floorCPU []time.Duration
 }
 
 // childCPU is the CPU time used so far by this process's waited-for
@@ -352,11 +352,11 @@ func (c *chain) measure(ctx context.Context, n int, fl *floor) (s samples, err e
 			return s, err
 		}
 		s.dels, s.delCPU = append(s.dels, d), append(s.delCPU, childCPU()-cpu)
-		fa, fd, err := fl.once()
+		fa, fd, fc, err := fl.once()
 		if err != nil {
 			return s, err
 		}
-		s.floorAdds, s.floorDels = append(s.floorAdds, fa), append(s.floorDels, fd)
+		s.floorAdds, s.floorDels, s.floorCPU = append(s.floorAdds, fa), append(s.floorDels, fd), append(s.floorCPU, fc)
 	}
 	return s, nil
 }
@@ -474,7 +474,7 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 	if err := step(fmt.Sprintf("ADD+DEL x%d @10", o.n), func() error {
 		s, err := c.measure(ctx, o.n, fl)
 		r.Add10, r.Del10, r.Floor10, r.FloorDel10 = s.adds, s.dels, s.floorAdds, s.floorDels
-		r.AddCPU10, r.DelCPU10 = s.addCPU, s.delCPU
+		r.AddCPU10, r.DelCPU10, r.FloorCPU10 = s.addCPU, s.delCPU, s.floorCPU
 		return err
 	}); err != nil {
 		return err
@@ -497,7 +497,7 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 	return step(fmt.Sprintf("ADD+DEL x%d @%d", o.n, o.big), func() error {
 		s, err := c.measure(ctx, o.n, fl)
 		r.AddBig, r.DelBig, r.FloorBig, r.FloorDelBig = s.adds, s.dels, s.floorAdds, s.floorDels
-		r.AddCPUBig, r.DelCPUBig = s.addCPU, s.delCPU
+		r.AddCPUBig, r.DelCPUBig, r.FloorCPUBig = s.addCPU, s.delCPU, s.floorCPU
 		return err
 	})
 }

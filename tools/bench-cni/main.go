@@ -76,17 +76,18 @@ type Result struct {
 	Add10, Del10, AddBig, DelBig []time.Duration
 	// CPU time (user+sys) of the plugin processes of each of them.
 	AddCPU10, DelCPU10, AddCPUBig, DelCPUBig []time.Duration
-	// The kernel's floor next to them (floor.go): veth create+enslave, delete.
-	Floor10, FloorDel10, FloorBig, FloorDelBig []time.Duration
-	ParAdd, ParDel                             []time.Duration // individual latencies in the parallel step
-	ParWall, ParDelWall                        time.Duration
-	Nft0, Ipt0                                 int
-	Nft10, Ipt10                               int
-	NftBig, IptBig                             int
-	Live                                       int // attachments when the inner process ended
-	Namespaces                                 int // container namespaces created
-	Phases                                     []Phase
-	Err                                        string
+	// The kernel's floor next to them (floor.go): veth create+enslave, delete,
+	// and the CPU time of create+enslave.
+	Floor10, FloorDel10, FloorBig, FloorDelBig, FloorCPU10, FloorCPUBig []time.Duration
+	ParAdd, ParDel                                                      []time.Duration // individual latencies in the parallel step
+	ParWall, ParDelWall                                                 time.Duration
+	Nft0, Ipt0                                                          int
+	Nft10, Ipt10                                                        int
+	NftBig, IptBig                                                      int
+	Live                                                                int // attachments when the inner process ended
+	Namespaces                                                          int // container namespaces created
+	Phases                                                              []Phase
+	Err                                                                 string
 }
 
 func main() {

@@ -63,6 +63,8 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 		row("  kernel floor: veth delete @10", r.FloorDel10)
 		row(fmt.Sprintf("  kernel floor: veth create+enslave @%d", o.big), r.FloorBig)
 		row(fmt.Sprintf("  kernel floor: veth delete @%d", o.big), r.FloorDelBig)
+		row("  kernel floor: CPU of create+enslave @10", r.FloorCPU10)
+		row(fmt.Sprintf("  kernel floor: CPU of create+enslave @%d", o.big), r.FloorCPUBig)
 		row(fmt.Sprintf("%d ADDs x%d parallel: each", o.par, o.parDeg), r.ParAdd)
 		wall(fmt.Sprintf("%d ADDs x%d parallel: wall", o.par, o.parDeg), r.ParWall)
 		row(fmt.Sprintf("%d DELs x%d parallel: each", o.par, o.parDeg), r.ParDel)
@@ -183,11 +185,11 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 		if r := res[name]; r != nil {
 			growth(name, "ADD", o.big, r.Add10, r.AddBig, r.Floor10, r.FloorBig, name == "brouter")
 			growth(name, "DEL", o.big, r.Del10, r.DelBig, r.FloorDel10, r.FloorDelBig, false)
-			if len(r.AddCPU10) > 0 && len(r.AddCPUBig) > 0 {
-				fmt.Printf("%-40s ADD %+.2fms (%.3f), DEL %+.2fms (%.3f) p50 @%d vs @10; the kernel floor's latency: create+enslave %+.2fms, delete %+.2fms\n",
-					name+" growth, CPU and ms:", msDiff(r.AddCPUBig, r.AddCPU10), float64(pct(r.AddCPUBig, 0.5))/float64(pct(r.AddCPU10, 0.5)),
-					msDiff(r.DelCPUBig, r.DelCPU10), float64(pct(r.DelCPUBig, 0.5))/float64(pct(r.DelCPU10, 0.5)), o.big,
-					msDiff(r.FloorBig, r.Floor10), msDiff(r.FloorDelBig, r.FloorDel10))
+			if len(r.AddCPU10) > 0 && len(r.AddCPUBig) > 0 && len(r.FloorCPU10) > 0 && len(r.FloorCPUBig) > 0 {
+				fmt.Printf("%-40s ADD %+.2fms (x%.3f), DEL %+.2fms (x%.3f) p50 @%d vs @10; kernel floor create+enslave %+.2fms (x%.3f)\n",
+					name+" CPU growth:", msDiff(r.AddCPUBig, r.AddCPU10), p50Ratio(r.AddCPUBig, r.AddCPU10),
+					msDiff(r.DelCPUBig, r.DelCPU10), p50Ratio(r.DelCPUBig, r.DelCPU10), o.big,
+					msDiff(r.FloorCPUBig, r.FloorCPU10), p50Ratio(r.FloorCPUBig, r.FloorCPU10))
 			}
 		}
 	}
@@ -243,3 +245,6 @@ func growth(chain, op string, big int, at10, atBig, floor10, floorBig []time.Dur
 func msDiff(a, b []time.Duration) float64 {
 	return float64(pct(a, 0.5)-pct(b, 0.5)) / float64(time.Millisecond)
 }
+
+// p50Ratio is the quotient of two p50s.
+func p50Ratio(a, b []time.Duration) float64 { return float64(pct(a, 0.5)) / float64(pct(b, 0.5)) }

@@ -5,10 +5,11 @@
 //
 //	go run ./tools/bench-cni [-n 30] [-big 1000] [-par 50] [-j 10] [-grow-j 1] [-bin ./bin]
 //
-// It measures ADD and DEL latency (p50/p90) of one container with 10 and
-// with -big existing attachments, next to the kernel's own cost of creating,
-// enslaving and deleting a veth at the same moments (the floor), -par ADDs (and DELs) with -j in parallel,
-// and counts the firewall rules in dom0. The reference plugins are built
+// It measures ADD and DEL latency (p50/p90) and the plugins' CPU time of one
+// container with 10 and with -big existing attachments (alternately, in two
+// dom0s: twin.go), next to the kernel's own cost of creating, enslaving and
+// deleting a veth at the same moments (the floor: floor.go), -par ADDs (and
+// DELs) with -j in parallel, and counts the firewall rules in dom0. The reference plugins are built
 // from the module proxy at bench time (never committed).
 //
 // Layout: the outer process builds the plugins and, for each chain, creates

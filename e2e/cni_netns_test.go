@@ -52,7 +52,7 @@ func TestCNIHostNetnsRefused(t *testing.T) {
 	dump := func() string { return cw.robustDump(t, dataDir, ctr, busy) }
 	before := dump()
 
-	del := func(what, id, netns string) {
+	del := func(what, id, netns, stdin string) {
 		t.Helper()
 		for _, ns := range []string{netns, ""} {
 			if code, out := cw.plugin(stdin, cniPluginEnv("DEL", id, ns)...); code != 0 {
@@ -81,13 +81,16 @@ func TestCNIHostNetnsRefused(t *testing.T) {
 			t.Errorf("ADD with CNI_NETNS=%s changed the host (- before, + after):\n%s", netns, d)
 			before = dump()
 		}
-		del("CNI_NETNS="+netns, id, netns)
+		del("CNI_NETNS="+netns, id, netns, stdin)
 	}
 
 	noIPAM := strings.Replace(stdin, `"type":"host-local"`, `"type":"no-such-ipam"`, 1)
 	if noIPAM == stdin {
 		t.Fatalf("no host-local IPAM in %s", stdin)
 	}
+	// DEL gets the ADD's config, except after the ADD whose IPAM plugin is
+	// missing: that DEL fails too, as it cannot release anything, until the
+	// plugin is there (here: the config that names one that is).
 	for _, c := range []struct {
 		what, netns, stdin string
 	}{
@@ -106,7 +109,7 @@ func TestCNIHostNetnsRefused(t *testing.T) {
 		} else {
 			t.Logf("%s: code %d: %s", c.what, ec, msg)
 		}
-		del(c.what, id, c.netns)
+		del(c.what, id, c.netns, stdin)
 	}
 
 	// The control: the container's own namespace works, and DEL restores.
@@ -117,5 +120,5 @@ func TestCNIHostNetnsRefused(t *testing.T) {
 		t.Errorf("control ADD: container eth0 has no address: %s", out)
 	}
 	mustPing(t, ctr, "ctr", gatewayIP)
-	del("control", "control", ctr.Path())
+	del("control", "control", ctr.Path(), stdin)
 }

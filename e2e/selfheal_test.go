@@ -19,11 +19,12 @@ import (
 // before the test calls it a failure, and the time it took is logged.
 const healDeadline = 8 * time.Second
 
-// TestSelfHealing: with guests attached (a guarded one through qemu-ifup, a
-// container publishing a port) and `network-virtual watch` running, a
-// flushed ruleset (and, with iptables, flushed filter and nat tables) is
-// repaired without any command: the guest reaches the outside, the
-// published port answers and a spoofed packet is dropped again; a port whose
+// TestSelfHealing: with guests attached (a guarded VM through qemu-ifup with
+// a [[network.lab.forward]] to it, a container publishing a port) and
+// `network-virtual watch` running, a flushed ruleset (and, with iptables,
+// flushed filter and nat tables) is repaired without any command: the guest
+// reaches the outside, the forward and the published port answer and a
+// spoofed packet is dropped again; a port whose
 // device disappears without a detach loses its record and its antispoof
 // entries. `reconcile` on an intact network changes nothing. At the end dom0
 // is as it was before the network started.
@@ -43,6 +44,11 @@ firewall = %q
 name = "vg1"
 mac = "00:16:3e:00:00:11"
 ips = ["10.98.98.11"]
+[[network.lab.forward]]
+proto = "tcp"
+host_port = "2222"
+guest = "10.98.98.11"
+guest_port = "22"
 [[network.lab.port]]
 name = "tap-k*"
 mac = "00:16:3e:00:00:30"
@@ -70,6 +76,7 @@ ips = ["10.98.98.30"]
 		t.Fatalf("ADD: %v", err)
 	}
 	serveName(t, ctr, 80, "ctr")
+	serveName(t, g.ns, 22, "vm")
 
 	// A spoofed echo request that gets out reaches the outside host, NATed
 	// or not (with the NAT rules flushed too, it arrives with its forged
@@ -85,6 +92,9 @@ ips = ["10.98.98.30"]
 		}
 		if got, err := askWithin(cw.outside, uplinkDom0+":8080", 300*time.Millisecond); err != nil || !strings.HasPrefix(got, "ctr ") {
 			return false, fmt.Sprintf("the published port does not answer (%q, %v)", got, err)
+		}
+		if got, err := askWithin(cw.outside, uplinkDom0+":2222", 300*time.Millisecond); err != nil || !strings.HasPrefix(got, "vm ") {
+			return false, fmt.Sprintf("the forward to the VM does not answer (%q, %v)", got, err)
 		}
 		if spoofed() {
 			return false, "a spoofed packet gets through"

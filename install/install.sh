@@ -6,12 +6,13 @@
 #   BINDIR=    where `make build` put the binaries (default: bin)
 #
 # Layout (paths below are inside $DESTDIR):
-#   $PREFIX/lib/brouter/<program>         every built program
+#   $PREFIX/lib/brouter/<program>         every built program (brouter-wg: found next to network-virtual)
 #   $PREFIX/sbin/network-virtual          -> ../lib/brouter/network-virtual (for admins)
 #   /etc/xen/scripts/network-virtual      -> $PREFIX/lib/brouter/network-virtual   (xend network-script)
 #   /etc/xen/scripts/vif-brouter          -> $PREFIX/lib/brouter/vif-brouter       (if built)
 #   /etc/qemu-ifup, /etc/qemu-ifdown      -> $PREFIX/lib/brouter/qemu-if{up,down}  (if built)
 #   /opt/cni/bin/brouter                  copy of the CNI plugin                   (if built)
+#   $PREFIX/lib/brouter/bridge-helper     QEMU's bridge helper, setuid root (mode 4755) (if built)
 #   /lib/systemd/system/brouter-network@.service
 #   /lib/systemd/system/brouter-watch.service   enabled (network-virtual watch)
 #   /etc/brouter/brouter.toml             only if absent (never overwrites a host's config)
@@ -61,13 +62,26 @@ link() {
 # 1. Programs: the suite's own (hooks/ and plugins/), not the test tools the demo builds
 #    into the same directory (xenstored-double, qemu-guest).
 install -d -m 0755 "$DESTDIR$LIBDIR"
-for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter; do
+for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter brouter-wg; do
 	f=$BINDIR/$name
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	install -m 0755 "$f" "$DESTDIR$LIBDIR/"
 	log "$LIBDIR/$name"
 done
 link "../lib/brouter/network-virtual" "$PREFIX/sbin/network-virtual"
+
+# The bridge helper is run by unprivileged users (QEMU's -netdev bridge,helper=): setuid
+# root, since it keeps root's records under run_dir; it drops every capability but
+# NET_ADMIN, NET_RAW, KILL and BPF at once (file capabilities alone cannot do: README).
+if [ -x "$BINDIR/bridge-helper" ]; then
+	if [ "$(id -u)" -eq 0 ]; then
+		install -o root -g root -m 4755 "$BINDIR/bridge-helper" "$DESTDIR$LIBDIR/bridge-helper"
+		log "$LIBDIR/bridge-helper (setuid root)"
+	else
+		install -m 0755 "$BINDIR/bridge-helper" "$DESTDIR$LIBDIR/bridge-helper"
+		log "warning: $LIBDIR/bridge-helper is not setuid root (not installing as root); as root: chown root:root $LIBDIR/bridge-helper && chmod 4755 $LIBDIR/bridge-helper"
+	fi
+fi
 
 # 2. Where the callers look.
 link "$LIBDIR/network-virtual" /etc/xen/scripts/network-virtual

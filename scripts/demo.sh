@@ -13,6 +13,9 @@
 #                                          (no IPv4 route back to 10.98.98.0/24: replies only
 #                                           arrive thanks to NAT; IPv6 is routed, not NATed)
 #
+# Last, a second host: dom0 --ul0 198.51.100.1/24 -- 198.51.100.2/24 eth0-- host2, each with a
+# network "span" (brspan, 10.77.0.1/24) joined by a VXLAN overlay, and a guest behind each.
+#
 # Usage (as root, after `make build`):  scripts/demo.sh      or simply:  make demo
 # Env: BINDIR (default: bin) — where the built programs are.
 set -Eeuo pipefail
@@ -98,7 +101,10 @@ in_dom0() { ip netns exec "$DOM0" "$@"; }
 export BROUTER_CONFIG=$TMP/brouter.toml
 export BROUTER_RUN_DIR=$TMP/run
 export BROUTER_STATE_DIR=$TMP/state
-cat >"$BROUTER_CONFIG" <<'TOML'
+# run_dir and state_dir are in the config too: the setuid bridge helper takes nothing from
+# the environment of the unprivileged user who runs it.
+printf 'run_dir = "%s"\nstate_dir = "%s"\n' "$BROUTER_RUN_DIR" "$BROUTER_STATE_DIR" >"$BROUTER_CONFIG"
+cat >>"$BROUTER_CONFIG" <<'TOML'
 default_network = "demo"
 
 [network.demo]
@@ -106,6 +112,7 @@ bridge = "brdemo0"
 address = "10.98.98.1/24"
 address6 = "fd00:98::1/64"
 mode = "nat"
+allow_users = ["nobody"]  # who may attach guests through the bridge helper (root always may)
 
 [network.demo.dhcp]
 domain = "demo.internal"
@@ -337,6 +344,49 @@ else
 fi
 
 # =======================================================================================
+section "bridge-helper: an unprivileged user's QEMU guest joins the same network"
+# =======================================================================================
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+if command -v qemu-system-x86_64 >/dev/null && [ -x "$BINDIR/qemu-guest" ] && [ -x "$GO" ] && command -v setpriv >/dev/null; then
+	# make install puts the helper in $PREFIX/lib/brouter, setuid root, reading
+	# /etc/brouter/brouter.toml; the demo's copy reads the demo's config instead.
+	mkdir -m 755 "$TMP/helper"
+	(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-X main.hostConfig=$BROUTER_CONFIG" \
+		-o "$TMP/helper/bridge-helper" ./hooks/bridge-helper)
+	chmod 4755 "$TMP/helper/bridge-helper"
+	run ls -l "$TMP/helper/bridge-helper"
+	AS_NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mapfile -t QEMU_ARGS < <("$BINDIR/qemu-guest" -bridge brdemo0 -helper "$TMP/helper/bridge-helper" \
+		-mac 00:16:3e:00:00:31 -append "brtest.ping=10.98.98.1,192.0.2.2")
+
+	step "a user the network does not allow (uid 65533): the helper refuses, QEMU does not start"
+	printf '$ ip netns exec %s setpriv --reuid=65533 ... %s\n' "$DOM0" "${QEMU_ARGS[*]}"
+	if timeout 60 ip netns exec "$DOM0" setpriv --reuid=65533 --regid=65533 --clear-groups "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-denied.log" 2>&1; then
+		fail "QEMU started for a user the network does not allow"
+	fi
+	grep '^bridge-helper: ' "$TMP/qemu-denied.log" | sed 's/^/    /'
+	grep -q 'may not attach guests to network demo' "$TMP/qemu-denied.log" || fail "no refusal from the bridge helper (log above)"
+	ok "refused, with the network, the user and where to allow it"
+
+	step "nobody (allow_users = [\"nobody\"]) runs QEMU with -netdev bridge,br=brdemo0,helper=..."
+	printf '$ ip netns exec %s %s %s\n' "$DOM0" "${AS_NOBODY[*]}" "${QEMU_ARGS[*]}"
+	if timeout 120 ip netns exec "$DOM0" "${AS_NOBODY[@]}" "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-user.log" 2>&1; then
+		grep '^BRTEST' "$TMP/qemu-user.log" | sed 's/^/    /'
+		grep -q '^BRTEST ping 192.0.2.2 ok' "$TMP/qemu-user.log" || fail "nobody's guest could not reach the outside host"
+		ok "nobody's guest: a tap named after its uid (tap65534.0), DHCP lease, gateway and outside (NAT) reached"
+	else
+		tail -20 "$TMP/qemu-user.log" >&2
+		fail "nobody's QEMU guest failed (console above)"
+	fi
+	step "the tap went with QEMU (no downscript); reconcile removes what is left of it"
+	run ip netns exec "$DOM0" "$NV" reconcile net=demo
+	[ -e "$BROUTER_RUN_DIR/ports/demo/tap65534.0.json" ] && fail "tap65534.0's record is still there after reconcile"
+	ok "nothing left of tap65534.0"
+else
+	echo "(qemu-system-x86_64, setpriv or go missing: skipping the unprivileged guest)"
+fi
+
+# =======================================================================================
 section "CNI: a container joins the same network"
 # =======================================================================================
 # What containerd or CRI-O do: run /opt/cni/bin/brouter with CNI_* in the environment and the
@@ -471,3 +521,68 @@ else
 fi
 echo "(IP forwarding, once enabled, stays on: net.ipv4.ip_forward=$(in_dom0 sysctl -n net.ipv4.ip_forward)," \
 	"net.ipv6.conf.all.forwarding=$(in_dom0 sysctl -n net.ipv6.conf.all.forwarding))"
+
+# =======================================================================================
+section "A second host: one network over two hosts (VXLAN overlay)"
+# =======================================================================================
+# dom0 and host2 are joined by an underlay link (198.51.100.0/24); each runs
+# network-virtual with its own config, the same VNI and the other as its peer. A guest
+# behind each host's bridge (attached by qemu-ifup) reaches the other across the tunnel.
+HOST2=brdemo-h2-$$
+GUEST3=brdemo-g3-$$
+GUEST4=brdemo-g4-$$
+mkns "$HOST2"; mkns "$GUEST3"; mkns "$GUEST4"
+ip -n "$DOM0" link add ul0 type veth peer name eth0 netns "$HOST2"
+ip -n "$DOM0" addr add 198.51.100.1/24 dev ul0
+ip -n "$HOST2" addr add 198.51.100.2/24 dev eth0
+ip -n "$DOM0" link set ul0 up
+ip -n "$HOST2" link set eth0 up
+n=2
+for pair in "$DOM0:$GUEST3" "$HOST2:$GUEST4"; do
+	n=$((n + 1))
+	h=${pair%%:*} g=${pair##*:}
+	ip -n "$g" link add eth0 type veth peer name "vq$n" netns "$h"
+	ip -n "$g" addr add "10.77.0.1$n/24" dev eth0
+	ip -n "$g" link set eth0 up mtu 1450
+done
+mkdir -p "$TMP/h2/run" "$TMP/h2/state"
+span_config() { # FILE PEER
+	cat >"$1" <<TOML
+[network.span]
+bridge = "brspan"
+address = "10.77.0.1/24"
+
+[network.span.overlay]
+vni = 4242
+peers = ["$2"]
+TOML
+}
+span_config "$TMP/span1.toml" 198.51.100.2
+span_config "$TMP/span2.toml" 198.51.100.1
+echo "dom0's config ($TMP/span1.toml; host2's names 198.51.100.1 as its peer):"; sed 's/^/    /' "$TMP/span1.toml"
+on_dom0()  { BROUTER_CONFIG=$TMP/span1.toml ip netns exec "$DOM0" "$@"; }
+on_host2() { BROUTER_CONFIG=$TMP/span2.toml BROUTER_RUN_DIR=$TMP/h2/run BROUTER_STATE_DIR=$TMP/h2/state ip netns exec "$HOST2" "$@"; }
+snapshot "$TMP/before-span"
+step "start on both hosts, attach a guest on each (qemu-ifup)"
+run on_dom0 "$NV" start net=span
+run on_host2 "$NV" start net=span
+on_dom0 "$BINDIR/qemu-ifup" vq3 brspan
+on_host2 "$BINDIR/qemu-ifup" vq4 brspan
+run ip -n "$DOM0" -d link show vx-span
+run ip netns exec "$DOM0" bridge fdb show dev vx-span
+step "guest3 (behind dom0) pings guest4 (behind host2) across the tunnel, 1400 bytes with DF"
+run ip netns exec "$GUEST3" ping -c 2 -W 2 -M do -s 1372 10.77.0.14
+ok "one L2 segment across two hosts (MTU $(ip netns exec "$DOM0" cat /sys/class/net/brspan/mtu): the underlay's 1500 minus VXLAN's 50)"
+step "status on dom0"
+run on_dom0 "$NV" status net=span
+step "stop on both hosts"
+on_dom0 "$BINDIR/qemu-ifup" --down vq3
+on_host2 "$BINDIR/qemu-ifup" --down vq4
+run on_dom0 "$NV" stop net=span
+run on_host2 "$NV" stop net=span
+snapshot "$TMP/after-span"
+if diff -u "$TMP/before-span" "$TMP/after-span"; then
+	ok "no link, address, route or firewall rule of the overlay left behind in dom0"
+else
+	fail "network-virtual stop left changes of the overlay behind (diff above)"
+fi

@@ -112,7 +112,7 @@ func startIPAM(c *netConf, args *skel.CmdArgs) func() (types.Result, error) {
 // makeVeth makes the port as the host end of the container's veth, and the
 // result with both ends.
 func makeVeth(c *netConf, args *skel.CmdArgs, n *config.Network, port *vnet.OwnedPort, netns ns.NetNS) (*current.Result, link.VethEnds, error) {
-	spec := link.VethSpec{PeerName: args.IfName, PeerMAC: c.mac, PeerNetns: int(netns.Fd()), MTU: n.MTU}
+	spec := link.VethSpec{PeerName: args.IfName, PeerMAC: c.mac, PeerNetns: int(netns.Fd()), MTU: vnet.GuestMTU(n)}
 	if c.MTU != 0 {
 		spec.MTU = c.MTU
 	}

@@ -120,6 +120,15 @@ type Network struct {
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Policy: isolation, host access, reach, forwards, incoming and
+	// outgoing rules (policy.go).
+	Policy Policy
+	// Overlay: the network spans hosts (overlay.go); nil when it does not.
+	Overlay *Overlay
+	// AllowUsers and AllowGroups: who besides root may attach guests
+	// through the bridge helper (names or numeric ids; see access.go).
+	AllowUsers  []Principal
+	AllowGroups []Principal
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -159,10 +168,16 @@ type NetworkSpec struct {
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
 
+	AllowUsers  []Principal `toml:"allow_users"`
+	AllowGroups []Principal `toml:"allow_groups"`
+
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+	Overlay *OverlaySpec   `toml:"overlay"`
+
+	PolicySpec // isolate_guests, host_access, reach, forward, incoming, outgoing (policy.go)
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -251,6 +266,12 @@ func Parse(data []byte, path string) (*Config, error) {
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
 	}
+	if err := validatePolicies(c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
+	if err := checkOverlays(c.Networks); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
 	if c.DefaultNetwork != "" {
 		if _, ok := c.Networks[c.DefaultNetwork]; !ok {
 			return nil, fmt.Errorf("config: %s: default_network = %q: no [network.%s] table (have: %s)", where, c.DefaultNetwork, c.DefaultNetwork, strings.Join(names, ", "))
@@ -274,7 +295,7 @@ func ValidNetworkName(name string) error {
 
 // reservedNames are run_dir entries of brouter's own; a network's own
 // directory (run_dir/NAME, for its DHCP server) must not collide with them.
-var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
+var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true, "forwards": true, "hostports": true}
 
 // Validate checks a spec and fills in defaults; name is the [network.NAME] key.
 func (s *NetworkSpec) Validate(name string) (*Network, error) {
@@ -390,6 +411,18 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, err
 	}
 	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+		return nil, err
+	}
+	if n.Policy, err = s.PolicySpec.validate(key, n); err != nil {
+		return nil, err
+	}
+	if n.Overlay, err = s.Overlay.validate("network."+name+".overlay", n, s.MTU); err != nil {
+		return nil, err
+	}
+	if n.AllowUsers, err = validatePrincipals(key("allow_users"), s.AllowUsers); err != nil {
+		return nil, err
+	}
+	if n.AllowGroups, err = validatePrincipals(key("allow_groups"), s.AllowGroups); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {

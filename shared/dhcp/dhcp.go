@@ -72,6 +72,10 @@ type Spec struct {
 	// User dnsmasq runs as after startup. "": "dnsmasq" if that account
 	// exists (dnsmasq-base creates it), else "nobody".
 	User string
+
+	// MTU handed out (DHCP option 26) when not 0: the interface MTU of
+	// guests on a network whose frames cross a tunnel.
+	MTU int
 }
 
 // DefaultLeaseTime is the lease time when Spec.LeaseTime is 0.
@@ -184,6 +188,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Bridge == "lo" {
 		return fail("bridge %q: not loopback", s.Bridge)
+	}
+	if s.MTU != 0 && (s.MTU < 68 || s.MTU > 65535) {
+		return fail("MTU %d: want 68..65535", s.MTU)
 	}
 	sub, err := newSubnet(s.Gateway)
 	if err != nil {
@@ -330,6 +337,9 @@ func (s *Spec) Config() (string, error) {
 	line("dhcp-range=%s,%s,%s,%d", s.RangeStart, s.RangeEnd, sub.netmask(), int64(lease/time.Second))
 	line("dhcp-option=option:router,%s", gw)
 	line("dhcp-option=option:dns-server,%s", gw)
+	if s.MTU != 0 {
+		line("dhcp-option=option:mtu,%d", s.MTU)
+	}
 	line("dhcp-authoritative")
 	line("dhcp-no-override")
 	line("dhcp-leasefile=%s", filepath.Join(s.StateDir, LeaseFile))

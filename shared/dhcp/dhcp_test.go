@@ -107,10 +107,14 @@ func TestConfigMinimal(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", l, conf)
 		}
 	}
-	for _, l := range []string{"no-resolv", "server=", "domain=", "local=", "expand-hosts", "host-record=", "dhcp-host="} {
+	for _, l := range []string{"no-resolv", "server=", "domain=", "local=", "expand-hosts", "host-record=", "dhcp-host=", "option:mtu"} {
 		if strings.Contains(conf, l) {
 			t.Errorf("config has %q:\n%s", l, conf)
 		}
+	}
+	s.MTU = 1450 // a network spanning hosts: guests learn the tunnel's MTU
+	if conf, err := s.Config(); err != nil || !strings.Contains(conf, "dhcp-option=option:mtu,1450\n") {
+		t.Errorf("MTU 1450: %v\n%s", err, conf)
 	}
 }
 
@@ -124,6 +128,7 @@ func TestValidate(t *testing.T) {
 		{"network too long", func(s *Spec) { s.Network = "abcdefghijklmnop" }, "invalid network name"},
 		{"bridge newline", func(s *Spec) { s.Bridge = "br0\nuser=root" }, "bridge"},
 		{"bridge lo", func(s *Spec) { s.Bridge = "lo" }, "bridge"},
+		{"mtu", func(s *Spec) { s.MTU = 67 }, "MTU 67"},
 		{"bridge long", func(s *Spec) { s.Bridge = "abcdefghijklmnop" }, "bridge"},
 		{"no gateway", func(s *Spec) { s.Gateway = netip.Prefix{} }, "gateway"},
 		{"ipv6 gateway", func(s *Spec) { s.Gateway = netip.MustParsePrefix("2001:db8::1/64") }, "IPv4"},

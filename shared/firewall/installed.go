@@ -221,7 +221,7 @@ func (b *nftBackend) forgetVanished(network string, tables []nftPortTable, fwd b
 			return errorf("nftables: network %s: %w", network, err)
 		}
 		for _, n := range names {
-			if stale(dir+"/"+n) {
+			if stale(dir + "/" + n) {
 				if err := b.forget(dir + "/" + n); err != nil {
 					return err
 				}

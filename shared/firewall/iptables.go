@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -36,6 +37,18 @@ func fwdChain(network string) string { return "BR-FWD-" + network }
 func natChain(network string) string { return "BR-NAT-" + network }
 func inChain(network string) string  { return "BR-IN-" + network }
 func preChain(network string) string { return "BR-PRE-" + network }
+func outChain(network string) string { return "BR-OUT-" + network } // the outgoing filter
+func incChain(network string) string { return "BR-INC-" + network } // the incoming filter
+
+// iptJumpTarget is the iptables chain of a non-base chain role of network.
+func iptJumpTarget(role, network string) string {
+	for _, r := range iptRoles {
+		if r.role == role {
+			return r.name(network)
+		}
+	}
+	return "BR-UNKNOWN-" + role // not a role of the plan: iptables-restore refuses it
+}
 
 // iptRole is where a chain role of the plan lives in iptables.
 type iptRole struct {
@@ -45,12 +58,31 @@ type iptRole struct {
 }
 
 // iptRoles are the plan's chain roles (rules.go) in iptables. The forward
-// chain is also jumped from DOCKER-USER on Docker hosts (forwardHooks).
+// chain is also jumped from DOCKER-USER on Docker hosts (forwardHooks). The
+// policy's filters (no hook) are jumped from the forward chain, which is
+// removed before them.
 var iptRoles = []iptRole{
 	{chainForward, "filter", fwdChain, builtinFwd},
 	{chainInput, "filter", inChain, builtinIn},
 	{chainPostrouting, "nat", natChain, builtinPost},
 	{chainPrerouting, "raw", preChain, builtinPre},
+	{chainOutgoing, "filter", outChain, ""},
+	{chainIncoming, "filter", incChain, ""},
+}
+
+// jumpedTo reports whether a rule of the plan jumps to the chain role: the
+// chain must exist in every family then, if only empty (a filter whose
+// rules are all of the other family).
+func jumpedTo(rules []rule, role string) bool {
+	return slices.ContainsFunc(rules, func(r rule) bool { return r.verdict == jump && r.jump == role })
+}
+
+// hooks is where the role's chain is jumped from (none for a filter's).
+func (r iptRole) hooks() []string {
+	if r.hook == "" {
+		return nil
+	}
+	return []string{r.hook}
 }
 
 // skipRemoval: ip6tables-nft creates an empty nat table merely by listing
@@ -104,7 +136,13 @@ func (f *iptFamily) apply(chains ...ourChain) error {
 				fmt.Fprintf(&in, "*%s\n", table)
 				open = true
 			}
+			// Declared before any rule, so that a rule may jump to a chain listed after its own.
 			fmt.Fprintf(&in, ":%s - [0:0]\n", c.name)
+		}
+		for _, c := range chains {
+			if c.table != table {
+				continue
+			}
 			for _, r := range c.rules {
 				// Every token is a validated name, a prefix or a constant: no quoting needed.
 				fmt.Fprintf(&in, "-A %s %s\n", c.name, strings.Join(r, " "))
@@ -187,7 +225,7 @@ func (f *iptFamily) removeChains(network string) error {
 		if f.skipRemoval(r) {
 			continue
 		}
-		if err := f.removeChain(r.table, r.name(network), r.hook, dockerUser); err != nil {
+		if err := f.removeChain(r.table, r.name(network), append(r.hooks(), dockerUser)...); err != nil {
 			return err
 		}
 	}
@@ -245,12 +283,12 @@ func (f *iptFamily) list(network string) ([]string, error) {
 	return out, nil
 }
 
-// specs renders the plan's rules of one chain role for this family.
-func (f *iptFamily) specs(rules []rule, chain string, acceptOnly bool) [][]string {
+// specs renders the plan's rules of one chain role of network for this family.
+func (f *iptFamily) specs(network string, rules []rule, chain string, acceptOnly bool) [][]string {
 	var out [][]string
 	for _, r := range rules {
 		if r.chain == chain && (!acceptOnly || r.verdict == accept) {
-			out = append(out, iptRules(r, f.family)...)
+			out = append(out, iptRules(r, f.family, network)...)
 		}
 	}
 	return out
@@ -303,12 +341,12 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 		var chains []ourChain
 		var unused []iptRole
 		for _, role := range iptRoles {
-			specs := f.specs(rules, role.role, false)
+			specs := f.specs(r.Network, rules, role.role, false)
 			switch {
 			case role.role == chainForward: // always: it holds the network's policy
 				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: from})
-			case len(specs) > 0:
-				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: []string{role.hook}})
+			case len(specs) > 0 || jumpedTo(rules, role.role):
+				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: role.hooks()})
 			case !f.skipRemoval(role):
 				unused = append(unused, role)
 			}
@@ -317,17 +355,26 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		}
 		for _, role := range unused {
-			if err := f.removeChain(role.table, role.name(r.Network), role.hook); err != nil {
+			if err := f.removeChain(role.table, role.name(r.Network), role.hooks()...); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
 		}
 		// Published ports' masquerade follows the network's bridge and subnets.
+		// (The tunnel's filter, below, is ebtables': once, not per family.)
 		if ok, err := f.chainExists("nat", hairpinChain(r.Network)); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		} else if ok {
 			if err := f.apply(ourChain{table: "nat", name: hairpinChain(r.Network), rules: f.hairpinSpecs(r.Bridge, r.Subnets), from: []string{builtinPost}}); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
+		}
+	}
+	// Without an overlay, ebtables is not even asked (its first use creates
+	// its table): the chains of an overlay dropped from a running network's
+	// config, inert without their device, go with the network (Remove).
+	if r.Overlay != nil {
+		if err := b.ensureOverlay(r.Network, r.Overlay); err != nil {
+			return errorf("iptables: network %s: overlay: %w", r.Network, err)
 		}
 	}
 	return nil
@@ -350,6 +397,9 @@ func (b *iptBackend) Remove(network string) error {
 		if err := xtRemoveNetwork(x, network); err != nil {
 			return errorf("iptables: network %s: %w", network, err)
 		}
+	}
+	if err := b.removeOverlay(network); err != nil {
+		return errorf("iptables: network %s: overlay: %w", network, err)
 	}
 	return nil
 }
@@ -392,5 +442,9 @@ func (b *iptBackend) List(network string) ([]string, error) {
 		}
 		out = append(out, l...)
 	}
-	return out, nil
+	l, err := b.listOverlay(network)
+	if err != nil {
+		return nil, errorf("iptables: network %s: overlay: %w", network, err)
+	}
+	return append(out, l...), nil
 }

@@ -113,6 +113,12 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 				Type: knftables.PtrTo(c.typ), Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(c.priority)})
 		}
 	}
+	// The policy's filters: regular chains, jumped to from the base chains.
+	for _, c := range []string{chainOutgoing, chainIncoming} {
+		if slices.ContainsFunc(rules, func(rl rule) bool { return rl.chain == c }) {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: c})
+		}
+	}
 	for _, rl := range rules {
 		tx.Add(&knftables.Rule{Family: fam, Table: name, Chain: rl.chain, Rule: nftRule(rl)})
 	}
@@ -176,6 +182,11 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	if have.fwd != nil {
 		nftFwdSetup(tx, r.Network, r.Bridge, r.Subnets)
 	}
+	if r.Overlay != nil {
+		nftOverlaySetup(tx, r.Network, r.Overlay)
+	} else if have.overlay {
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(r.Network)})
+	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
 	}
@@ -208,6 +219,9 @@ func (b *nftBackend) Remove(network string) error {
 	}
 	if have.fwd != nil { // and the published ports
 		tx.Delete(&knftables.Table{Family: fam, Name: nftFwdTableName(network)})
+	}
+	if have.overlay { // and the tunnel's filter
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(network)})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
@@ -284,6 +298,11 @@ func (b *nftBackend) List(network string) ([]string, error) {
 			return nil, errorf("nftables: network %s: %w", network, err)
 		}
 		out = append(out, l...)
+	}
+	if have.overlay {
+		if err := listTable(knftables.BridgeFamily, nftOverlayTableName(network)); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range b.compat() {
 		l, err := f.list(network)

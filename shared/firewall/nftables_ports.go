@@ -134,9 +134,14 @@ func nftPortSetup(tx *knftables.Transaction, t nftPortTable, network string) {
 	for _, s := range t.sets {
 		tx.Add(&knftables.Set{Family: t.family, Table: t.name, Name: s, Type: nftSetTypes[s]})
 	}
-	chains := t.chains()
+	nftSetChains(tx, t.family, t.name, t.chains())
+}
+
+// nftSetChains adds to tx what makes the table's chains exactly these
+// (created if missing, flushed, filled), leaving its sets alone.
+func nftSetChains(tx *knftables.Transaction, family knftables.Family, table string, chains []nftChain) {
 	for _, c := range chains {
-		ch := &knftables.Chain{Family: t.family, Table: t.name, Name: c.name}
+		ch := &knftables.Chain{Family: family, Table: table, Name: c.name}
 		if c.hook != "" {
 			ch.Type = knftables.PtrTo(knftables.FilterType)
 			ch.Hook = knftables.PtrTo(c.hook)
@@ -147,7 +152,7 @@ func nftPortSetup(tx *knftables.Transaction, t nftPortTable, network string) {
 	}
 	for _, c := range chains {
 		for _, r := range c.rules {
-			tx.Add(&knftables.Rule{Family: t.family, Table: t.name, Chain: c.name, Rule: r})
+			tx.Add(&knftables.Rule{Family: family, Table: table, Chain: c.name, Rule: r})
 		}
 	}
 }
@@ -595,8 +600,9 @@ func (b *nftBackend) RemovePort(network, port string) error {
 
 // nftTables is what exists of a network's tables besides "inet brouter-NET".
 type nftTables struct {
-	ports []nftPortTable // port tables that exist
-	fwd   *gnftables.Table
+	ports   []nftPortTable // port tables that exist
+	fwd     *gnftables.Table
+	overlay bool // the overlay table exists (overlay.go)
 }
 
 // existingTables lists the port tables and the published-ports table of network that exist.
@@ -612,6 +618,7 @@ func existingTables(conn nftPortOp, network string) (nftTables, error) {
 		}
 	}
 	out.fwd = findFwdTable(existing, network)
+	out.overlay = nftOverlayExists(existing, network)
 	return out, nil
 }
 

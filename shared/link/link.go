@@ -598,6 +598,21 @@ func SetRouteLocalnet(name string, on bool) error {
 	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", val)
 }
 
+// SetIsolated sets or clears the bridge port flag "isolated" of a port on a
+// bridge (BR_ISOLATED, `bridge link set dev NAME isolated on`): the bridge
+// forwards nothing between two isolated ports; an isolated port still
+// reaches the bridge itself and the ports that are not isolated.
+func SetIsolated(name string, on bool) error {
+	port, err := Get(name)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetIsolated(port, on); err != nil {
+		return fmt.Errorf("link: isolated %v on %s: %w", on, name, err)
+	}
+	return nil
+}
+
 // Detach takes the port off whatever bridge it is on. A missing port, or one
 // on no bridge, is not an error.
 func Detach(name string) error {

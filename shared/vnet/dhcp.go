@@ -29,6 +29,9 @@ func (m *Manager) startDHCP(n *config.Network) error {
 		RangeStart: n.DHCP.RangeStart, RangeEnd: n.DHCP.RangeEnd, LeaseTime: n.DHCP.LeaseTime,
 		Domain: n.DHCP.Domain, Upstream: n.DHCP.Upstream, RunDir: run, StateDir: st,
 	}
+	if n.Overlay != nil {
+		spec.MTU = n.MTU // the overlay's, as Start computed it
+	}
 	for _, h := range n.DHCP.Hosts {
 		spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, Name: h.Name})
 	}

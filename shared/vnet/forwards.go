@@ -110,7 +110,14 @@ func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forwa
 			continue
 		default:
 			if other, ok := m.claimOwnerAttached(string(cur)); ok {
-				return fmt.Errorf("vnet: port %s: %s is already published by port %s", port, describeHost(f), other)
+				if !strings.HasPrefix(other, "network ") {
+					other = "port " + other
+				}
+				who := "port " + port
+				if port == bridge && bridge != "" {
+					who = "network " + network + ": forward"
+				}
+				return fmt.Errorf("vnet: %s: %s is already published by %s", who, describeHost(f), other)
 			}
 		}
 		take = append(take, name)
@@ -132,6 +139,9 @@ func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
 	network, port, ok := strings.Cut(owner, "/")
 	if !ok || config.ValidNetworkName(network) != nil || names.Interface(port) != nil {
 		return "", false
+	}
+	if who, ok := m.forwardOwner(network, port); ok { // a network's own forwards
+		return who, true
 	}
 	var pr portRecord
 	had, err := m.Records.Read(portRecordName(network, port), &pr)

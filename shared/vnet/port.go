@@ -94,6 +94,8 @@ type portRecord struct {
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
+	Isolated bool      `json:"isolated,omitempty"` // bridge port flag isolated (isolate_guests)
+	Overlay  string    `json:"overlay,omitempty"`  // guest MAC given to the firewall as a local guest of the network's overlay
 	Attached time.Time `json:"attached"`
 
 	Guard    *guardRecord `json:"guard,omitempty"`    // antispoof entries (V 2; nil: none)
@@ -186,6 +188,7 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		}
 	}()
 	pr.Claimed = len(p.IPs) > 0 || reattach && prev.Claimed
+	pr.Overlay = overlayGuestMAC(n, p)
 	if err := m.Records.Write(portRecordName(n.Name, p.Name), &pr); err != nil {
 		return err
 	}
@@ -229,6 +232,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 	if guard == nil {
 		pr.Guard = nil
 	}
+	if err := m.attachOverlayGuest(n, &rec, &pr, &prev); err != nil {
+		return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+	}
 	if n.Mode == config.ModeRoute {
 		if err := attachRouted(n, p, &pr); err != nil {
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
@@ -246,6 +252,9 @@ func (m *Manager) Attach(n *config.Network, p PortRequest) (err error) {
 		}
 		pr.IPv6Off = pr.IPv6Off || wasOn
 		if err := link.Attach(link.AttachSpec{Name: p.Name, Bridge: rec.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0}); err != nil {
+			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
+		}
+		if err := isolatePort(n, p.Name, &pr, prev.Isolated); err != nil { // isolate_guests (policy.go)
 			return fmt.Errorf("vnet: attach %s to network %s: %w", p.Name, n.Name, err)
 		}
 	}
@@ -505,7 +514,7 @@ func (m *Manager) undoPort(pr *portRecord) error {
 		return m.undoOwnedPort(pr)
 	}
 	var errs []error
-	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr))
+	errs = append(errs, m.removeGuard(pr), m.unpublish(pr), shape.RemovePortIn(pr.Port, pr.Network), m.unclaim(pr), m.forgetOverlayGuest(pr))
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -561,7 +570,7 @@ func (m *Manager) undoOwnedPort(pr *portRecord) error {
 			}
 			return errors.Join(link.DeleteAll(gone...), shape.ForgetPort(pr.Port, pr.Network))
 		},
-		func() error { return m.removeGuard(pr) },
+		func() error { return errors.Join(m.removeGuard(pr), m.forgetOverlayGuest(pr)) },
 		func() error { return m.unpublish(pr) },
 		func() error {
 			if pr.Lease == "" {

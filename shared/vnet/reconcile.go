@@ -14,6 +14,7 @@ import (
 	"github.com/brouter/brouter/shared/dhcp"
 	"github.com/brouter/brouter/shared/firewall"
 	"github.com/brouter/brouter/shared/link"
+	"github.com/brouter/brouter/shared/shape"
 )
 
 // Reconcile makes the kernel match the records of running network n again,
@@ -36,9 +37,17 @@ func (m *Manager) Reconcile(n *config.Network) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	masters, err := linkMasters()
+	if err != nil {
+		return nil, err
+	}
 	// Vanished ports first: a network-wide repair then has less to re-apply.
 	var live []string
 	for _, name := range ports {
+		if _, ok := masters[name]; ok {
+			live = append(live, name)
+			continue
+		}
 		gone, err := m.detachVanished(n, name)
 		if err != nil {
 			return repairs, fmt.Errorf("vnet: reconcile network %s: %w", n.Name, err)
@@ -67,10 +76,8 @@ func (m *Manager) Reconcile(n *config.Network) ([]string, error) {
 	// The network's rules are back; its ports' own entries (antispoof set
 	// elements, published ports) and their place on a recreated bridge may
 	// have gone with them.
-	for _, name := range live {
-		if err := m.reapplyPort(n, name); err != nil {
-			return repairs, fmt.Errorf("vnet: reconcile network %s: %w", n.Name, err)
-		}
+	if err := m.reapplyPorts(n, live); err != nil {
+		return repairs, fmt.Errorf("vnet: reconcile network %s: %w", n.Name, err)
 	}
 	if len(live) > 0 {
 		repairs = append(repairs, fmt.Sprintf("re-applied the per-port state of %d ports (%s)", len(live), strings.Join(live, " ")))
@@ -78,58 +85,79 @@ func (m *Manager) Reconcile(n *config.Network) ([]string, error) {
 	return repairs, nil
 }
 
-// reapplyPort installs again, from its record, what Attach gave a port that
-// a network-wide repair may have lost: its antispoof entries, its published
-// ports, its place on the bridge.
-func (m *Manager) reapplyPort(n *config.Network, name string) error {
+// reapplyPorts installs again, from their records, what Attach gave the
+// ports that a network-wide repair may have lost: their antispoof entries
+// (all in one go, trusting nothing the firewall backend remembers), their
+// published ports, their place on a recreated bridge.
+func (m *Manager) reapplyPorts(n *config.Network, ports []string) error {
 	l, err := m.lock(n.Name)
 	if err != nil {
 		return err
 	}
 	defer l.Release()
-	var pr portRecord
-	had, err := m.Records.Read(portRecordName(n.Name, name), &pr)
-	if err != nil || !had {
+	var rec record
+	if _, err := m.Records.Read(recordName(n.Name), &rec); err != nil {
 		return err
 	}
+	masters, err := linkMasters()
+	if err != nil {
+		return err
+	}
+	guards := map[string][]firewall.PortRules{} // by backend
 	var errs []error
-	if pr.Firewall != "" {
-		fw, err := m.NewFirewall(pr.Firewall)
-		if err != nil {
-			return err
+	for _, name := range ports {
+		var pr portRecord
+		had, err := m.Records.Read(portRecordName(n.Name, name), &pr)
+		if err != nil || !had {
+			errs = append(errs, err)
+			continue
 		}
-		if g := pr.Guard; g != nil && g.MAC != "" {
-			errs = append(errs, fw.EnsurePort(guardRules(n.Name, name, g)))
+		if g := pr.Guard; pr.Firewall != "" && g != nil && g.MAC != "" {
+			guards[pr.Firewall] = append(guards[pr.Firewall], guardRules(n.Name, name, g))
 		}
-		if len(pr.Forwards) > 0 {
-			var rec record
-			if _, err := m.Records.Read(recordName(n.Name), &rec); err != nil {
+		if pr.Firewall != "" && len(pr.Forwards) > 0 {
+			fw, err := m.NewFirewall(pr.Firewall)
+			if err != nil {
 				return err
 			}
 			errs = append(errs, fw.EnsureForwards(forwardRules(n, &rec, name, pr.Forwards)))
 		}
+		if pr.Bridge != "" && masters[pr.Port] != pr.Bridge {
+			// The bridge was recreated: its ports fell off with it, and
+			// with their bridge port flags.
+			err := link.Attach(link.AttachSpec{Name: pr.Port, Bridge: pr.Bridge, Hairpin: len(pr.Forwards) > 0})
+			if err == nil && pr.Isolated {
+				err = link.SetIsolated(pr.Port, true)
+			}
+			errs = append(errs, err)
+		}
 	}
-	if pr.Bridge != "" {
-		errs = append(errs, m.rejoinBridge(&pr))
+	for kind, g := range guards {
+		fw, err := m.NewFirewall(kind)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, fw.SyncPorts(n.Name, g))
 	}
 	return errors.Join(errs...)
 }
 
-// rejoinBridge puts a port back on its bridge when the bridge was recreated
-// (its ports fell off with it).
-func (m *Manager) rejoinBridge(pr *portRecord) error {
-	port, err := link.Get(pr.Port)
+// linkMasters maps every link's name to its master's ("" for none): one
+// dump of the links.
+func linkMasters() (map[string]string, error) {
+	links, err := link.List()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("vnet: %w", err)
 	}
-	br, err := link.Get(pr.Bridge)
-	if err != nil {
-		return err
+	byIndex := map[int]string{}
+	for _, l := range links {
+		byIndex[l.Attrs().Index] = l.Attrs().Name
 	}
-	if port.Attrs().MasterIndex == br.Attrs().Index {
-		return nil
+	out := map[string]string{}
+	for _, l := range links {
+		out[l.Attrs().Name] = byIndex[l.Attrs().MasterIndex]
 	}
-	return link.Attach(link.AttachSpec{Name: pr.Port, Bridge: pr.Bridge, Hairpin: len(pr.Forwards) > 0})
+	return out, nil
 }
 
 // guardRules is a port's antispoof as its record has it.
@@ -141,7 +169,10 @@ func guardRules(network, port string, g *guardRecord) firewall.PortRules {
 
 // detachVanished detaches port name of network n, as Detach would, if its
 // device is gone (looked at again under the lock: a device of that name may
-// have come back and been attached anew). It reports whether it did.
+// have come back and been attached anew). It removes what outlived the
+// device and never touches a device by that name: a new one may appear
+// meanwhile (the bridge helper makes its taps before it takes the lock).
+// It reports whether it did.
 func (m *Manager) detachVanished(n *config.Network, name string) (bool, error) {
 	if ok, err := link.Exists(name); err != nil || ok {
 		return false, err
@@ -159,10 +190,21 @@ func (m *Manager) detachVanished(n *config.Network, name string) (bool, error) {
 	if ok, err := link.Exists(name); err != nil || ok {
 		return false, err
 	}
-	if err := m.undoPort(&pr); err != nil {
+	if err := m.forgetVanished(&pr); err != nil {
 		return false, err
 	}
 	return true, m.Records.Remove(portRecordName(n.Name, name))
+}
+
+// forgetVanished removes what a port's record lists that outlives its
+// device: antispoof entries, published ports, the shaping's ifb and
+// aggregate classes, the static lease, the claimed addresses.
+func (m *Manager) forgetVanished(pr *portRecord) error {
+	errs := []error{m.removeGuard(pr), m.unpublish(pr), m.unclaim(pr), shape.ForgetPort(pr.Port, pr.Network)}
+	if pr.Lease != "" {
+		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
+	}
+	return errors.Join(errs...)
 }
 
 // portsByAge lists the network's recorded ports in the order they were
@@ -215,7 +257,7 @@ func (m *Manager) problems(n *config.Network, rec *record) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := fw.Check(rulesFor(n))
+		p, err := fw.Check(m.networkRules(n))
 		if err != nil {
 			// A check that cannot even read the rules (a chain gone
 			// under the iptables tool's feet) is a problem to repair.
@@ -223,6 +265,8 @@ func (m *Manager) problems(n *config.Network, rec *record) ([]string, error) {
 		}
 		out = append(out, p...)
 	}
+	_, overlay := m.overlayStatus(n, rec)
+	out = append(out, overlay...)
 	if n.DHCP != nil {
 		run, _ := m.dhcpDirs(n.Name)
 		if _, ok := dhcp.Running(n.Name, run); !ok {

@@ -36,6 +36,9 @@ type Manager struct {
 	// NewFirewall returns the backend for a config value ("auto", "nftables",
 	// "iptables"); tests replace it with a fake.
 	NewFirewall func(kind string) (firewall.Backend, error)
+	// Accounts resolves the user and group names of allow lists
+	// (Authorize); nil: SystemAccounts.
+	Accounts *Accounts
 }
 
 // New returns a Manager for the config, with the real firewall backends.
@@ -69,6 +72,10 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
+	// IsolateGuests: the network's ports were isolated (policy.go).
+	IsolateGuests bool `json:"isolate_guests,omitempty"`
+
+	Overlay *overlayRecord `json:"overlay,omitempty"` // the tunnel to other hosts (overlay.go)
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -127,6 +134,9 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		if br.Type() != "bridge" {
 			return fmt.Errorf("vnet: network %s: %s is a %s link, not a bridge", n.Name, n.Bridge, br.Type())
 		}
+		if err := m.syncIsolation(n, &rec); err != nil {
+			return err
+		}
 		return m.Records.Write(recordName(n.Name), &rec)
 	}
 
@@ -156,6 +166,10 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		if msg != "" {
 			return fmt.Errorf("vnet: network %s: subnet %s; choose another address or remove that route", n.Name, msg)
 		}
+	}
+	var ov *overlayPlan
+	if ov, n, err = m.planOverlay(n, &rec); err != nil {
+		return err
 	}
 	fw, err := m.NewFirewall(n.Firewall)
 	if err != nil {
@@ -193,6 +207,9 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
 			return err
 		}
+		if err := m.startOverlay(n, ov, &rec, &undo); err != nil {
+			return err
+		}
 	}
 	if n.Mode != config.ModeIsolated {
 		if err := link.EnableForwarding(n.Gateway6.IsValid()); err != nil {
@@ -208,7 +225,7 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 			return err
 		}
 	}
-	if err := fw.Ensure(rulesFor(n)); err != nil {
+	if err := fw.Ensure(m.networkRules(n)); err != nil {
 		if !had {
 			undo = append(undo, func() { _ = fw.Remove(n.Name) })
 		}
@@ -216,6 +233,12 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 	}
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+	}
+	if err := m.startForwards(n, &rec, fw); err != nil {
+		return err
+	}
+	if err := m.syncIsolation(n, &rec); err != nil {
+		return err
 	}
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -233,7 +256,7 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 // startBridge creates (or adopts) the bridge and gives it the network's
 // addresses, recording what it changed in rec and how to undo it in undo.
 func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMACOf(n), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
 	}
@@ -332,6 +355,7 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Uplink:     n.Uplink,
 		Antispoof:  n.Antispoof,
 		Services:   n.DHCP != nil,
+		Overlay:    overlayRules(n),
 	}
 }
 
@@ -393,6 +417,9 @@ func (m *Manager) Stop(n *config.Network) error {
 	if err := m.stopDHCP(n.Name); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.stopOverlay(n.Name, &rec); err != nil {
+		errs = append(errs, err)
+	}
 	if rec.Backend != "" {
 		fw, err := m.NewFirewall(rec.Backend)
 		if err == nil {
@@ -400,6 +427,8 @@ func (m *Manager) Stop(n *config.Network) error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+		} else {
+			errs = append(errs, m.stopForwards(n.Name))
 		}
 	}
 	if br != nil {
@@ -436,20 +465,21 @@ type PortStatus struct {
 
 // Status describes a network as the kernel and our records see it.
 type Status struct {
-	Network       string       `json:"network"`
-	Bridge        string       `json:"bridge"`
-	Running       bool         `json:"running"`
-	Mode          string       `json:"mode"`
-	Address       string       `json:"address,omitempty"`
-	Address6      string       `json:"address6,omitempty"`
-	Addresses     []string     `json:"addresses,omitempty"` // what the bridge carries now
-	Backend       string       `json:"backend,omitempty"`
-	CreatedBridge bool         `json:"created_bridge"`
-	Ports         []PortStatus `json:"ports"`
-	Routes        []string     `json:"routes"`
-	Firewall      []string     `json:"firewall"`
-	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
-	Problems      []string     `json:"problems,omitempty"`
+	Network       string         `json:"network"`
+	Bridge        string         `json:"bridge"`
+	Running       bool           `json:"running"`
+	Mode          string         `json:"mode"`
+	Address       string         `json:"address,omitempty"`
+	Address6      string         `json:"address6,omitempty"`
+	Addresses     []string       `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string         `json:"backend,omitempty"`
+	CreatedBridge bool           `json:"created_bridge"`
+	Ports         []PortStatus   `json:"ports"`
+	Routes        []string       `json:"routes"`
+	Firewall      []string       `json:"firewall"`
+	DHCP          *DHCPStatus    `json:"dhcp,omitempty"`
+	Overlay       *OverlayStatus `json:"overlay,omitempty"`
+	Problems      []string       `json:"problems,omitempty"`
 	// Warnings are risks, not faults (status still exits 0): e.g. a guest
 	// address given by hand inside the allocator's pool.
 	Warnings []string `json:"warnings,omitempty"`
@@ -496,6 +526,9 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		}
 	}
 	m.dhcpStatus(n, st)
+	if had {
+		st.Overlay, _ = m.overlayStatus(n, &rec) // its problems are among problems()'s
+	}
 	st.Warnings = m.poolWarnings(n)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)

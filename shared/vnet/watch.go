@@ -113,8 +113,9 @@ func (w *watcher) mark(network string, settle *time.Timer) {
 	w.dirty[network] = true
 }
 
-// networkOfLink is the network whose bridge or recorded port the link
-// was, "-" when none ("" for every network when the config cannot be read).
+// networkOfLink is the network whose bridge, overlay device or recorded
+// port the link was, "-" when none ("" for every network when the config
+// cannot be read).
 func (w *watcher) networkOfLink(name string) string {
 	if name == "" {
 		return ""
@@ -129,7 +130,7 @@ func (w *watcher) networkOfLink(name string) string {
 		return ""
 	}
 	for _, network := range running {
-		if n, ok := cfg.Networks[network]; ok && n.Bridge == name {
+		if n, ok := cfg.Networks[network]; ok && (n.Bridge == name || n.Overlay != nil && overlayDevice(network) == name) {
 			return network
 		}
 		if ok, err := m.Records.Read(portRecordName(network, name), &portRecord{}); err != nil || ok {

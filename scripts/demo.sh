@@ -121,6 +121,20 @@ domain = "demo.internal"
 mac = "00:16:3e:00:00:09"
 ip = "10.98.98.9"
 name = "printer"
+
+# Policy: port 2222 of the host forwarded to guest1's port 22 (a VM, no container needed),
+# and no mail (tcp/25) from any guest to the outside.
+[[network.demo.forward]]
+proto = "tcp"
+host_port = "2222"
+guest = "10.98.98.11"
+guest_port = "22"
+
+[network.demo.outgoing]
+default = "allow"
+[[network.demo.outgoing.deny]]
+proto = "tcp"
+port = "25"
 TOML
 
 # snapshot FILE: everything network-virtual may change in dom0, for a before/after diff.
@@ -503,6 +517,30 @@ ok "the container's veth, rules and shaping are gone"
 timeout 3 ip netns exec "$OUTSIDE" busybox wget -q -O - http://192.0.2.1:8080/ >/dev/null 2>&1 && fail "port 8080 still answers after DEL"
 ok "port 8080 is no longer published"
 
+
+# =======================================================================================
+section "Policy: a forward to a VM, outgoing mail denied"
+# =======================================================================================
+mkdir -p "$TMP/www-g1" "$TMP/www-out"
+echo "hello from guest1" >"$TMP/www-g1/index.html"
+echo "hello from outside" >"$TMP/www-out/index.html"
+ip netns exec "$GUEST1" busybox httpd -f -p 22 -h "$TMP/www-g1" &   # ended by cleanup
+ip netns exec "$OUTSIDE" busybox httpd -f -p 25 -h "$TMP/www-out" &
+ip netns exec "$OUTSIDE" busybox httpd -f -p 80 -h "$TMP/www-out" &
+sleep 0.3
+step "[[network.demo.forward]] tcp 2222 -> guest1:22, from the outside host and from dom0"
+got=$(timeout 5 ip netns exec "$OUTSIDE" busybox wget -q -O - http://192.0.2.1:2222/ 2>&1) || fail "forward: $got"
+[ "$got" = "hello from guest1" ] || fail "forward answered '$got'"
+ok "outside: wget http://192.0.2.1:2222/ -> $got"
+got=$(timeout 5 ip netns exec "$DOM0" busybox wget -q -O - http://127.0.0.1:2222/ 2>&1) || fail "forward from localhost: $got"
+ok "dom0: wget http://127.0.0.1:2222/ -> $got"
+step "[network.demo.outgoing] deny tcp/25: guest1 reaches the outside host's port 80, not its port 25"
+got=$(timeout 5 ip netns exec "$GUEST1" busybox wget -q -O - http://192.0.2.2:80/ 2>&1) || fail "guest1 -> outside:80 failed: $got"
+ok "guest1 -> 192.0.2.2:80 -> $got"
+if timeout 3 ip netns exec "$GUEST1" busybox wget -q -O - http://192.0.2.2:25/ >/dev/null 2>&1; then
+	fail "guest1 reached the outside host's port 25"
+fi
+ok "guest1 -> 192.0.2.2:25 is dropped"
 
 # =======================================================================================
 section "Self-healing: network-virtual watch, reconcile and doctor"

@@ -220,12 +220,12 @@ func EnsureAddr(l netlink.Link, addr netip.Prefix) (added bool, err error) {
 
 // HasAddr reports whether the link carries addr with that prefix length.
 func HasAddr(l netlink.Link, addr netip.Prefix) (bool, error) {
-	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family(addr.Addr())) })
+	addrs, err := addrsOf(l, family(addr.Addr()))
 	if err != nil {
 		return false, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
-	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && p == addr {
+	for _, p := range addrs {
+		if p == addr {
 			return true, nil
 		}
 	}
@@ -243,13 +243,13 @@ func DelAddr(l netlink.Link, addr netip.Prefix) error {
 
 // Addrs returns the link's global addresses as prefixes.
 func Addrs(l netlink.Link) ([]netip.Prefix, error) {
-	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_UNSPEC) })
+	addrs, err := addrsOf(l, unix.AF_UNSPEC)
 	if err != nil {
 		return nil, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
 	var out []netip.Prefix
-	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+	for _, p := range addrs {
+		if !p.Addr().IsLinkLocalUnicast() {
 			out = append(out, p)
 		}
 	}

@@ -1,7 +1,6 @@
 package wg
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,10 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/brouter/brouter/shared/proc"
 )
 
 // ProgramName is the userspace WireGuard program (hooks/brouter-wg).
@@ -74,7 +74,7 @@ func (d Daemon) Start(mtu int) (started bool, err error) {
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
 	if err := os.WriteFile(d.pidFile(), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		_ = terminate(pid, d.matches)
+		_ = proc.Terminate(pid, ProgramName, d.matches)
 		return false, fail("%w", err)
 	}
 	for deadline := time.Now().Add(startTimeout); ; time.Sleep(20 * time.Millisecond) {
@@ -82,8 +82,8 @@ func (d Daemon) Start(mtu int) (started bool, err error) {
 			c.Close()
 			return true, nil
 		}
-		if !alive(pid, d.matches) || time.Now().After(deadline) {
-			_ = terminate(pid, d.matches)
+		if !proc.Alive(pid, d.matches) || time.Now().After(deadline) {
+			_ = proc.Terminate(pid, ProgramName, d.matches)
 			out, _ := os.ReadFile(d.logFile())
 			return true, fail("%s did not start: %s", ProgramName, oneLine(string(out)))
 		}
@@ -97,7 +97,7 @@ func (d Daemon) Running() (int, bool) {
 		return 0, false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 || !alive(pid, d.matches) {
+	if err != nil || pid <= 1 || !proc.Alive(pid, d.matches) {
 		return 0, false
 	}
 	return pid, true
@@ -107,7 +107,7 @@ func (d Daemon) Running() (int, bool) {
 // Not running: success.
 func (d Daemon) Stop() error {
 	if pid, ok := d.Running(); ok {
-		if err := terminate(pid, d.matches); err != nil {
+		if err := proc.Terminate(pid, ProgramName, d.matches); err != nil {
 			return fmt.Errorf("wg: %s: stop %s: %w", d.Device, ProgramName, err)
 		}
 	}
@@ -135,52 +135,6 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// alive reports whether pid is a living (not zombie) process whose command
-// line matches.
-func alive(pid int, match func([]string) bool) bool {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || len(cmdline) == 0 || !match(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")) {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')') // pid (comm) STATE ...
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
-}
-
-// terminate stops pid (SIGTERM, then SIGKILL) and waits for its end. The
-// process is pinned with a pidfd and checked again first, so a recycled pid
-// is never signalled.
-func terminate(pid int, match func([]string) bool) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	if !alive(pid, match) {
-		return nil
-	}
-	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
-		if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				return nil
-			}
-			return fmt.Errorf("signal %d: %w", pid, err)
-		}
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if !alive(pid, match) {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("%d did not exit after SIGKILL", pid)
 }
 
 func oneLine(s string) string {

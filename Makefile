@@ -23,7 +23,7 @@ PREFIX      ?= /usr/local
 # Packages that fail to load are included too, so that `go build` reports their error.
 MAIN_DIRS = $(shell $(GO) list -e -f '{{if or (eq .Name "main") .Error}}{{.Dir}}{{end}}' ./hooks/... ./plugins/... 2>/dev/null)
 
-.PHONY: all build setup test fuzz demo bench bench-shaping bench-cni install clean fmt vet
+.PHONY: all build setup test fuzz demo bench bench-shaping bench-cni bench-overlay install clean fmt vet
 
 all: build
 
@@ -68,6 +68,7 @@ bench: setup
 	$(MAKE) build
 	$(GO) run ./tools/bench
 	$(GO) run ./tools/bench-vif -bin $(BINDIR)
+	$(GO) run ./tools/bench-heal -bin $(BINDIR)
 
 bench-shaping: setup
 	$(GO) run ./tools/bench-shaping
@@ -75,6 +76,10 @@ bench-shaping: setup
 bench-cni: setup
 	$(MAKE) build
 	$(GO) run ./tools/bench-cni -bin $(BINDIR)
+
+bench-overlay: setup
+	$(MAKE) build
+	$(GO) run ./tools/bench-overlay -bin $(BINDIR)
 
 install: build
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' ./install/install.sh

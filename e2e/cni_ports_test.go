@@ -38,15 +38,18 @@ func serveName(t *testing.T, ns *nstest.NS, port int, name string) {
 }
 
 // ask connects from ns to addr and returns the first line the server sends.
-func ask(ns *nstest.NS, addr string) (string, error) {
+func ask(ns *nstest.NS, addr string) (string, error) { return askWithin(ns, addr, 2*time.Second) }
+
+// askWithin is ask giving up after d.
+func askWithin(ns *nstest.NS, addr string, d time.Duration) (string, error) {
 	var line string
 	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		c, err := net.DialTimeout("tcp", addr, d)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.SetDeadline(time.Now().Add(d))
 		line, err = bufio.NewReader(c).ReadString('\n')
 		return err
 	})

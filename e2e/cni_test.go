@@ -418,7 +418,7 @@ func TestCNIFailedAddCleansUp(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(dataDir, "lab", "10.*")); len(left) != 0 {
 			t.Errorf("%s: IPAM allocations left: %v", c.what, left)
 		}
-		for _, g := range []string{"ports/lab/*.json", "cni.d/*"} {
+		for _, g := range []string{"ports/lab/*.json", "attachments.d/*"} {
 			if left, _ := filepath.Glob(filepath.Join(cw.runDir, g)); len(left) != 0 {
 				t.Errorf("%s: records left: %v", c.what, left)
 			}

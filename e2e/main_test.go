@@ -55,9 +55,16 @@ func binary(t testing.TB, name string) string {
 }
 
 func goBuild(name string) (string, error) {
+	out := filepath.Join(binDir, name)
+	return out, goBuildTo(name, out)
+}
+
+// goBuildTo builds ./hooks/NAME (or ./plugins/NAME) into out, as `make build`
+// does (CGO_ENABLED=0), with extra go build flags.
+func goBuildTo(name, out string, flags ...string) error {
 	root, err := filepath.Abs("..") // go test runs in the package directory, e2e/
 	if err != nil {
-		return "", err
+		return err
 	}
 	pkg := ""
 	for _, dir := range []string{"hooks", "plugins"} {
@@ -67,18 +74,18 @@ func goBuild(name string) (string, error) {
 		}
 	}
 	if pkg == "" {
-		return "", fmt.Errorf("no program %s under hooks/ or plugins/ in %s", name, root)
+		return fmt.Errorf("no program %s under hooks/ or plugins/ in %s", name, root)
 	}
 	goTool := "go"
 	if _, err := exec.LookPath(goTool); err != nil {
 		goTool = "/usr/local/go/bin/go"
 	}
-	out := filepath.Join(binDir, name)
-	cmd := exec.Command(goTool, "build", "-o", out, pkg)
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command(goTool, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, strings.TrimSpace(string(msg)))
 	}
-	return out, nil
+	return nil
 }

@@ -186,12 +186,16 @@ func qemuScripts(t *testing.T) (ifup, ifdown string) {
 }
 
 // qemuLabConfig is the TOML of network lab: NAT, DHCP with a range, a domain
-// and one static host, plus extra lines.
+// and one static host (with an IPv6 address too); IPv6 by SLAAC and DHCPv6,
+// with an MTU of 1400 (the guest's NIC has 1500: only the RA tells it);
+// plus extra lines.
 func qemuLabConfig(extra string) string {
 	return fmt.Sprintf(`
 [network.lab]
 bridge = "brlab"
 address = %q
+address6 = %q
+mtu = 1400
 mode = "nat"
 
 [network.lab.dhcp]
@@ -200,11 +204,84 @@ range_end = %q
 lease_time = "1h"
 domain = %q
 
+[network.lab.dhcp6]
+ipv6_mode = "slaac+dhcpv6"
+range_start = %q
+range_end = %q
+
 [[network.lab.dhcp.host]]
 mac = %q
 ip = %q
+ip6 = %q
 name = %q
-`, gatewayCIDR, qemuRangeLo, qemuRangeHi, qemuDomain, qemuHostMAC, qemuHostIP, qemuHostName) + extra
+`, gatewayCIDR, qemuGateway6+"/64", qemuRangeLo, qemuRangeHi, qemuDomain, qemuRange6Lo, qemuRange6Hi, qemuHostMAC, qemuHostIP, qemuHostIP6, qemuHostName) + extra
+}
+
+// IPv6 of the real-guest scenario: routed (no nat6), the outside has a
+// route back to the guests' prefix through dom0.
+const (
+	qemuGateway6 = "fd00:98::1"
+	qemuRange6Lo = "fd00:98::2:0"
+	qemuRange6Hi = "fd00:98::2:ff"
+	qemuHostIP6  = "fd00:98::20"
+	qemuUplink6  = "2001:db8:1::1"
+	qemuOutside6 = "2001:db8:1::2"
+)
+
+// ipv6Outside gives dom0's uplink and the outside namespace IPv6.
+func (w *world) ipv6Outside() {
+	w.t.Helper()
+	w.dom0.Exec(w.t, "ip", "-6", "addr", "add", qemuUplink6+"/64", "dev", uplinkDev, "nodad")
+	w.outside.Exec(w.t, "ip", "-6", "addr", "add", qemuOutside6+"/64", "dev", "eth0", "nodad")
+	w.dom0.Exec(w.t, "ip", "-6", "route", "add", "default", "via", qemuOutside6)
+	w.outside.Exec(w.t, "ip", "-6", "route", "add", "fd00:98::/64", "via", qemuUplink6)
+}
+
+// checkGuest6 asserts the guest's IPv6 reports: the SLAAC address in the
+// prefix (slaac modes), the default route via the bridge's link-local
+// address, the RA's MTU, the DHCPv6 lease (wantLease, or from the range
+// when ""), both pings, the static host's AAAA.
+func checkGuest6(t *testing.T, res *qemu.Result, mode, brLL, wantLease string) {
+	t.Helper()
+	if strings.HasPrefix(mode, "slaac") {
+		a, _ := res.Get("addr6")
+		if p, err := netip.ParsePrefix(a); err != nil || p.Bits() != 64 || !netip.MustParsePrefix("fd00:98::/64").Contains(p.Addr()) {
+			t.Errorf("guest SLAAC address %q, want one in fd00:98::/64", a)
+		}
+	} else if a, ok := res.Get("addr6"); ok {
+		t.Errorf("guest reported a SLAAC address %q in mode %s", a, mode)
+	}
+	for key, want := range map[string]string{"route6": brLL, "mtu6": "1400", "dns6": qemuGateway6} {
+		if got, _ := res.Get(key); got != want {
+			t.Errorf("guest IPv6 %s = %q, want %q", key, got, want)
+		}
+	}
+	lease, _ := res.Get("lease6")
+	a, err := netip.ParseAddr(lease)
+	switch {
+	case err != nil:
+		var log []string
+		for _, l := range strings.Split(res.Console, "\n") {
+			if strings.Contains(l, "dhcp6c") {
+				log = append(log, l)
+			}
+		}
+		t.Errorf("guest got no DHCPv6 lease (%q): %s", lease, strings.Join(log, "; "))
+	case wantLease != "" && lease != wantLease:
+		t.Errorf("guest DHCPv6 lease %s, want its static address %s", lease, wantLease)
+	case wantLease == "" && (a.Less(netip.MustParseAddr(qemuRange6Lo)) || netip.MustParseAddr(qemuRange6Hi).Less(a)):
+		t.Errorf("guest DHCPv6 lease %s, want one from %s to %s", lease, qemuRange6Lo, qemuRange6Hi)
+	}
+	for _, p := range []string{qemuGateway6, qemuOutside6} {
+		if got, _ := res.Find("ping6 " + p); got != "ok" {
+			t.Errorf("guest ping6 %s: %q, want ok", p, got)
+		}
+	}
+	for _, n := range []string{qemuHostName + "." + qemuDomain, qemuHostName} {
+		if got, _ := res.Find("resolve6 " + n); got != qemuHostIP6 {
+			t.Errorf("guest resolves %s (AAAA) to %q, want %s", n, got, qemuHostIP6)
+		}
+	}
 }
 
 // TestQEMUGuest boots real guests whose NIC QEMU attaches with the built
@@ -221,18 +298,20 @@ name = %q
 // nothing of the port is left.
 func TestQEMUGuest(t *testing.T) {
 	cases := []struct {
-		name   string
-		mac    string
-		port   string   // extra TOML
-		env    []string // QEMU's environment, passed on to its scripts
-		wantIP string   // "" means: from the range
+		name    string
+		mac     string
+		port    string   // extra TOML
+		env     []string // QEMU's environment, passed on to its scripts
+		wantIP  string   // "" means: from the range
+		ipv6    string   // the guest's brtest.ipv6
+		wantIP6 string   // the DHCPv6 lease; "" means: from the range
 	}{
-		{name: "dynamic", mac: qemuGuestMAC, env: []string{"BROUTER_NETWORK=lab"}},
-		{name: "known", mac: "52:54:00:98:00:30", wantIP: "10.98.98.30", port: `
+		{name: "dynamic", mac: qemuGuestMAC, env: []string{"BROUTER_NETWORK=lab"}, ipv6: "slaac+dhcpv6"},
+		{name: "known", mac: "52:54:00:98:00:30", wantIP: "10.98.98.30", ipv6: "dhcpv6", wantIP6: "fd00:98::30", port: `
 [[network.lab.port]]
 name = "tap-q*"
 mac = "52:54:00:98:00:30"
-ips = ["10.98.98.30"]
+ips = ["10.98.98.30", "fd00:98::30"]
 `},
 	}
 	for _, c := range cases {
@@ -240,16 +319,21 @@ ips = ["10.98.98.30"]
 			t.Parallel()
 			kernel, initrd := qemuGuest(t)
 			w := newWorld(t, worldOpts{outside: true})
+			w.ipv6Outside()
 			w.writeConfig(qemuLabConfig(c.port))
 			w.openForDnsmasq()
 			w.mustRun(0, "start", "net=lab")
 			ifup, ifdown := qemuScripts(t)
+			brLL := linkLocal(linkMAC(t, w.dom0, "brlab")).String()
 
 			before := w.qemuDump()
 			uplinkBefore, guestsBefore := w.observed("from_uplink"), w.observed("from_guests")
 			res := w.bootGuest(kernel, initrd, ifup, ifdown, c.mac, c.env,
 				"brtest.ping="+gatewayIP+","+outsideIP,
-				"brtest.resolve="+qemuHostName+"."+qemuDomain+","+qemuHostName)
+				"brtest.resolve="+qemuHostName+"."+qemuDomain+","+qemuHostName,
+				"brtest.ipv6="+c.ipv6, "brtest.ping6="+qemuGateway6+","+qemuOutside6,
+				"brtest.resolve6="+qemuGateway6+","+qemuHostName+"."+qemuDomain+","+qemuHostName)
+			checkGuest6(t, res, c.ipv6, brLL, c.wantIP6)
 			if mac, _ := res.Get("mac"); mac != c.mac {
 				t.Errorf("guest eth0 MAC %q, want %s", mac, c.mac)
 			}
@@ -286,10 +370,11 @@ ips = ["10.98.98.30"]
 				t.Errorf("files under the run directory still name the guest's MAC %s after qemu-ifdown: %v", c.mac, files)
 			}
 
-			// The lease is what the DHCP server recorded.
-			if lease, _ := res.Get("lease"); net.ParseIP(lease) != nil {
-				if st := w.mustRun(0, "status", "net=lab"); !strings.Contains(st.stdout, lease) {
-					t.Errorf("network-virtual status does not list the guest's lease %s:\n%s", lease, st.stdout)
+			// The leases are what the DHCP server recorded, IPv4 and DHCPv6.
+			st := w.mustRun(0, "status", "net=lab")
+			for _, key := range []string{"lease", "lease6"} {
+				if lease, _ := res.Get(key); net.ParseIP(lease) != nil && !strings.Contains(st.stdout, lease) {
+					t.Errorf("network-virtual status does not list the guest's %s %s:\n%s", key, lease, st.stdout)
 				}
 			}
 			w.mustRun(0, "stop", "net=lab")

@@ -90,10 +90,11 @@ type packet struct {
 	tcpFlags     byte
 	outgoing     bool   // sent by the captured link itself
 	payload      []byte // a UDP datagram's
+	raw          []byte // the whole frame (IPv6: see ipv6_frames_test.go)
 }
 
 func parseFrame(b []byte, outgoing bool) packet {
-	p := packet{outgoing: outgoing}
+	p := packet{outgoing: outgoing, raw: b}
 	if len(b) < 14 {
 		return p
 	}

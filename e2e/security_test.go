@@ -152,7 +152,7 @@ func testSecurityProbe(t *testing.T, backend string) {
 // prefix fails with hotplug-error and leaves dom0 as it was; the guest's own
 // address (the control) is accepted on the same vif.
 func TestVifRefusesNonGuestAddresses(t *testing.T) {
-	h := natVifHost(t, "nftables", `address6 = "fd00:98::1/64"`)
+	h := natVifHost(t, "nftables", `address6 = "fd00:98::1/64"`, "[network.default.dhcp6]", `ipv6_mode = "none"`)
 	v := newXvif(7, 0)
 	h.vifGuest(t, "g7", v.name(), v.mac, "10.98.98.17/24")
 	h.settle(t)

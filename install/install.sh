@@ -6,13 +6,15 @@
 #   BINDIR=    where `make build` put the binaries (default: bin)
 #
 # Layout (paths below are inside $DESTDIR):
-#   $PREFIX/lib/brouter/<program>         every built program
+#   $PREFIX/lib/brouter/<program>         every built program (brouter-wg: found next to network-virtual)
 #   $PREFIX/sbin/network-virtual          -> ../lib/brouter/network-virtual (for admins)
 #   /etc/xen/scripts/network-virtual      -> $PREFIX/lib/brouter/network-virtual   (xend network-script)
 #   /etc/xen/scripts/vif-brouter          -> $PREFIX/lib/brouter/vif-brouter       (if built)
 #   /etc/qemu-ifup, /etc/qemu-ifdown      -> $PREFIX/lib/brouter/qemu-if{up,down}  (if built)
 #   /opt/cni/bin/brouter                  copy of the CNI plugin                   (if built)
+#   $PREFIX/lib/brouter/bridge-helper     QEMU's bridge helper, setuid root (mode 4755) (if built)
 #   /lib/systemd/system/brouter-network@.service
+#   /lib/systemd/system/brouter-watch.service   enabled (network-virtual watch)
 #   /etc/brouter/brouter.toml             only if absent (never overwrites a host's config)
 #
 # A file at a caller location that is not ours is kept as <file>.brouter-orig.
@@ -60,13 +62,26 @@ link() {
 # 1. Programs: the suite's own (hooks/ and plugins/), not the test tools the demo builds
 #    into the same directory (xenstored-double, qemu-guest).
 install -d -m 0755 "$DESTDIR$LIBDIR"
-for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter; do
+for name in network-virtual vif-brouter qemu-ifup qemu-ifdown brouter brouter-wg; do
 	f=$BINDIR/$name
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	install -m 0755 "$f" "$DESTDIR$LIBDIR/"
 	log "$LIBDIR/$name"
 done
 link "../lib/brouter/network-virtual" "$PREFIX/sbin/network-virtual"
+
+# The bridge helper is run by unprivileged users (QEMU's -netdev bridge,helper=): setuid
+# root, since it keeps root's records under run_dir; it drops every capability but
+# NET_ADMIN, NET_RAW, KILL and BPF at once (file capabilities alone cannot do: README).
+if [ -x "$BINDIR/bridge-helper" ]; then
+	if [ "$(id -u)" -eq 0 ]; then
+		install -o root -g root -m 4755 "$BINDIR/bridge-helper" "$DESTDIR$LIBDIR/bridge-helper"
+		log "$LIBDIR/bridge-helper (setuid root)"
+	else
+		install -m 0755 "$BINDIR/bridge-helper" "$DESTDIR$LIBDIR/bridge-helper"
+		log "warning: $LIBDIR/bridge-helper is not setuid root (not installing as root); as root: chown root:root $LIBDIR/bridge-helper && chmod 4755 $LIBDIR/bridge-helper"
+	fi
+fi
 
 # 2. Where the callers look.
 link "$LIBDIR/network-virtual" /etc/xen/scripts/network-virtual
@@ -89,11 +104,13 @@ if [ -x "$BINDIR/brouter" ]; then
 	log "/opt/cni/bin/brouter"
 fi
 
-# 3. systemd template unit (points at $PREFIX).
+# 3. systemd units (pointing at $PREFIX): the networks' template and the watcher.
 install -d -m 0755 "$DESTDIR/lib/systemd/system"
-sed "s|/usr/local/lib/brouter/|$LIBDIR/|g" install/brouter-network@.service >"$DESTDIR/lib/systemd/system/brouter-network@.service"
-chmod 0644 "$DESTDIR/lib/systemd/system/brouter-network@.service"
-log "/lib/systemd/system/brouter-network@.service"
+for unit in brouter-network@.service brouter-watch.service; do
+	sed "s|/usr/local/lib/brouter/|$LIBDIR/|g" "install/$unit" >"$DESTDIR/lib/systemd/system/$unit"
+	chmod 0644 "$DESTDIR/lib/systemd/system/$unit"
+	log "/lib/systemd/system/$unit"
+done
 
 # 4. Host config, only if absent.
 install -d -m 0755 "$DESTDIR/etc/brouter"
@@ -106,5 +123,12 @@ fi
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || log "warning: systemctl daemon-reload failed"
+	# The watcher does nothing while no network runs; it is enabled with the suite.
+	systemctl enable --now brouter-watch.service || log "warning: could not enable brouter-watch.service"
+elif [ -z "$DESTDIR" ] || [ -n "${ENABLE_UNITS:-}" ]; then
+	# No running systemd (a chroot, an image build): enable it for the next boot.
+	install -d -m 0755 "$DESTDIR/etc/systemd/system/multi-user.target.wants"
+	ln -sf /lib/systemd/system/brouter-watch.service "$DESTDIR/etc/systemd/system/multi-user.target.wants/brouter-watch.service"
+	log "brouter-watch.service enabled (multi-user.target)"
 fi
 log "done. Enable a network at boot with: systemctl enable --now brouter-network@NAME"

@@ -13,6 +13,9 @@
 #                                          (no IPv4 route back to 10.98.98.0/24: replies only
 #                                           arrive thanks to NAT; IPv6 is routed, not NATed)
 #
+# Last, a second host: dom0 --ul0 198.51.100.1/24 -- 198.51.100.2/24 eth0-- host2, each with a
+# network "span" (brspan, 10.77.0.1/24) joined by a VXLAN overlay, and a guest behind each.
+#
 # Usage (as root, after `make build`):  scripts/demo.sh      or simply:  make demo
 # Env: BINDIR (default: bin) — where the built programs are.
 set -Eeuo pipefail
@@ -98,7 +101,10 @@ in_dom0() { ip netns exec "$DOM0" "$@"; }
 export BROUTER_CONFIG=$TMP/brouter.toml
 export BROUTER_RUN_DIR=$TMP/run
 export BROUTER_STATE_DIR=$TMP/state
-cat >"$BROUTER_CONFIG" <<'TOML'
+# run_dir and state_dir are in the config too: the setuid bridge helper takes nothing from
+# the environment of the unprivileged user who runs it.
+printf 'run_dir = "%s"\nstate_dir = "%s"\n' "$BROUTER_RUN_DIR" "$BROUTER_STATE_DIR" >"$BROUTER_CONFIG"
+cat >>"$BROUTER_CONFIG" <<'TOML'
 default_network = "demo"
 
 [network.demo]
@@ -106,6 +112,7 @@ bridge = "brdemo0"
 address = "10.98.98.1/24"
 address6 = "fd00:98::1/64"
 mode = "nat"
+allow_users = ["nobody"]  # who may attach guests through the bridge helper (root always may)
 
 [network.demo.dhcp]
 domain = "demo.internal"
@@ -114,6 +121,20 @@ domain = "demo.internal"
 mac = "00:16:3e:00:00:09"
 ip = "10.98.98.9"
 name = "printer"
+
+# Policy: port 2222 of the host forwarded to guest1's port 22 (a VM, no container needed),
+# and no mail (tcp/25) from any guest to the outside.
+[[network.demo.forward]]
+proto = "tcp"
+host_port = "2222"
+guest = "10.98.98.11"
+guest_port = "22"
+
+[network.demo.outgoing]
+default = "allow"
+[[network.demo.outgoing.deny]]
+proto = "tcp"
+port = "25"
 TOML
 
 # snapshot FILE: everything network-virtual may change in dom0, for a before/after diff.
@@ -169,6 +190,9 @@ for g in "$GUEST1" "$GUEST2"; do
 	ip -n "$DOM0" link set "vif$n.0" address fe:ff:ff:ff:ff:ff
 	ip -n "$g" link set eth0 address "00:16:3e:00:00:0$n"
 	ip -n "$g" addr add "fd00:98::1$n/64" dev eth0
+	# Static guests (their vifs' ip= pins them to these addresses): no SLAAC address from the
+	# network's router advertisements, which guest3 uses below.
+	ip netns exec "$g" sysctl -qw net.ipv6.conf.eth0.autoconf=0
 	ip -n "$g" link set eth0 up
 	ip -n "$g" -6 route add default via fd00:98::1
 	if [ "$n" = 1 ]; then # guest2 takes its IPv4 address by DHCP, below
@@ -312,28 +336,124 @@ from_guests=$(nft_counter "$OUTSIDE" from_guest_net)
 ok "outside saw $from_uplink echo requests from 192.0.2.1 (dom0's uplink) and none from 10.98.98.0/24: masqueraded"
 
 # =======================================================================================
+section "IPv6: a guest configured by SLAAC; a rogue router's advertisements dropped"
+# =======================================================================================
+# The network sends router advertisements (address6 implies [network.demo.dhcp6], mode slaac):
+# prefix, MTU, default route via the bridge's link-local address, the bridge as DNS (RDNSS).
+ln -sf "$BINDIR/qemu-ifup" "$TMP/qemu-ifdown" # the same program by the name QEMU's downscript has
+GUEST5=brdemo-g5-$$
+mkns "$GUEST5"
+ip -n "$GUEST5" link add eth0 type veth peer name tap-g5 netns "$DOM0"
+ip -n "$GUEST5" link set eth0 address 00:16:3e:00:00:05
+step "qemu-ifup attaches guest5's port (a veth playing a tap); guest5 configures itself from the RAs"
+run ip netns exec "$DOM0" "$BINDIR/qemu-ifup" tap-g5 brdemo0
+ip -n "$GUEST5" link set eth0 up
+slaac=
+for i in $(seq 100); do
+	slaac=$(ip -n "$GUEST5" -6 -o addr show dev eth0 scope global | awk '{print $4; exit}')
+	[ -n "$slaac" ] && break
+	sleep 0.1
+done
+run ip -n "$GUEST5" -6 addr show dev eth0 scope global
+run ip -n "$GUEST5" -6 route show default
+case "$slaac" in fd00:98::*/64) ;; *) fail "guest5 got no SLAAC address in fd00:98::/64 (got '$slaac')" ;; esac
+ip -n "$GUEST5" -6 route show default | grep -q 'via fe80::.* proto ra' || fail "guest5 has no default route from the RAs"
+ok "guest5: $slaac by SLAAC, default route via the bridge's link-local address"
+ping_ok "$GUEST5" 2001:db8:1::2 "guest5 (SLAAC) -> outside 2001:db8:1::2"
+
+step "guest1 runs a router of its own: a rogue dnsmasq advertising 2001:db8:bad::/64 (guest1's vif is guarded: ip=)"
+ip -n "$GUEST1" -6 addr add 2001:db8:bad::1/64 dev eth0
+printf '$ ip netns exec %s dnsmasq --enable-ra --dhcp-range=2001:db8:bad::,ra-only,64 --interface=eth0 ...\n' "$GUEST1"
+ip netns exec "$GUEST1" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --no-resolv --no-hosts \
+	--interface=eth0 --bind-interfaces --enable-ra --dhcp-range=2001:db8:bad::,ra-only,64 --ra-param=eth0,4 \
+	--user=root --pid-file="$TMP/rogue.pid" --dhcp-leasefile="$TMP/rogue.leases" \
+	--log-dhcp --log-facility="$TMP/rogue.log" & ROGUE_PID=$!
+sleep 1
+ip -n "$GUEST5" link set eth0 down; ip -n "$GUEST5" link set eth0 up # guest5 solicits routers again
+sleep 5
+kill "$ROGUE_PID"; wait "$ROGUE_PID" 2>/dev/null || true
+sent=$(grep -c 'RTR-ADVERT(eth0) 2001:db8:bad::' "$TMP/rogue.log" || true)
+echo "guest1's dnsmasq log: $sent router advertisements for 2001:db8:bad::/64 sent"
+[ "${sent:-0}" -gt 0 ] || fail "the rogue dnsmasq sent no router advertisement (the demo is broken)"
+run ip -n "$GUEST5" -6 addr show dev eth0 scope global
+run ip -n "$GUEST5" -6 route show default
+if ip -n "$GUEST5" -6 addr show dev eth0 | grep -q 2001:db8:bad || ip -n "$GUEST5" -6 route | grep -q 2001:db8:bad; then
+	fail "guest5 took the rogue router's advertisement"
+fi
+echo "the guard, in dom0 (nft table bridge brouter-demo, first rules of guest ports' IPv6 chain):"
+in_dom0 nft list chain bridge brouter-demo antispoof_ip6 | grep -E 'nd-router-advert|547|nd-neighbor' | sed 's/^\s*/    /'
+ok "dropped: guest5 took no address or route from guest1's router advertisements (RA guard)"
+ip -n "$GUEST1" -6 addr del 2001:db8:bad::1/64 dev eth0
+run ip netns exec "$DOM0" "$TMP/qemu-ifdown" tap-g5
+ip -n "$DOM0" link del tap-g5
+
+# =======================================================================================
 section "qemu-ifup: a real QEMU guest (TCG) joins the same network"
 # =======================================================================================
 if command -v qemu-system-x86_64 >/dev/null && [ -x "$BINDIR/qemu-guest" ]; then
 	# The guest: Debian's cloud kernel and a busybox initramfs, assembled from Debian packages
 	# (cached under /var/cache/brouter-e2e). Its /init takes a DHCP lease, pings, resolves a
 	# name, prints BRTEST lines and powers off; QEMU then runs the downscript.
-	ln -sf "$BINDIR/qemu-ifup" "$TMP/qemu-ifdown"
 	mapfile -t QEMU_ARGS < <("$BINDIR/qemu-guest" -tap tap-demo -ifup "$BINDIR/qemu-ifup" -ifdown "$TMP/qemu-ifdown" \
-		-mac 00:16:3e:00:00:30 -append "brtest.ping=10.98.98.1,192.0.2.2 brtest.resolve=printer.demo.internal")
+		-mac 00:16:3e:00:00:30 -append "brtest.ping=10.98.98.1,192.0.2.2 brtest.resolve=printer.demo.internal brtest.ipv6=slaac brtest.ping6=fd00:98::1,2001:db8:1::2")
 	printf '$ ip netns exec %s %s\n' "$DOM0" "${QEMU_ARGS[*]}"
 	if BROUTER_NETWORK=demo timeout 120 ip netns exec "$DOM0" "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu.log" 2>&1; then
 		grep '^BRTEST' "$TMP/qemu.log" | sed 's/^/    /'
 		grep -q '^BRTEST ping 192.0.2.2 ok' "$TMP/qemu.log" || fail "the QEMU guest could not reach the outside host"
 		grep -q '^BRTEST resolve printer.demo.internal 10.98.98.9' "$TMP/qemu.log" || fail "the QEMU guest could not resolve printer.demo.internal"
+		grep -q '^BRTEST addr6 fd00:98::' "$TMP/qemu.log" || fail "the QEMU guest got no SLAAC address"
+		grep -q '^BRTEST ping6 2001:db8:1::2 ok' "$TMP/qemu.log" || fail "the QEMU guest could not reach the outside host over IPv6"
 		ip -n "$DOM0" link show tap-demo >/dev/null 2>&1 && fail "tap-demo is still there after the guest powered off"
-		ok "QEMU guest: DHCP lease, gateway and outside (NAT) reached, name resolved; after poweroff qemu-ifdown left nothing"
+		ok "QEMU guest: DHCP lease, SLAAC address, gateway and outside (NAT, IPv6 routed) reached, name resolved; after poweroff qemu-ifdown left nothing"
 	else
 		tail -20 "$TMP/qemu.log" >&2
 		fail "the QEMU guest failed (console above)"
 	fi
 else
 	echo "(qemu-system-x86_64 not installed: skipping the QEMU guest; scripts/setup.sh installs it)"
+fi
+
+# =======================================================================================
+section "bridge-helper: an unprivileged user's QEMU guest joins the same network"
+# =======================================================================================
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+if command -v qemu-system-x86_64 >/dev/null && [ -x "$BINDIR/qemu-guest" ] && [ -x "$GO" ] && command -v setpriv >/dev/null; then
+	# make install puts the helper in $PREFIX/lib/brouter, setuid root, reading
+	# /etc/brouter/brouter.toml; the demo's copy reads the demo's config instead.
+	mkdir -m 755 "$TMP/helper"
+	(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-X main.hostConfig=$BROUTER_CONFIG" \
+		-o "$TMP/helper/bridge-helper" ./hooks/bridge-helper)
+	chmod 4755 "$TMP/helper/bridge-helper"
+	run ls -l "$TMP/helper/bridge-helper"
+	AS_NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mapfile -t QEMU_ARGS < <("$BINDIR/qemu-guest" -bridge brdemo0 -helper "$TMP/helper/bridge-helper" \
+		-mac 00:16:3e:00:00:31 -append "brtest.ping=10.98.98.1,192.0.2.2")
+
+	step "a user the network does not allow (uid 65533): the helper refuses, QEMU does not start"
+	printf '$ ip netns exec %s setpriv --reuid=65533 ... %s\n' "$DOM0" "${QEMU_ARGS[*]}"
+	if timeout 60 ip netns exec "$DOM0" setpriv --reuid=65533 --regid=65533 --clear-groups "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-denied.log" 2>&1; then
+		fail "QEMU started for a user the network does not allow"
+	fi
+	grep '^bridge-helper: ' "$TMP/qemu-denied.log" | sed 's/^/    /'
+	grep -q 'may not attach guests to network demo' "$TMP/qemu-denied.log" || fail "no refusal from the bridge helper (log above)"
+	ok "refused, with the network, the user and where to allow it"
+
+	step "nobody (allow_users = [\"nobody\"]) runs QEMU with -netdev bridge,br=brdemo0,helper=..."
+	printf '$ ip netns exec %s %s %s\n' "$DOM0" "${AS_NOBODY[*]}" "${QEMU_ARGS[*]}"
+	if timeout 120 ip netns exec "$DOM0" "${AS_NOBODY[@]}" "${QEMU_ARGS[@]}" </dev/null >"$TMP/qemu-user.log" 2>&1; then
+		grep '^BRTEST' "$TMP/qemu-user.log" | sed 's/^/    /'
+		grep -q '^BRTEST ping 192.0.2.2 ok' "$TMP/qemu-user.log" || fail "nobody's guest could not reach the outside host"
+		ok "nobody's guest: a tap named after its uid (tap65534.0), DHCP lease, gateway and outside (NAT) reached"
+	else
+		tail -20 "$TMP/qemu-user.log" >&2
+		fail "nobody's QEMU guest failed (console above)"
+	fi
+	step "the tap went with QEMU (no downscript); reconcile removes what is left of it"
+	run ip netns exec "$DOM0" "$NV" reconcile net=demo
+	[ -e "$BROUTER_RUN_DIR/ports/demo/tap65534.0.json" ] && fail "tap65534.0's record is still there after reconcile"
+	ok "nothing left of tap65534.0"
+else
+	echo "(qemu-system-x86_64, setpriv or go missing: skipping the unprivileged guest)"
 fi
 
 # =======================================================================================
@@ -399,6 +519,79 @@ ok "port 8080 is no longer published"
 
 
 # =======================================================================================
+section "Policy: a forward to a VM, outgoing mail denied"
+# =======================================================================================
+mkdir -p "$TMP/www-g1" "$TMP/www-out"
+echo "hello from guest1" >"$TMP/www-g1/index.html"
+echo "hello from outside" >"$TMP/www-out/index.html"
+ip netns exec "$GUEST1" busybox httpd -f -p 22 -h "$TMP/www-g1" &   # ended by cleanup
+ip netns exec "$OUTSIDE" busybox httpd -f -p 25 -h "$TMP/www-out" &
+ip netns exec "$OUTSIDE" busybox httpd -f -p 80 -h "$TMP/www-out" &
+sleep 0.3
+step "[[network.demo.forward]] tcp 2222 -> guest1:22, from the outside host and from dom0"
+got=$(timeout 5 ip netns exec "$OUTSIDE" busybox wget -q -O - http://192.0.2.1:2222/ 2>&1) || fail "forward: $got"
+[ "$got" = "hello from guest1" ] || fail "forward answered '$got'"
+ok "outside: wget http://192.0.2.1:2222/ -> $got"
+got=$(timeout 5 ip netns exec "$DOM0" busybox wget -q -O - http://127.0.0.1:2222/ 2>&1) || fail "forward from localhost: $got"
+ok "dom0: wget http://127.0.0.1:2222/ -> $got"
+step "[network.demo.outgoing] deny tcp/25: guest1 reaches the outside host's port 80, not its port 25"
+got=$(timeout 5 ip netns exec "$GUEST1" busybox wget -q -O - http://192.0.2.2:80/ 2>&1) || fail "guest1 -> outside:80 failed: $got"
+ok "guest1 -> 192.0.2.2:80 -> $got"
+if timeout 3 ip netns exec "$GUEST1" busybox wget -q -O - http://192.0.2.2:25/ >/dev/null 2>&1; then
+	fail "guest1 reached the outside host's port 25"
+fi
+ok "guest1 -> 192.0.2.2:25 is dropped"
+
+# =======================================================================================
+section "Self-healing: network-virtual watch, reconcile and doctor"
+# =======================================================================================
+step "network-virtual watch runs (systemd: brouter-watch.service); a firewall reload flushes the ruleset"
+in_dom0 "$NV" watch 2>"$TMP/watch.log" &
+WATCH_PID=$!
+sleep 0.5 # its first look at every network
+run ip netns exec "$DOM0" nft flush ruleset
+healed=""
+for _ in $(seq 1 50); do
+	if ip netns exec "$GUEST1" ping -q -c 1 -W 0.2 192.0.2.2 >/dev/null 2>&1 &&
+		in_dom0 nft list table bridge brouter-demo >/dev/null 2>&1 &&
+		in_dom0 nft list set bridge brouter-demo as_ip4 2>/dev/null | grep -q 10.98.98.11; then
+		healed=yes
+		break
+	fi
+	sleep 0.1
+done
+sed 's/^/    watch: /' "$TMP/watch.log"
+[ -n "$healed" ] || fail "the watcher did not repair the network within 5 s"
+ok "repaired without any command: guest1 reaches the outside again, its antispoof entries are back"
+ip -n "$GUEST1" addr add 10.98.98.99/24 dev eth0
+if ip netns exec "$GUEST1" ping -q -c 1 -W 1 -I 10.98.98.99 10.98.98.1 >/dev/null 2>&1; then
+	fail "after the repair a packet from the spoofed source 10.98.98.99 got through"
+fi
+ip -n "$GUEST1" addr del 10.98.98.99/24 dev eth0
+ok "a spoofed packet is dropped again"
+kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true
+# What a reload of the host's firewall also removed: iptables' built-in chains (see the top).
+if command -v iptables >/dev/null; then
+	in_dom0 iptables -t filter -P FORWARD ACCEPT
+	in_dom0 iptables -t nat -P POSTROUTING ACCEPT
+	in_dom0 ip6tables -t filter -P FORWARD ACCEPT
+fi
+
+step "reconcile by hand: nothing is missing, so nothing changes"
+run ip netns exec "$DOM0" "$NV" reconcile
+
+step "doctor: a host firewall table whose forward chain has policy drop cuts the guests off"
+run ip netns exec "$DOM0" "$NV" doctor
+run ip netns exec "$DOM0" nft add table inet hostfw
+run ip netns exec "$DOM0" nft 'add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }'
+ip netns exec "$GUEST1" ping -q -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 && fail "guest1 still reaches the outside through a policy drop"
+rc=0; run ip netns exec "$DOM0" "$NV" doctor || rc=$?
+[ "$rc" -eq 1 ] || fail "doctor exited $rc with a foreign policy drop, want 1"
+ok "doctor names the chain and how to let the network through (exit 1)"
+run ip netns exec "$DOM0" nft delete table inet hostfw
+ping_ok "$GUEST1" 192.0.2.2 "guest1 -> outside again once that table is gone"
+
+# =======================================================================================
 section "network-virtual: stop, and check nothing is left behind"
 # =======================================================================================
 step "vif-brouter offline (Xen shuts the guests down)"
@@ -422,3 +615,68 @@ else
 fi
 echo "(IP forwarding, once enabled, stays on: net.ipv4.ip_forward=$(in_dom0 sysctl -n net.ipv4.ip_forward)," \
 	"net.ipv6.conf.all.forwarding=$(in_dom0 sysctl -n net.ipv6.conf.all.forwarding))"
+
+# =======================================================================================
+section "A second host: one network over two hosts (VXLAN overlay)"
+# =======================================================================================
+# dom0 and host2 are joined by an underlay link (198.51.100.0/24); each runs
+# network-virtual with its own config, the same VNI and the other as its peer. A guest
+# behind each host's bridge (attached by qemu-ifup) reaches the other across the tunnel.
+HOST2=brdemo-h2-$$
+GUEST3=brdemo-g3-$$
+GUEST4=brdemo-g4-$$
+mkns "$HOST2"; mkns "$GUEST3"; mkns "$GUEST4"
+ip -n "$DOM0" link add ul0 type veth peer name eth0 netns "$HOST2"
+ip -n "$DOM0" addr add 198.51.100.1/24 dev ul0
+ip -n "$HOST2" addr add 198.51.100.2/24 dev eth0
+ip -n "$DOM0" link set ul0 up
+ip -n "$HOST2" link set eth0 up
+n=2
+for pair in "$DOM0:$GUEST3" "$HOST2:$GUEST4"; do
+	n=$((n + 1))
+	h=${pair%%:*} g=${pair##*:}
+	ip -n "$g" link add eth0 type veth peer name "vq$n" netns "$h"
+	ip -n "$g" addr add "10.77.0.1$n/24" dev eth0
+	ip -n "$g" link set eth0 up mtu 1450
+done
+mkdir -p "$TMP/h2/run" "$TMP/h2/state"
+span_config() { # FILE PEER
+	cat >"$1" <<TOML
+[network.span]
+bridge = "brspan"
+address = "10.77.0.1/24"
+
+[network.span.overlay]
+vni = 4242
+peers = ["$2"]
+TOML
+}
+span_config "$TMP/span1.toml" 198.51.100.2
+span_config "$TMP/span2.toml" 198.51.100.1
+echo "dom0's config ($TMP/span1.toml; host2's names 198.51.100.1 as its peer):"; sed 's/^/    /' "$TMP/span1.toml"
+on_dom0()  { BROUTER_CONFIG=$TMP/span1.toml ip netns exec "$DOM0" "$@"; }
+on_host2() { BROUTER_CONFIG=$TMP/span2.toml BROUTER_RUN_DIR=$TMP/h2/run BROUTER_STATE_DIR=$TMP/h2/state ip netns exec "$HOST2" "$@"; }
+snapshot "$TMP/before-span"
+step "start on both hosts, attach a guest on each (qemu-ifup)"
+run on_dom0 "$NV" start net=span
+run on_host2 "$NV" start net=span
+on_dom0 "$BINDIR/qemu-ifup" vq3 brspan
+on_host2 "$BINDIR/qemu-ifup" vq4 brspan
+run ip -n "$DOM0" -d link show vx-span
+run ip netns exec "$DOM0" bridge fdb show dev vx-span
+step "guest3 (behind dom0) pings guest4 (behind host2) across the tunnel, 1400 bytes with DF"
+run ip netns exec "$GUEST3" ping -c 2 -W 2 -M do -s 1372 10.77.0.14
+ok "one L2 segment across two hosts (MTU $(ip netns exec "$DOM0" cat /sys/class/net/brspan/mtu): the underlay's 1500 minus VXLAN's 50)"
+step "status on dom0"
+run on_dom0 "$NV" status net=span
+step "stop on both hosts"
+on_dom0 "$BINDIR/qemu-ifup" --down vq3
+on_host2 "$BINDIR/qemu-ifup" --down vq4
+run on_dom0 "$NV" stop net=span
+run on_host2 "$NV" stop net=span
+snapshot "$TMP/after-span"
+if diff -u "$TMP/before-span" "$TMP/after-span"; then
+	ok "no link, address, route or firewall rule of the overlay left behind in dom0"
+else
+	fail "network-virtual stop left changes of the overlay behind (diff above)"
+fi

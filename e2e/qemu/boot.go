@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +40,14 @@ type Options struct {
 	IfUp   string // script=; "" means "no"
 	IfDown string // downscript=; "" means "no"
 	MAC    string // the guest NIC's MAC; "" lets QEMU choose
+
+	// Bridge and Helper, instead of Tap and the scripts: -netdev
+	// bridge,br=Bridge,helper=Helper (QEMU runs the helper, which makes the
+	// tap and sends it back).
+	Bridge, Helper string
+	// Prefix is run in front of QEMU inside NS, e.g. setpriv's arguments to
+	// start it as another user.
+	Prefix []string
 
 	// Append is added to the kernel command line: brtest.ping=A,B,
 	// brtest.resolve=NAME, brtest.ip=A/LEN,GW (see the guest's /init).
@@ -98,6 +107,9 @@ func Args(o Options) []string {
 	}
 	cmdline := append([]string{"console=ttyS0", "quiet", "loglevel=3", "panic=-1", "rdinit=/init"}, o.Append...)
 	netdev := fmt.Sprintf("tap,id=n0,ifname=%s,script=%s,downscript=%s", o.Tap, script(o.IfUp), script(o.IfDown))
+	if o.Bridge != "" {
+		netdev = fmt.Sprintf("bridge,id=n0,br=%s,helper=%s", o.Bridge, o.Helper)
+	}
 	device := "virtio-net-pci,netdev=n0,romfile="
 	if o.MAC != "" {
 		device += ",mac=" + o.MAC
@@ -121,8 +133,8 @@ func Args(o Options) []string {
 // downscript and exits) or the timeout. A non-nil error means QEMU could not
 // be started or was stopped at the timeout; the Result is filled either way.
 func Boot(ctx context.Context, o Options) (*Result, error) {
-	if o.NS == nil || o.Kernel == "" || o.Initrd == "" || o.Tap == "" {
-		return nil, errors.New("qemu: Boot needs NS, Kernel, Initrd and Tap")
+	if o.NS == nil || o.Kernel == "" || o.Initrd == "" || o.Tap == "" && (o.Bridge == "" || o.Helper == "") {
+		return nil, errors.New("qemu: Boot needs NS, Kernel, Initrd and Tap (or Bridge and Helper)")
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 90 * time.Second
@@ -130,8 +142,9 @@ func Boot(ctx context.Context, o Options) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
-	// `ip netns exec` execs QEMU in place: the PID is QEMU's.
-	cmd := o.NS.CmdContext(ctx, Args(o)...)
+	// `ip netns exec` (and a Prefix such as setpriv) execs QEMU in place:
+	// the PID is QEMU's.
+	cmd := o.NS.CmdContext(ctx, append(slices.Clone(o.Prefix), Args(o)...)...)
 	cmd.Env = append(os.Environ(), o.Env...)
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // lets QEMU run its downscript

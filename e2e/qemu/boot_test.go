@@ -24,6 +24,13 @@ func TestArgs(t *testing.T) {
 	}
 }
 
+func TestArgsBridge(t *testing.T) {
+	a := strings.Join(Args(Options{Kernel: "K", Initrd: "I", Bridge: "brlab", Helper: "/h/bridge-helper"}), " ")
+	if want := "-netdev bridge,id=n0,br=brlab,helper=/h/bridge-helper -device"; !strings.Contains(a, want) {
+		t.Errorf("QEMU args lack %q:\n%s", want, a)
+	}
+}
+
 // At the timeout QEMU gets SIGTERM, so it still runs its downscript.
 func TestBootTimeoutRunsDownscript(t *testing.T) {
 	nstest.RequireRoot(t)

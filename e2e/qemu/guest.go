@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -105,7 +106,11 @@ func Build(ctx context.Context, cacheDir string) (*Guest, error) {
 		return nil, err
 	}
 	version := fmt.Sprintf("%s=%s %s=%s", kpkg, kver, BusyboxPackage, bver)
-	sum := sha256.Sum256([]byte(strings.Join([]string{version, builderRevision, initScript, udhcpcScript}, "\x00")))
+	dhcp6cDir, dhcp6cSrc, err := dhcp6cSource()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{version, builderRevision, initScript, udhcpcScript, dhcp6cSrc}, "\x00")))
 	key := hex.EncodeToString(sum[:8])
 	dir := filepath.Join(cacheDir, "guest-"+key)
 	g := &Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.gz"), Version: version}
@@ -175,7 +180,11 @@ func Build(ctx context.Context, cacheDir string) (*Guest, error) {
 	for _, m := range mods {
 		names = append(names, m.name)
 	}
-	if err := writeInitramfs(filepath.Join(tmpDir, "initrd.gz"), busybox, mods); err != nil {
+	dhcp6c, err := buildDHCP6C(ctx, dhcp6cDir, work)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeInitramfs(filepath.Join(tmpDir, "initrd.gz"), busybox, dhcp6c, mods); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(tmpDir, "modules"), []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
@@ -497,7 +506,7 @@ func modDepends(ko []byte) ([]string, error) {
 
 // writeInitramfs packs the guest's root: busybox, /init, the udhcpc hook, the
 // modules and /dev/console, as a gzip'd newc cpio.
-func writeInitramfs(dst, busybox string, mods []module) error {
+func writeInitramfs(dst, busybox string, dhcp6c []byte, mods []module) error {
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return fmt.Errorf("qemu: %w", err)
@@ -514,6 +523,7 @@ func writeInitramfs(dst, busybox string, mods []module) error {
 	c.Symlink("bin/sh", "busybox")
 	c.File("init", 0o755, []byte(initScript))
 	c.File("udhcpc.script", 0o755, []byte(udhcpcScript))
+	c.File("bin/dhcp6c", 0o755, dhcp6c)
 	var order []string
 	for _, m := range mods {
 		c.File("modules/"+m.name+".ko", 0o644, m.data)
@@ -530,4 +540,35 @@ func writeInitramfs(dst, busybox string, mods []module) error {
 		return fmt.Errorf("qemu: %w", err)
 	}
 	return nil
+}
+
+// dhcp6cSource returns the directory and the source of the guest's DHCPv6
+// client (./dhcp6c beside this file; Debian's busybox has no udhcpc6).
+func dhcp6cSource() (dir, src string, err error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", "", errors.New("qemu: cannot locate the dhcp6c source")
+	}
+	dir = filepath.Join(filepath.Dir(self), "dhcp6c")
+	b, err := os.ReadFile(filepath.Join(dir, "main.go"))
+	if err != nil {
+		return "", "", fmt.Errorf("qemu: dhcp6c source: %w", err)
+	}
+	return dir, string(b), nil
+}
+
+// buildDHCP6C compiles the guest's DHCPv6 client, static, into work.
+func buildDHCP6C(ctx context.Context, dir, work string) ([]byte, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = "/usr/local/go/bin/go"
+	}
+	out := filepath.Join(work, "dhcp6c")
+	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("qemu: build the guest's dhcp6c: %v: %s", err, bytes.TrimSpace(b))
+	}
+	return os.ReadFile(out)
 }

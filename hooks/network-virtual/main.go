@@ -6,20 +6,24 @@
 // hosts where xl never calls network scripts:
 //
 //	network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+//	network-virtual [--config FILE] reconcile|watch [net=NAME]
+//	network-virtual [--config FILE] [--json] doctor [net=NAME]
 //
-// Exit status: 0 success (status: running and intact), 1 failure (status:
-// running but with problems, LSB's "dead but state exists"), 2 usage, 3
-// status: not running.
+// Exit status: 0 success (status: running and intact; doctor: nothing
+// found), 1 failure (status: running but with problems, LSB's "dead but
+// state exists"; doctor: findings), 2 usage, 3 status: not running.
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/brouter/brouter/shared/cli"
 	"github.com/brouter/brouter/shared/config"
@@ -27,6 +31,19 @@ import (
 )
 
 const usage = `usage: network-virtual [--config FILE] [--json] start|stop|restart|status [VAR=VAL ...]
+       network-virtual [--config FILE] reconcile [net=NAME]
+       network-virtual [--config FILE] watch
+       network-virtual [--config FILE] [--json] doctor [net=NAME]
+
+  reconcile         re-apply what the records say a running network and its ports
+                    have (rules after a firewall reload, dnsmasq, the bridge) and
+                    detach ports whose device is gone; one line per repair; without
+                    net=, every running network
+  watch             run until stopped, reconciling within a second of any of that
+                    (nf_tables and link notifications; iptables-legacy is polled)
+  doctor            explain why guests may be cut off (foreign firewall chains that
+                    drop, forwarding off, missing rules): one line per finding with
+                    what to do; without net=, every running network
 
 Variables (Xen network-script style; they override the host config):
   net=NAME          use [network.NAME] from the host config
@@ -38,8 +55,9 @@ Variables (Xen network-script style; they override the host config):
   antispoof=yes|no  drop forwarded packets whose source is outside the network
 
 Host config: --config FILE, else $BROUTER_CONFIG, else /etc/brouter/brouter.toml (optional).
-Exit status: 0 ok (status: running, no problem), 1 failure (status: running
-with problems: what Start set up is not all there), 2 usage, 3 not running.
+Exit status: 0 ok (status: running, no problem; doctor: nothing found),
+1 failure (status: running with problems: what Start set up is not all
+there; doctor: findings), 2 usage, 3 not running.
 `
 
 const (
@@ -56,6 +74,7 @@ type invocation struct {
 	json       bool
 	net        string
 	over       config.NetworkSpec
+	overrides  bool // a VAR=VAL other than net= was given
 }
 
 type usageError struct{ msg string }
@@ -81,11 +100,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	m := vnet.New(cfg)
+	m.Note = func(line string) { fmt.Fprintf(stderr, "network-virtual: %s: note: %s\n", inv.op, line) }
+	switch inv.op {
+	case "watch":
+		return watch(inv, stderr, fail)
+	case "doctor", "reconcile":
+		nets, err := inv.networks(cfg, m)
+		if err != nil {
+			return fail(err)
+		}
+		if inv.op == "reconcile" {
+			return reconcile(m, nets, stdout, fail)
+		}
+		return doctor(m, nets, inv.json, stdout, fail)
+	}
 	n, err := cfg.Select(inv.net, &inv.over)
 	if err != nil {
 		return fail(err)
 	}
-	m := vnet.New(cfg)
 	switch inv.op {
 	case "start":
 		if err := m.Start(n); err != nil {
@@ -106,28 +139,119 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "network %s: restarted on bridge %s (%s)\n", n.Name, n.Bridge, n.Mode)
 	case "status":
-		st, err := m.Status(n)
+		return status(m, n, inv.json, stdout, fail)
+	}
+	return 0
+}
+
+func status(m *vnet.Manager, n *config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	st, err := m.Status(n)
+	if err != nil {
+		return fail(err)
+	}
+	if asJSON {
+		printJSON(stdout, st)
+	} else {
+		printStatus(stdout, st)
+	}
+	if !st.Running {
+		return exitNotRunning
+	}
+	if len(st.Problems) > 0 {
+		return exitFail // LSB: 1, dead (not as set up) but state exists
+	}
+	return 0
+}
+
+// networks are the networks an operation over running networks (reconcile, doctor)
+// acts on: the one net= (or another variable) names, else every running
+// network of the host config.
+func (inv *invocation) networks(cfg *config.Config, m *vnet.Manager) ([]*config.Network, error) {
+	if inv.net != "" || inv.overrides {
+		n, err := cfg.Select(inv.net, &inv.over)
+		if err != nil {
+			return nil, err
+		}
+		return []*config.Network{n}, nil
+	}
+	names, err := m.Running()
+	if err != nil {
+		return nil, err
+	}
+	var out []*config.Network
+	for _, name := range names {
+		if n, ok := cfg.Networks[name]; ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// reconcile prints one line per repair.
+func reconcile(m *vnet.Manager, nets []*config.Network, stdout io.Writer, fail func(error) int) int {
+	n := 0
+	for _, net := range nets {
+		repairs, err := m.Reconcile(net)
+		for _, r := range repairs {
+			fmt.Fprintf(stdout, "network %s: %s\n", net.Name, r)
+		}
+		n += len(repairs)
 		if err != nil {
 			return fail(err)
 		}
-		if inv.json {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(st)
-		} else {
-			printStatus(stdout, st)
+	}
+	if n == 0 {
+		fmt.Fprintf(stdout, "nothing to repair (%s)\n", networksCount(len(nets)))
+	}
+	return 0
+}
+
+// watch runs until SIGTERM or SIGINT, logging one line per repair to stderr
+// (the journal, under systemd).
+func watch(inv *invocation, stderr io.Writer, fail func(error) int) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	load := func() (*config.Config, error) { return config.Load(inv.configPath) }
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+	if err := vnet.Watch(ctx, load, logf); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// doctor prints one line per finding, each with what to do; exit 0 when
+// there is none, 1 otherwise.
+func doctor(m *vnet.Manager, nets []*config.Network, asJSON bool, stdout io.Writer, fail func(error) int) int {
+	findings := []vnet.Finding{}
+	for _, n := range nets {
+		f, err := m.Doctor(n)
+		if err != nil {
+			return fail(err)
 		}
-		if !st.Running {
-			return exitNotRunning
+		findings = append(findings, f...)
+	}
+	switch {
+	case asJSON:
+		printJSON(stdout, findings)
+	case len(nets) == 0:
+		fmt.Fprintln(stdout, "no network is running")
+	case len(findings) == 0:
+		fmt.Fprintf(stdout, "nothing wrong found (%s)\n", networksCount(len(nets)))
+	}
+	if !asJSON {
+		for _, f := range findings {
+			fmt.Fprintln(stdout, f)
 		}
-		if len(st.Problems) > 0 {
-			return exitFail // LSB: 1, dead (not as set up) but state exists
-		}
+	}
+	if len(findings) > 0 {
+		return exitFail
 	}
 	return 0
 }
 
 var errHelp = errors.New("help")
+
+const operations = "start, stop, restart, status, reconcile, watch or doctor"
 
 // parseArgs follows xend: the operation is the first argument without '=';
 // VAR=VAL arguments may come before or after it.
@@ -154,6 +278,7 @@ func parseArgs(args []string) (*invocation, error) {
 		case strings.Contains(a, "="):
 			k, v, _ := strings.Cut(a, "=")
 			v = unquote(v)
+			inv.overrides = inv.overrides || k != "net"
 			switch k {
 			case "net":
 				inv.net = v
@@ -181,17 +306,20 @@ func parseArgs(args []string) (*invocation, error) {
 			}
 		case inv.op == "":
 			switch a {
-			case "start", "stop", "restart", "status":
+			case "start", "stop", "restart", "status", "reconcile", "watch", "doctor":
 				inv.op = a
 			default:
-				return nil, usageError{fmt.Sprintf("unknown operation %q: want start, stop, restart or status", a)}
+				return nil, usageError{fmt.Sprintf("unknown operation %q: want %s", a, operations)}
 			}
 		default:
 			return nil, usageError{fmt.Sprintf("unexpected argument %q after %s", a, inv.op)}
 		}
 	}
 	if inv.op == "" {
-		return nil, usageError{"no operation given: want start, stop, restart or status"}
+		return nil, usageError{"no operation given: want " + operations}
+	}
+	if inv.op == "watch" && (inv.net != "" || inv.overrides) {
+		return nil, usageError{"watch takes no variables: it watches every running network"}
 	}
 	if bridge == nil && vifnum != nil {
 		b := "xenbr" + *vifnum
@@ -208,67 +336,4 @@ func unquote(v string) string {
 		return v[1 : len(v)-1]
 	}
 	return v
-}
-
-func printStatus(w io.Writer, st *vnet.Status) {
-	state := "not running"
-	if st.Running {
-		state = "running"
-	}
-	fmt.Fprintf(w, "network %s: %s\n", st.Network, state)
-	fmt.Fprintf(w, "  bridge:   %s", st.Bridge)
-	if st.CreatedBridge {
-		fmt.Fprint(w, " (created by brouter)")
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  mode:     %s\n", st.Mode)
-	if st.Address != "" {
-		fmt.Fprintf(w, "  address:  %s\n", st.Address)
-	}
-	if st.Address6 != "" {
-		fmt.Fprintf(w, "  address6: %s\n", st.Address6)
-	}
-	if st.Backend != "" {
-		fmt.Fprintf(w, "  firewall: %s, %d rules\n", st.Backend, len(st.Firewall))
-	}
-	if !st.Running {
-		return
-	}
-	fmt.Fprintf(w, "  ports:    %d\n", len(st.Ports))
-	for _, p := range st.Ports {
-		fmt.Fprintf(w, "    %-15s %s mtu %d %s\n", p.Name, p.MAC, p.MTU, p.State)
-		if p.ToGuest != "" || p.FromGuest != "" {
-			fmt.Fprintf(w, "      shaping: to guest %s; from guest %s; priority %s\n", p.ToGuest, p.FromGuest, p.Priority)
-		}
-	}
-	fmt.Fprintln(w, "  routes:")
-	for _, r := range st.Routes {
-		fmt.Fprintf(w, "    %s\n", r)
-	}
-	if len(st.Firewall) > 0 {
-		fmt.Fprintln(w, "  rules:")
-		for _, r := range st.Firewall {
-			fmt.Fprintf(w, "    %s\n", r)
-		}
-	}
-	if st.DHCP != nil {
-		state := "not running"
-		if st.DHCP.Running {
-			state = fmt.Sprintf("running (dnsmasq pid %d)", st.DHCP.PID)
-		}
-		fmt.Fprintf(w, "  dhcp:     %s, %d leases\n", state, len(st.DHCP.Leases))
-		for _, l := range st.DHCP.Leases {
-			exp := "never"
-			if !l.Expiry.IsZero() {
-				exp = l.Expiry.Local().Format("2006-01-02 15:04:05")
-			}
-			fmt.Fprintf(w, "    %-15s %s %-20s expires %s\n", l.IP, l.MAC, l.Hostname, exp)
-		}
-	}
-	for _, p := range st.Problems {
-		fmt.Fprintf(w, "  problem: %s\n", p)
-	}
-	for _, p := range st.Warnings {
-		fmt.Fprintf(w, "  warning: %s\n", p)
-	}
 }

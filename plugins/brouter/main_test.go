@@ -2,15 +2,12 @@ package main
 
 import (
 	"errors"
-	"net/netip"
 	"path/filepath"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/brouter/brouter/shared/vnet"
 )
 
 // The shipped conflists decode and pass the plugin's own checks.
@@ -68,43 +65,6 @@ func TestLoadConfRuntimeConfig(t *testing.T) {
 		_, err := loadConf(&skel.CmdArgs{StdinData: []byte(tc.conf)})
 		if got := code(err); got != tc.code || (tc.code != 0) != (err != nil) {
 			t.Errorf("%s: error %v (code %d), want code %d", tc.name, err, got, tc.code)
-		}
-	}
-}
-
-func TestForwardsFor(t *testing.T) {
-	v4, v6 := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("fd00::2")
-	pm := func(hostIP string) vnet.Forward {
-		f, err := forwardOf(portMapping{HostPort: 8080, ContainerPort: 80, Protocol: "TCP", HostIP: hostIP})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	for _, tc := range []struct {
-		name  string
-		maps  []vnet.Forward
-		ips   []netip.Addr
-		guest []netip.Addr
-	}{
-		{"any address, both families", []vnet.Forward{pm("")}, []netip.Addr{v4, v6}, []netip.Addr{v4, v6}},
-		{"0.0.0.0 is IPv4 only", []vnet.Forward{pm("0.0.0.0")}, []netip.Addr{v4, v6}, []netip.Addr{v4}},
-		{":: is IPv6 only", []vnet.Forward{pm("::")}, []netip.Addr{v4, v6}, []netip.Addr{v6}},
-		{"hostIP picks its family", []vnet.Forward{pm("192.0.2.1")}, []netip.Addr{v4, v6}, []netip.Addr{v4}},
-		{"no address of the family", []vnet.Forward{pm("2001:db8::1")}, []netip.Addr{v4}, nil},
-	} {
-		got := forwardsFor(tc.maps, tc.ips)
-		if len(got) != len(tc.guest) {
-			t.Errorf("%s: %v, want guests %v", tc.name, got, tc.guest)
-			continue
-		}
-		for i, f := range got {
-			if f.GuestIP != tc.guest[i] || f.Proto != "tcp" || f.HostPort != 8080 || f.GuestPort != 80 {
-				t.Errorf("%s: forward %d = %+v", tc.name, i, f)
-			}
-			if f.HostIP.IsValid() && f.HostIP.IsUnspecified() {
-				t.Errorf("%s: forward %d keeps an unspecified hostIP", tc.name, i)
-			}
 		}
 	}
 }

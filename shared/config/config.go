@@ -115,11 +115,28 @@ type Network struct {
 	Shaping *Shaping
 	// DHCP: the network's DHCP and DNS service; nil when not configured.
 	DHCP *DHCP
+	// DHCP6: router advertisements and DHCPv6 (dhcp6.go); nil when the
+	// network has none (no address6, ipv6_mode "none", mode route or bridge).
+	DHCP6 *DHCP6
+	// NAT6: masquerade the IPv6 prefix like IPv4 (mode nat only).
+	NAT6 bool
+	// UplinkAcceptRA: start sets accept_ra = 2 on the uplink, so that the
+	// host keeps its own SLAAC there once IPv6 forwarding is on.
+	UplinkAcceptRA bool
 	// Alloc: the pools brouter's own allocator hands out from (always set
 	// for a subnet the network has).
 	Alloc Alloc
 	// PortRules: what is known about the guests behind matching ports.
 	PortRules []PortRule
+	// Policy: isolation, host access, reach, forwards, incoming and
+	// outgoing rules (policy.go).
+	Policy Policy
+	// Overlay: the network spans hosts (overlay.go); nil when it does not.
+	Overlay *Overlay
+	// AllowUsers and AllowGroups: who besides root may attach guests
+	// through the bridge helper (names or numeric ids; see access.go).
+	AllowUsers  []Principal
+	AllowGroups []Principal
 }
 
 // Subnets returns the network's configured subnets (IPv4 first).
@@ -158,11 +175,21 @@ type NetworkSpec struct {
 	ForwardDelay *int    `toml:"forward_delay"`
 	Antispoof    *bool   `toml:"antispoof"`
 	Firewall     *string `toml:"firewall"`
+	NAT6         *bool   `toml:"nat6"`
+	// UplinkAcceptRA: see Network.UplinkAcceptRA.
+	UplinkAcceptRA *bool `toml:"uplink_accept_ra"`
+
+	AllowUsers  []Principal `toml:"allow_users"`
+	AllowGroups []Principal `toml:"allow_groups"`
 
 	Shaping *ShapingSpec   `toml:"shaping"`
 	DHCP    *DHCPSpec      `toml:"dhcp"`
+	DHCP6   *DHCP6Spec     `toml:"dhcp6"`
 	Alloc   *AllocSpec     `toml:"alloc"`
 	Port    []PortRuleSpec `toml:"port"`
+	Overlay *OverlaySpec   `toml:"overlay"`
+
+	PolicySpec // isolate_guests, host_access, reach, forward, incoming, outgoing (policy.go)
 }
 
 // Load reads the host config. path "" means: BROUTER_CONFIG, else DefaultPath.
@@ -251,6 +278,12 @@ func Parse(data []byte, path string) (*Config, error) {
 		bridges[n.Bridge] = name
 		c.Networks[name] = n
 	}
+	if err := validatePolicies(c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
+	if err := checkOverlays(c.Networks); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
 	if c.DefaultNetwork != "" {
 		if _, ok := c.Networks[c.DefaultNetwork]; !ok {
 			return nil, fmt.Errorf("config: %s: default_network = %q: no [network.%s] table (have: %s)", where, c.DefaultNetwork, c.DefaultNetwork, strings.Join(names, ", "))
@@ -274,7 +307,7 @@ func ValidNetworkName(name string) error {
 
 // reservedNames are run_dir entries of brouter's own; a network's own
 // directory (run_dir/NAME, for its DHCP server) must not collide with them.
-var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true}
+var reservedNames = map[string]bool{"locks": true, "networks": true, "ports": true, "forwards": true, "hostports": true}
 
 // Validate checks a spec and fills in defaults; name is the [network.NAME] key.
 func (s *NetworkSpec) Validate(name string) (*Network, error) {
@@ -283,113 +316,14 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		return nil, fmt.Errorf("[network.%s]: %w", name, err)
 	}
 	n := &Network{Name: name, Bridge: DefaultBridge, Mode: ModeNAT, MTU: DefaultMTU, Firewall: FirewallAuto}
-	if s.Mode != nil {
-		n.Mode = Mode(*s.Mode)
-		if !validMode(n.Mode) {
-			return nil, fmt.Errorf("%s = %q: want one of %s", key("mode"), *s.Mode, joinModes())
+	for _, step := range []func(func(string) string, *Network) error{
+		s.validateBridge, s.validateAddresses, s.validateLink,
+	} {
+		if err := step(key, n); err != nil {
+			return nil, err
 		}
 	}
-	if n.Mode == ModeRoute {
-		// No bridge: vifs name the network by its name in their bridge= key.
-		if s.Bridge != nil && *s.Bridge != "" {
-			return nil, fmt.Errorf("%s = %q: mode \"route\" has no bridge; remove the key (guests select the network with bridge=%s)", key("bridge"), *s.Bridge, name)
-		}
-		n.Bridge = ""
-	} else {
-		if s.Bridge != nil {
-			n.Bridge = *s.Bridge
-		}
-		if err := names.Interface(n.Bridge); err != nil {
-			return nil, fmt.Errorf("%s: bridge %w", key("bridge"), err)
-		}
-	}
-	if s.Address != nil && *s.Address != "" {
-		p, err := netip.ParsePrefix(*s.Address)
-		if err != nil || !p.Addr().Is4() {
-			return nil, fmt.Errorf("%s = %q: want the bridge's IPv4 address with its prefix length, e.g. \"10.98.98.1/24\"", key("address"), *s.Address)
-		}
-		if err := hostAddress(p); err != nil {
-			return nil, fmt.Errorf("%s = %q: %w", key("address"), *s.Address, err)
-		}
-		n.Gateway, n.Subnet = p, p.Masked()
-	} else if n.Mode != ModeBridge {
-		p := netip.MustParsePrefix(DefaultAddress)
-		n.Gateway, n.Subnet = p, p.Masked()
-	}
-	if s.Subnet != nil && *s.Subnet != "" {
-		p, err := netip.ParsePrefix(*s.Subnet)
-		if err != nil || !p.Addr().Is4() {
-			return nil, fmt.Errorf("%s = %q: want an IPv4 network, e.g. \"10.98.98.0/24\"", key("subnet"), *s.Subnet)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%s = %q: host bits set; the network is %s", key("subnet"), *s.Subnet, p.Masked())
-		}
-		if !n.Gateway.IsValid() {
-			return nil, fmt.Errorf("%s = %q: needs an address in that network", key("subnet"), *s.Subnet)
-		}
-		if p != n.Subnet {
-			return nil, fmt.Errorf("%s = %s: address is outside subnet %s (%s is in %s)", key("address"), n.Gateway, p, n.Gateway.Addr(), n.Subnet)
-		}
-	}
-	if s.Address6 != nil && *s.Address6 != "" {
-		p, err := netip.ParsePrefix(*s.Address6)
-		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%s = %q: want the bridge's IPv6 address with its prefix length, e.g. \"fd00:98::1/64\"", key("address6"), *s.Address6)
-		}
-		if err := hostAddress(p); err != nil {
-			return nil, fmt.Errorf("%s = %q: %w", key("address6"), *s.Address6, err)
-		}
-		n.Gateway6, n.Subnet6 = p, p.Masked()
-	}
-	if n.Mode == ModeBridge && (n.Gateway6.IsValid()) {
-		return nil, fmt.Errorf("%s: mode \"bridge\" attaches to an existing bridge and never configures its addresses; remove address6", key("address6"))
-	}
-	if s.Uplink != nil && *s.Uplink != "" {
-		if err := names.Interface(*s.Uplink); err != nil {
-			return nil, fmt.Errorf("%s: uplink %w", key("uplink"), err)
-		}
-		if *s.Uplink == n.Bridge && n.Bridge != "" {
-			return nil, fmt.Errorf("%s = %q: the uplink cannot be the network's own bridge", key("uplink"), *s.Uplink)
-		}
-		n.Uplink = *s.Uplink
-	}
-	if s.MTU != nil {
-		if *s.MTU < 68 || *s.MTU > 65535 {
-			return nil, fmt.Errorf("%s = %d: want 68..65535", key("mtu"), *s.MTU)
-		}
-		n.MTU = *s.MTU
-	}
-	if s.STP != nil {
-		n.STP = *s.STP
-	}
-	if s.ForwardDelay != nil {
-		// The kernel accepts 2..30 s with STP on; 0 is only meaningful with STP off.
-		if *s.ForwardDelay < 0 || *s.ForwardDelay > 30 {
-			return nil, fmt.Errorf("%s = %d: want 0..30 (seconds)", key("forward_delay"), *s.ForwardDelay)
-		}
-		n.ForwardDelay = *s.ForwardDelay
-	}
-	if n.STP && n.ForwardDelay < 2 {
-		if s.ForwardDelay != nil {
-			return nil, fmt.Errorf("%s = %d: with stp = true the kernel needs 2..30 seconds", key("forward_delay"), *s.ForwardDelay)
-		}
-		n.ForwardDelay = 15 // the 802.1D default
-	}
-	if s.Antispoof != nil {
-		n.Antispoof = *s.Antispoof
-	}
-	sh, err := s.Shaping.validate("network." + name + ".shaping")
-	if err != nil {
-		return nil, err
-	}
-	n.Shaping = sh
-	if n.DHCP, err = s.DHCP.validate("network."+name+".dhcp", n); err != nil {
-		return nil, err
-	}
-	if n.Alloc, err = s.Alloc.validate("network."+name+".alloc", n); err != nil {
-		return nil, err
-	}
-	if n.PortRules, err = validatePorts("network."+name+".port", s.Port); err != nil {
+	if err := s.validateTables(key, n); err != nil {
 		return nil, err
 	}
 	if s.Firewall != nil {
@@ -401,6 +335,150 @@ func (s *NetworkSpec) Validate(name string) (*Network, error) {
 		}
 	}
 	return n, nil
+}
+
+// validateBridge sets the network's mode and bridge.
+func (s *NetworkSpec) validateBridge(key func(string) string, n *Network) error {
+	if s.Mode != nil {
+		n.Mode = Mode(*s.Mode)
+		if !validMode(n.Mode) {
+			return fmt.Errorf("%s = %q: want one of %s", key("mode"), *s.Mode, joinModes())
+		}
+	}
+	if n.Mode == ModeRoute {
+		// No bridge: vifs name the network by its name in their bridge= key.
+		if s.Bridge != nil && *s.Bridge != "" {
+			return fmt.Errorf("%s = %q: mode \"route\" has no bridge; remove the key (guests select the network with bridge=%s)", key("bridge"), *s.Bridge, n.Name)
+		}
+		n.Bridge = ""
+		return nil
+	}
+	if s.Bridge != nil {
+		n.Bridge = *s.Bridge
+	}
+	if err := names.Interface(n.Bridge); err != nil {
+		return fmt.Errorf("%s: bridge %w", key("bridge"), err)
+	}
+	return nil
+}
+
+// validateAddresses sets the network's gateways and subnets.
+func (s *NetworkSpec) validateAddresses(key func(string) string, n *Network) error {
+	if s.Address != nil && *s.Address != "" {
+		p, err := netip.ParsePrefix(*s.Address)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("%s = %q: want the bridge's IPv4 address with its prefix length, e.g. \"10.98.98.1/24\"", key("address"), *s.Address)
+		}
+		if err := hostAddress(p); err != nil {
+			return fmt.Errorf("%s = %q: %w", key("address"), *s.Address, err)
+		}
+		n.Gateway, n.Subnet = p, p.Masked()
+	} else if n.Mode != ModeBridge {
+		p := netip.MustParsePrefix(DefaultAddress)
+		n.Gateway, n.Subnet = p, p.Masked()
+	}
+	if s.Subnet != nil && *s.Subnet != "" {
+		p, err := netip.ParsePrefix(*s.Subnet)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("%s = %q: want an IPv4 network, e.g. \"10.98.98.0/24\"", key("subnet"), *s.Subnet)
+		}
+		if p != p.Masked() {
+			return fmt.Errorf("%s = %q: host bits set; the network is %s", key("subnet"), *s.Subnet, p.Masked())
+		}
+		if !n.Gateway.IsValid() {
+			return fmt.Errorf("%s = %q: needs an address in that network", key("subnet"), *s.Subnet)
+		}
+		if p != n.Subnet {
+			return fmt.Errorf("%s = %s: address is outside subnet %s (%s is in %s)", key("address"), n.Gateway, p, n.Gateway.Addr(), n.Subnet)
+		}
+	}
+	if s.Address6 != nil && *s.Address6 != "" {
+		p, err := netip.ParsePrefix(*s.Address6)
+		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return fmt.Errorf("%s = %q: want the bridge's IPv6 address with its prefix length, e.g. \"fd00:98::1/64\"", key("address6"), *s.Address6)
+		}
+		if err := hostAddress(p); err != nil {
+			return fmt.Errorf("%s = %q: %w", key("address6"), *s.Address6, err)
+		}
+		n.Gateway6, n.Subnet6 = p, p.Masked()
+	}
+	if n.Mode == ModeBridge && n.Gateway6.IsValid() {
+		return fmt.Errorf("%s: mode \"bridge\" attaches to an existing bridge and never configures its addresses; remove address6", key("address6"))
+	}
+	return nil
+}
+
+// validateLink sets the uplink, the bridge's MTU and spanning tree, antispoof.
+func (s *NetworkSpec) validateLink(key func(string) string, n *Network) error {
+	if s.Uplink != nil && *s.Uplink != "" {
+		if err := names.Interface(*s.Uplink); err != nil {
+			return fmt.Errorf("%s: uplink %w", key("uplink"), err)
+		}
+		if *s.Uplink == n.Bridge && n.Bridge != "" {
+			return fmt.Errorf("%s = %q: the uplink cannot be the network's own bridge", key("uplink"), *s.Uplink)
+		}
+		n.Uplink = *s.Uplink
+	}
+	if s.MTU != nil {
+		if *s.MTU < 68 || *s.MTU > 65535 {
+			return fmt.Errorf("%s = %d: want 68..65535", key("mtu"), *s.MTU)
+		}
+		n.MTU = *s.MTU
+	}
+	if s.STP != nil {
+		n.STP = *s.STP
+	}
+	if s.ForwardDelay != nil {
+		// The kernel accepts 2..30 s with STP on; 0 is only meaningful with STP off.
+		if *s.ForwardDelay < 0 || *s.ForwardDelay > 30 {
+			return fmt.Errorf("%s = %d: want 0..30 (seconds)", key("forward_delay"), *s.ForwardDelay)
+		}
+		n.ForwardDelay = *s.ForwardDelay
+	}
+	if n.STP && n.ForwardDelay < 2 {
+		if s.ForwardDelay != nil {
+			return fmt.Errorf("%s = %d: with stp = true the kernel needs 2..30 seconds", key("forward_delay"), *s.ForwardDelay)
+		}
+		n.ForwardDelay = 15 // the 802.1D default
+	}
+	if s.Antispoof != nil {
+		n.Antispoof = *s.Antispoof
+	}
+	return nil
+}
+
+// validateTables validates the network's sub-tables, in an order where each
+// may rely on what the ones before set (DHCP before the allocator's pool).
+func (s *NetworkSpec) validateTables(key func(string) string, n *Network) (err error) {
+	if n.Shaping, err = s.Shaping.validate(key("shaping")); err != nil {
+		return err
+	}
+	if n.DHCP, err = s.DHCP.validate(key("dhcp"), n); err != nil {
+		return err
+	}
+	if n.DHCP6, err = s.DHCP6.validate(key("dhcp6"), n); err != nil {
+		return err
+	}
+	if err := validateIPv6Keys(key, s, n); err != nil {
+		return err
+	}
+	if n.Alloc, err = s.Alloc.validate(key("alloc"), n); err != nil {
+		return err
+	}
+	if n.PortRules, err = validatePorts(key("port"), s.Port); err != nil {
+		return err
+	}
+	if n.Policy, err = s.PolicySpec.validate(key, n); err != nil {
+		return err
+	}
+	if n.Overlay, err = s.Overlay.validate(key("overlay"), n, s.MTU); err != nil {
+		return err
+	}
+	if n.AllowUsers, err = validatePrincipals(key("allow_users"), s.AllowUsers); err != nil {
+		return err
+	}
+	n.AllowGroups, err = validatePrincipals(key("allow_groups"), s.AllowGroups)
+	return err
 }
 
 // hostAddress rejects a network or broadcast address used as the gateway.

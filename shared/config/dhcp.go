@@ -23,6 +23,7 @@ type DHCPSpec struct {
 type DHCPHostSpec struct {
 	MAC  *string `toml:"mac"`
 	IP   *string `toml:"ip"`
+	IP6  *string `toml:"ip6"`
 	Name *string `toml:"name"`
 }
 
@@ -35,10 +36,11 @@ type DHCP struct {
 	Hosts                []DHCPHost
 }
 
-// DHCPHost is a static lease with a DNS name.
+// DHCPHost is a static lease with a DNS name: IPv4 (IP), DHCPv6 (IP6), or both.
 type DHCPHost struct {
 	MAC  net.HardwareAddr
-	IP   netip.Addr
+	IP   netip.Addr // invalid when the host has only ip6
+	IP6  netip.Addr // invalid when none
 	Name string
 }
 
@@ -112,36 +114,63 @@ func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
 	seenMAC, seenIP, seenName := map[string]bool{}, map[netip.Addr]bool{}, map[string]bool{}
 	for i, h := range s.Host {
 		hk := fmt.Sprintf("%s.host[%d]", key, i)
-		if h.MAC == nil || h.IP == nil {
-			return nil, fmt.Errorf("%s: needs mac and ip", hk)
-		}
-		mac, err := parseMAC(*h.MAC)
-		if err != nil {
-			return nil, fmt.Errorf("%s.mac = %q: %w", hk, *h.MAC, err)
-		}
-		ip, err := inSubnet(fmt.Sprintf("host[%d].ip", i), *h.IP)
+		host, err := validateHost(hk, fmt.Sprintf("host[%d]", i), h, n, inSubnet)
 		if err != nil {
 			return nil, err
 		}
-		host := DHCPHost{MAC: mac, IP: ip}
-		if h.Name != nil {
-			if !hostnameRE.MatchString(*h.Name) {
-				return nil, fmt.Errorf("%s.name = %q: want a host name (letters, digits, '-', at most 63)", hk, *h.Name)
-			}
-			host.Name = strings.ToLower(*h.Name)
-		}
 		switch {
-		case seenMAC[mac.String()]:
+		case seenMAC[host.MAC.String()]:
 			return nil, fmt.Errorf("%s.mac = %q: listed twice", hk, *h.MAC)
-		case seenIP[ip]:
+		case host.IP.IsValid() && seenIP[host.IP]:
 			return nil, fmt.Errorf("%s.ip = %q: listed twice", hk, *h.IP)
+		case host.IP6.IsValid() && seenIP[host.IP6]:
+			return nil, fmt.Errorf("%s.ip6 = %q: listed twice", hk, *h.IP6)
 		case host.Name != "" && seenName[host.Name]:
 			return nil, fmt.Errorf("%s.name = %q: listed twice", hk, host.Name)
 		}
-		seenMAC[mac.String()], seenIP[ip], seenName[host.Name] = true, true, host.Name != ""
+		seenMAC[host.MAC.String()], seenIP[host.IP], seenIP[host.IP6], seenName[host.Name] = true, true, true, host.Name != ""
 		d.Hosts = append(d.Hosts, host)
 	}
 	return d, nil
+}
+
+// validateHost checks one [[network.NAME.dhcp.host]] (hk its key, rel the
+// part after the table's): a MAC and an ip
+// (IPv4, in the subnet) or an ip6 (in address6's prefix), or both.
+func validateHost(hk, rel string, h DHCPHostSpec, n *Network, inSubnet func(k, v string) (netip.Addr, error)) (DHCPHost, error) {
+	if h.MAC == nil || h.IP == nil && h.IP6 == nil {
+		return DHCPHost{}, fmt.Errorf("%s: needs mac and ip (or ip6)", hk)
+	}
+	mac, err := parseMAC(*h.MAC)
+	if err != nil {
+		return DHCPHost{}, fmt.Errorf("%s.mac = %q: %w", hk, *h.MAC, err)
+	}
+	host := DHCPHost{MAC: mac}
+	if h.IP != nil {
+		if host.IP, err = inSubnet(rel+".ip", *h.IP); err != nil {
+			return DHCPHost{}, err
+		}
+	}
+	if h.IP6 != nil {
+		a, err := netip.ParseAddr(*h.IP6)
+		sub := n.Subnet6
+		switch {
+		case !sub.IsValid():
+			return DHCPHost{}, fmt.Errorf("%s.ip6 = %q: the network has no IPv6 prefix; set address6", hk, *h.IP6)
+		case err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || !sub.Contains(a) || a == sub.Addr():
+			return DHCPHost{}, fmt.Errorf("%s.ip6 = %q: want a host address of the network's prefix %s", hk, *h.IP6, sub)
+		case a == n.Gateway6.Addr():
+			return DHCPHost{}, fmt.Errorf("%s.ip6 = %q: that is the gateway's own address", hk, *h.IP6)
+		}
+		host.IP6 = a
+	}
+	if h.Name != nil {
+		if !hostnameRE.MatchString(*h.Name) {
+			return DHCPHost{}, fmt.Errorf("%s.name = %q: want a host name (letters, digits, '-', at most 63)", hk, *h.Name)
+		}
+		host.Name = strings.ToLower(*h.Name)
+	}
+	return host, nil
 }
 
 func parseMAC(s string) (net.HardwareAddr, error) {

@@ -44,7 +44,8 @@ import (
 // Name.Domain when the network has a domain.
 type Host struct {
 	MAC  net.HardwareAddr
-	IP   netip.Addr
+	IP   netip.Addr // IPv4; invalid for a host with IP6 only
+	IP6  netip.Addr // DHCPv6 (needs Spec.IPv6); invalid for none
 	Name string
 }
 
@@ -57,7 +58,7 @@ type Spec struct {
 	// as the router and as the DNS server. IPv4 only.
 	Gateway netip.Prefix
 
-	RangeStart, RangeEnd netip.Addr    // dynamic addresses, inside the subnet, not the gateway
+	RangeStart, RangeEnd netip.Addr    // dynamic addresses, inside the subnet, not the gateway; both invalid: no DHCPv4
 	LeaseTime            time.Duration // 0 means DefaultLeaseTime; else at least 2m, whole seconds
 	Domain               string        // optional DNS domain (lab.internal): handed out, answered locally, never forwarded
 	Hosts                []Host        // static hosts from the config
@@ -69,9 +70,16 @@ type Spec struct {
 	// dnsmasq follows /etc/resolv.conf as usual.
 	Upstream []netip.Addr
 
+	// IPv6: router advertisements and DHCPv6 (ra.go); nil for none.
+	IPv6 *IPv6
+
 	// User dnsmasq runs as after startup. "": "dnsmasq" if that account
 	// exists (dnsmasq-base creates it), else "nobody".
 	User string
+
+	// MTU handed out (DHCP option 26) when not 0: the interface MTU of
+	// guests on a network whose frames cross a tunnel.
+	MTU int
 }
 
 // DefaultLeaseTime is the lease time when Spec.LeaseTime is 0.
@@ -185,21 +193,24 @@ func (s *Spec) Validate() error {
 	if s.Bridge == "lo" {
 		return fail("bridge %q: not loopback", s.Bridge)
 	}
+	if s.MTU != 0 && (s.MTU < 68 || s.MTU > 65535) {
+		return fail("MTU %d: want 68..65535", s.MTU)
+	}
 	sub, err := newSubnet(s.Gateway)
 	if err != nil {
 		return fail("%v", err)
 	}
-	if err := sub.host(s.RangeStart); err != nil {
-		return fail("range start: %v", err)
+	if s.dhcp4() {
+		if err := s.validateRange(sub, fail); err != nil {
+			return err
+		}
+	} else if s.IPv6 == nil {
+		return fail("nothing to serve: give a DHCP range or IPv6")
 	}
-	if err := sub.host(s.RangeEnd); err != nil {
-		return fail("range end: %v", err)
-	}
-	if s.RangeEnd.Less(s.RangeStart) {
-		return fail("range end %s is before range start %s", s.RangeEnd, s.RangeStart)
-	}
-	if gw := s.Gateway.Addr(); !gw.Less(s.RangeStart) && !s.RangeEnd.Less(gw) {
-		return fail("range %s-%s contains the gateway %s", s.RangeStart, s.RangeEnd, gw)
+	if s.IPv6 != nil {
+		if err := s.IPv6.validate(fail); err != nil {
+			return err
+		}
 	}
 	if s.LeaseTime != 0 && (s.LeaseTime < MinLeaseTime || s.LeaseTime%time.Second != 0) {
 		return fail("lease time %s: want whole seconds, at least %s", s.LeaseTime, MinLeaseTime)
@@ -212,16 +223,19 @@ func (s *Spec) Validate() error {
 		if err := checkHost(sub, s.Gateway.Addr(), h); err != nil {
 			return fail("host %d: %v", i, err)
 		}
+		if err := checkHost6(s.IPv6, h); err != nil {
+			return fail("host %d: %v", i, err)
+		}
 		lname := strings.ToLower(h.Name)
 		switch {
 		case macs[h.MAC.String()]:
 			return fail("host %d: MAC %s listed twice", i, h.MAC)
-		case ips[h.IP]:
-			return fail("host %d: IP %s listed twice", i, h.IP)
+		case h.IP.IsValid() && ips[h.IP] || h.IP6.IsValid() && ips[h.IP6]:
+			return fail("host %d: address %s listed twice", i, hostAddrs(h))
 		case h.Name != "" && names[lname]:
 			return fail("host %d: name %s listed twice", i, h.Name)
 		}
-		macs[h.MAC.String()], ips[h.IP], names[lname] = true, true, h.Name != ""
+		macs[h.MAC.String()], ips[h.IP], ips[h.IP6], names[lname] = true, true, true, h.Name != ""
 	}
 	if err := validDir("run directory", s.RunDir); err != nil {
 		return fail("%v", strings.TrimPrefix(err.Error(), "dhcp: "))
@@ -243,11 +257,32 @@ func (s *Spec) Validate() error {
 	return nil
 }
 
+// dhcp4 reports whether the spec serves DHCPv4 (it has a range).
+func (s *Spec) dhcp4() bool { return s.RangeStart.IsValid() || s.RangeEnd.IsValid() }
+
+func (s *Spec) validateRange(sub subnet, fail func(string, ...any) error) error {
+	if err := sub.host(s.RangeStart); err != nil {
+		return fail("range start: %v", err)
+	}
+	if err := sub.host(s.RangeEnd); err != nil {
+		return fail("range end: %v", err)
+	}
+	if s.RangeEnd.Less(s.RangeStart) {
+		return fail("range end %s is before range start %s", s.RangeEnd, s.RangeStart)
+	}
+	if gw := s.Gateway.Addr(); !gw.Less(s.RangeStart) && !s.RangeEnd.Less(gw) {
+		return fail("range %s-%s contains the gateway %s", s.RangeStart, s.RangeEnd, gw)
+	}
+	return nil
+}
+
 func checkHost(sub subnet, gw netip.Addr, h Host) error {
 	if err := validMAC(h.MAC); err != nil {
 		return err
 	}
-	if err := sub.host(h.IP); err != nil {
+	if !h.IP.IsValid() && h.IP6.IsValid() {
+		// IPv6 only: checkHost6.
+	} else if err := sub.host(h.IP); err != nil {
 		return fmt.Errorf("IP: %v", err)
 	}
 	if h.IP == gw {
@@ -322,14 +357,19 @@ func (s *Spec) Config() (string, error) {
 			if s.Domain != "" {
 				names += "," + names + "." + s.Domain
 			}
-			line("host-record=%s,%s", names, h.IP)
+			line("host-record=%s,%s", names, recordAddrs(h))
 		}
 	}
 	line("")
 	line("# DHCP")
-	line("dhcp-range=%s,%s,%s,%d", s.RangeStart, s.RangeEnd, sub.netmask(), int64(lease/time.Second))
-	line("dhcp-option=option:router,%s", gw)
-	line("dhcp-option=option:dns-server,%s", gw)
+	if s.dhcp4() {
+		line("dhcp-range=%s,%s,%s,%d", s.RangeStart, s.RangeEnd, sub.netmask(), int64(lease/time.Second))
+		line("dhcp-option=option:router,%s", gw)
+		line("dhcp-option=option:dns-server,%s", gw)
+		if s.MTU != 0 {
+			line("dhcp-option=option:mtu,%d", s.MTU)
+		}
+	}
 	line("dhcp-authoritative")
 	line("dhcp-no-override")
 	line("dhcp-leasefile=%s", filepath.Join(s.StateDir, LeaseFile))
@@ -337,13 +377,17 @@ func (s *Spec) Config() (string, error) {
 	for _, h := range s.Hosts {
 		line("%s", dhcpHostLine(h))
 	}
+	if s.IPv6 != nil {
+		line("")
+		s.IPv6.config(line, s.Bridge, s.Domain)
+	}
 	return b.String(), nil
 }
 
 // dhcpHostLine is a dhcp-host line: the same syntax serves the config file
 // and (without "dhcp-host=") a file in dhcp-hostsdir.
 func dhcpHostLine(h Host) string {
-	l := "dhcp-host=" + h.MAC.String() + "," + h.IP.String()
+	l := "dhcp-host=" + h.MAC.String() + "," + hostAddrs(h)
 	if h.Name != "" {
 		l += "," + strings.ToLower(h.Name)
 	}

@@ -107,10 +107,14 @@ func TestConfigMinimal(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", l, conf)
 		}
 	}
-	for _, l := range []string{"no-resolv", "server=", "domain=", "local=", "expand-hosts", "host-record=", "dhcp-host="} {
+	for _, l := range []string{"no-resolv", "server=", "domain=", "local=", "expand-hosts", "host-record=", "dhcp-host=", "option:mtu"} {
 		if strings.Contains(conf, l) {
 			t.Errorf("config has %q:\n%s", l, conf)
 		}
+	}
+	s.MTU = 1450 // a network spanning hosts: guests learn the tunnel's MTU
+	if conf, err := s.Config(); err != nil || !strings.Contains(conf, "dhcp-option=option:mtu,1450\n") {
+		t.Errorf("MTU 1450: %v\n%s", err, conf)
 	}
 }
 
@@ -124,6 +128,7 @@ func TestValidate(t *testing.T) {
 		{"network too long", func(s *Spec) { s.Network = "abcdefghijklmnop" }, "invalid network name"},
 		{"bridge newline", func(s *Spec) { s.Bridge = "br0\nuser=root" }, "bridge"},
 		{"bridge lo", func(s *Spec) { s.Bridge = "lo" }, "bridge"},
+		{"mtu", func(s *Spec) { s.MTU = 67 }, "MTU 67"},
 		{"bridge long", func(s *Spec) { s.Bridge = "abcdefghijklmnop" }, "bridge"},
 		{"no gateway", func(s *Spec) { s.Gateway = netip.Prefix{} }, "gateway"},
 		{"ipv6 gateway", func(s *Spec) { s.Gateway = netip.MustParsePrefix("2001:db8::1/64") }, "IPv4"},
@@ -211,14 +216,26 @@ func TestParseLeases(t *testing.T) {
 0 02:00:00:00:60:20 10.60.0.20 * *
 1767225601 02:00:00:00:60:12 10.60.0.124 *
 duid 00:01:00:01:2c:aa:bb:cc:02:00:00:00:00:01
-1767225602 1234567 2001:db8::10 guest6 00:01:00:01
+1767225602 1234567 2001:db8::10 guest6 00:01:00:01:2c:aa:bb:cc:02:00:00:00:60:13
+1767225603 T99 2001:db8::11 * 00:03:00:01:02:00:00:00:60:14
+1767225604 42 2001:db8::12 * 00:04:01:02
 `
 	ls, err := parseLeases(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ls) != 3 {
-		t.Fatalf("got %d leases, want 3: %+v", len(ls), ls)
+	if len(ls) != 6 {
+		t.Fatalf("got %d leases, want 6: %+v", len(ls), ls)
+	}
+	for i, want := range []struct{ iaid, ip, mac, host string }{
+		{"1234567", "2001:db8::10", "02:00:00:00:60:13", "guest6"},
+		{"T99", "2001:db8::11", "02:00:00:00:60:14", ""},
+		{"42", "2001:db8::12", "", ""},
+	} {
+		l := ls[3+i]
+		if l.IAID != want.iaid || l.IP.String() != want.ip || l.MAC.String() != want.mac || l.Hostname != want.host {
+			t.Errorf("DHCPv6 lease %d = %+v, want %+v", i, l, want)
+		}
 	}
 	l := ls[0]
 	if !l.Expiry.Equal(time.Unix(1767225600, 0)) || l.MAC.String() != "02:00:00:00:60:11" || l.IP.String() != "10.60.0.123" ||

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,8 +33,8 @@ func AddStaticLease(runDir string, h Host) error {
 	if err := validMAC(h.MAC); err != nil {
 		return fmt.Errorf("dhcp: static lease: %v", err)
 	}
-	if !h.IP.IsValid() || !h.IP.Is4() || h.IP.IsUnspecified() || h.IP.IsMulticast() || h.IP.IsLoopback() {
-		return fmt.Errorf("dhcp: static lease for %s: IP %q: want a unicast IPv4 address", h.MAC, h.IP.String())
+	if err := checkLeaseAddrs(h); err != nil {
+		return fmt.Errorf("dhcp: static lease for %s: %w", h.MAC, err)
 	}
 	if h.Name != "" {
 		if err := validHostName(h.Name); err != nil {
@@ -44,7 +45,11 @@ func AddStaticLease(runDir string, h Host) error {
 	dhcpLine := strings.TrimPrefix(dhcpHostLine(h), "dhcp-host=") + "\n"
 	dnsLine := ""
 	if h.Name != "" {
-		dnsLine = h.IP.String() + " " + strings.ToLower(h.Name) + "\n"
+		for _, a := range []netip.Addr{h.IP, h.IP6} {
+			if a.IsValid() {
+				dnsLine += a.String() + " " + strings.ToLower(h.Name) + "\n"
+			}
+		}
 	}
 	changed := false // a file dnsmasq has read already was rewritten or removed
 	for _, f := range []struct{ dir, content string }{{DHCPHostDir, dhcpLine}, {DNSHostDir, dnsLine}} {
@@ -142,22 +147,51 @@ func StaticLeases(runDir string) ([]Host, error) {
 	return out, nil
 }
 
-// parseHostLine parses what dhcpHostLine writes: MAC,IP[,NAME].
+// parseHostLine parses what dhcpHostLine writes: MAC,IP[,NAME],
+// MAC,[IP6][,NAME] or MAC,IP,[IP6][,NAME].
 func parseHostLine(l string) (Host, error) {
 	f := strings.Split(l, ",")
-	if len(f) < 2 || len(f) > 3 {
-		return Host{}, fmt.Errorf("want MAC,IP[,NAME], got %q", l)
+	if len(f) < 2 || len(f) > 4 {
+		return Host{}, fmt.Errorf("want MAC,IP[,[IP6]][,NAME], got %q", l)
 	}
 	mac, err := net.ParseMAC(f[0])
 	if err != nil {
 		return Host{}, fmt.Errorf("MAC %q: %v", f[0], err)
 	}
 	h := Host{MAC: mac}
-	if h.IP, err = parseAddr4(f[1]); err != nil {
-		return Host{}, err
+	rest := f[1:]
+	if !strings.HasPrefix(rest[0], "[") {
+		if h.IP, err = parseAddr4(rest[0]); err != nil {
+			return Host{}, err
+		}
+		rest = rest[1:]
 	}
-	if len(f) == 3 {
-		h.Name = f[2]
+	if len(rest) > 0 && strings.HasPrefix(rest[0], "[") {
+		if h.IP6, err = netip.ParseAddr(strings.Trim(rest[0], "[]")); err != nil || !h.IP6.Is6() {
+			return Host{}, fmt.Errorf("IPv6 address %q: want [ADDR]", rest[0])
+		}
+		rest = rest[1:]
+	}
+	if len(rest) > 1 || !h.IP.IsValid() && !h.IP6.IsValid() {
+		return Host{}, fmt.Errorf("want MAC,IP[,[IP6]][,NAME], got %q", l)
+	}
+	if len(rest) == 1 {
+		h.Name = rest[0]
 	}
 	return h, nil
+}
+
+// checkLeaseAddrs checks a run-time static lease's addresses: an IPv4
+// unicast address, an IPv6 one, or both.
+func checkLeaseAddrs(h Host) error {
+	if !h.IP.IsValid() && !h.IP6.IsValid() {
+		return fmt.Errorf("no address")
+	}
+	if h.IP.IsValid() && (!h.IP.Is4() || h.IP.IsUnspecified() || h.IP.IsMulticast() || h.IP.IsLoopback()) {
+		return fmt.Errorf("IP %q: want a unicast IPv4 address", h.IP.String())
+	}
+	if h.IP6.IsValid() && (!h.IP6.Is6() || h.IP6.Is4In6() || h.IP6.Zone() != "" || !h.IP6.IsGlobalUnicast()) {
+		return fmt.Errorf("IPv6 address %q: want a global unicast address", h.IP6.String())
+	}
+	return nil
 }

@@ -16,13 +16,16 @@ import (
 	"time"
 )
 
-// Lease is one DHCPv4 lease from dnsmasq's lease database.
+// Lease is one lease from dnsmasq's lease database, DHCPv4 or DHCPv6.
 type Lease struct {
-	Expiry   time.Time        `json:"expiry"` // zero: never expires
+	Expiry time.Time `json:"expiry"` // zero: never expires
+	// MAC: a DHCPv6 client's MAC is known only from a DUID that holds it
+	// (DUID-LLT, DUID-LL); nil otherwise.
 	MAC      net.HardwareAddr `json:"mac"`
 	IP       netip.Addr       `json:"ip"`
 	Hostname string           `json:"hostname,omitempty"`  // as the client sent it; "" if none
-	ClientID string           `json:"client_id,omitempty"` // hex bytes with ':'; "" if none
+	ClientID string           `json:"client_id,omitempty"` // hex bytes with ':' (DHCPv6: the DUID); "" if none
+	IAID     string           `json:"iaid,omitempty"`      // DHCPv6 only: the identity association ("T" first: temporary)
 }
 
 // Leases reads the leases of the network whose state directory is stateDir,
@@ -52,8 +55,8 @@ func Leases(stateDir string) ([]Lease, error) {
 //	EXPIRY MAC IP HOSTNAME CLIENTID
 //
 // with "*" for no hostname or client id and EXPIRY 0 for an infinite lease.
-// The "duid ..." line and DHCPv6 leases (whose second field is an IAID) are
-// skipped.
+// A DHCPv6 lease has the IAID in MAC's place and the client's DUID last; the
+// "duid ..." line (the server's own) is skipped.
 func parseLeases(r io.Reader) ([]Lease, error) {
 	var out []Lease
 	sc := bufio.NewScanner(r)
@@ -75,14 +78,15 @@ func parseLeases(r io.Reader) ([]Lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: address %q: %v", n, f[2], err)
 		}
+		l := Lease{IP: ip}
 		if ip.Is6() {
-			continue
-		}
-		mac, err := net.ParseMAC(f[1])
-		if err != nil {
+			l.IAID = f[1]
+			if len(f) > 4 {
+				l.MAC = duidMAC(f[4])
+			}
+		} else if l.MAC, err = net.ParseMAC(f[1]); err != nil {
 			return nil, fmt.Errorf("line %d: MAC %q: %v", n, f[1], err)
 		}
-		l := Lease{MAC: mac, IP: ip}
 		if exp != 0 {
 			l.Expiry = time.Unix(exp, 0)
 		}
@@ -98,6 +102,26 @@ func parseLeases(r io.Reader) ([]Lease, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// duidMAC is the Ethernet MAC in a DUID-LLT (type 1) or DUID-LL (type 3),
+// "00:01:00:01:TT:TT:TT:TT:MM:MM:MM:MM:MM:MM"; nil for other DUIDs.
+func duidMAC(duid string) net.HardwareAddr {
+	var b []byte
+	for _, x := range strings.Split(duid, ":") {
+		v, err := strconv.ParseUint(x, 16, 8)
+		if err != nil {
+			return nil
+		}
+		b = append(b, byte(v))
+	}
+	switch {
+	case len(b) == 14 && b[0] == 0 && b[1] == 1 && b[2] == 0 && b[3] == 1:
+		return net.HardwareAddr(b[8:])
+	case len(b) == 10 && b[0] == 0 && b[1] == 3 && b[2] == 0 && b[3] == 1:
+		return net.HardwareAddr(b[4:])
+	}
+	return nil
 }
 
 func parseAddr4(s string) (netip.Addr, error) {

@@ -1,7 +1,6 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,11 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/brouter/brouter/shared/proc"
 )
 
 // startTimeout bounds one dnsmasq start (it forks, binds, writes its pid
@@ -220,86 +222,18 @@ func findAll(confPath string) []int {
 
 // ours reports whether pid is a living (not zombie) dnsmasq started with
 // --conf-file=confPath.
-func ours(pid int, confPath string) bool {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || len(cmdline) == 0 {
-		return false
+func ours(pid int, confPath string) bool { return proc.Alive(pid, dnsmasqOf(confPath)) }
+
+// dnsmasqOf matches the command line of the dnsmasq running confPath.
+func dnsmasqOf(confPath string) func([]string) bool {
+	return func(args []string) bool {
+		return filepath.Base(args[0]) == "dnsmasq" && slices.Contains(args[1:], "--conf-file="+confPath)
 	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	if filepath.Base(args[0]) != "dnsmasq" {
-		return false
-	}
-	found := false
-	for _, a := range args[1:] {
-		if a == "--conf-file="+confPath {
-			found = true
-		}
-	}
-	if !found {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// pid (comm) STATE ...; comm may contain spaces and parentheses.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
-	}
-	st := stat[i+2]
-	return st != 'Z' && st != 'X'
 }
 
-// terminate stops pid (SIGTERM, then SIGKILL) and waits until it has exited.
-// The process is pinned with a pidfd and checked again before any signal, so
-// a recycled PID is never signalled.
+// terminate stops the dnsmasq of confPath whose PID is pid (see proc.Terminate).
 func terminate(pid int, confPath string) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	if !ours(pid, confPath) {
-		return nil // exited (and maybe recycled) meanwhile
-	}
-	for _, step := range []struct {
-		sig  unix.Signal
-		wait time.Duration
-	}{{unix.SIGTERM, 3 * time.Second}, {unix.SIGKILL, 2 * time.Second}} {
-		if err := unix.PidfdSendSignal(fd, step.sig, nil, 0); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				return nil
-			}
-			return fmt.Errorf("signal dnsmasq %d: %w", pid, err)
-		}
-		if exited(fd, step.wait) {
-			return nil
-		}
-	}
-	return fmt.Errorf("dnsmasq %d did not exit after SIGKILL", pid)
-}
-
-// exited waits up to d for the pidfd to report the process's exit.
-func exited(fd int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left < 0 {
-			left = 0
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, int(left/time.Millisecond))
-		if err == nil && n > 0 {
-			return true
-		}
-		if (err != nil && !errors.Is(err, unix.EINTR)) || time.Now().After(deadline) {
-			return false
-		}
-	}
+	return proc.Terminate(pid, "dnsmasq", dnsmasqOf(confPath))
 }
 
 // signal sends sig to the network's dnsmasq if it runs; ok says whether it did.

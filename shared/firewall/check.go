@@ -75,7 +75,7 @@ func (b *nftBackend) Check(r NetworkRules) ([]string, error) {
 // compatibility chain (syncDockerCompat) must be there and jumped to.
 func (f *iptFamily) checkCompat(r NetworkRules) ([]string, error) {
 	from, err := f.dockerHooks()
-	if err != nil || len(from) == 0 || len(f.specs(plan(r), chainForward, true)) == 0 {
+	if err != nil || len(from) == 0 || len(f.specs(r.Network, plan(r), chainForward, true)) == 0 {
 		return nil, err
 	}
 	name := fwdChain(r.Network)
@@ -109,11 +109,11 @@ func (b *iptBackend) Check(r NetworkRules) ([]string, error) {
 			return nil, errorf("iptables: network %s: %w", r.Network, err)
 		}
 		for _, role := range iptRoles {
-			specs := f.specs(rules, role.role, false)
-			if role.role != chainForward && len(specs) == 0 {
+			specs := f.specs(r.Network, rules, role.role, false)
+			if role.role != chainForward && len(specs) == 0 && !jumpedTo(rules, role.role) {
 				continue
 			}
-			from := []string{role.hook}
+			from := role.hooks()
 			if role.role == chainForward {
 				from = hooks
 			}

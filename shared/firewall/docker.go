@@ -51,7 +51,7 @@ func syncDockerCompat(fams []*iptFamily, r NetworkRules) error {
 			}
 			continue
 		}
-		if err := f.apply(ourChain{table: "filter", name: name, rules: f.specs(rules, chainForward, true), from: from}); err != nil {
+		if err := f.apply(ourChain{table: "filter", name: name, rules: f.specs(r.Network, rules, chainForward, true), from: from}); err != nil {
 			return err
 		}
 		// Docker may have appeared since the last Ensure: keep only the wanted jump.

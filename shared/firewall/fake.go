@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net"
 	"slices"
 	"sync"
 )
@@ -13,12 +14,13 @@ import (
 // publishes.
 // Safe for concurrent use.
 type Fake struct {
-	mu    sync.Mutex
-	nets  map[string]fakeNet
-	ports map[string]map[string]PortRules // network → port → rules
-	fwds  map[string]map[string]Forwards  // network → port → published ports
-	err   error
-	calls int
+	mu       sync.Mutex
+	nets     map[string]fakeNet
+	ports    map[string]map[string]PortRules // network → port → rules
+	fwds     map[string]map[string]Forwards  // network → port → published ports
+	ovGuests map[string]map[string]bool      // network → local guest MACs of its overlay
+	err      error
+	calls    int
 }
 
 type fakeNet struct {
@@ -28,7 +30,7 @@ type fakeNet struct {
 
 // NewFake returns an empty Fake.
 func NewFake() *Fake {
-	return &Fake{nets: map[string]fakeNet{}, ports: map[string]map[string]PortRules{}, fwds: map[string]map[string]Forwards{}}
+	return &Fake{nets: map[string]fakeNet{}, ports: map[string]map[string]PortRules{}, fwds: map[string]map[string]Forwards{}, ovGuests: map[string]map[string]bool{}}
 }
 
 func (f *Fake) Name() string { return "fake" }
@@ -71,6 +73,7 @@ func (f *Fake) Remove(network string) error {
 	delete(f.nets, network)
 	delete(f.ports, network)
 	delete(f.fwds, network)
+	delete(f.ovGuests, network)
 	return nil
 }
 
@@ -251,4 +254,40 @@ func (f *Fake) ForwardPorts(network string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return sortedKeys(f.fwds[network])
+}
+
+func (f *Fake) EnsureOverlayGuest(network string, mac net.HardwareAddr) error {
+	return f.overlayGuest(network, mac, true)
+}
+
+func (f *Fake) RemoveOverlayGuest(network string, mac net.HardwareAddr) error {
+	return f.overlayGuest(network, mac, false)
+}
+
+func (f *Fake) overlayGuest(network string, mac net.HardwareAddr, add bool) error {
+	if err := validOverlayGuest(network, mac); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	if f.ovGuests[network] == nil {
+		f.ovGuests[network] = map[string]bool{}
+	}
+	if add {
+		f.ovGuests[network][mac.String()] = true
+	} else {
+		delete(f.ovGuests[network], mac.String())
+	}
+	return nil
+}
+
+// OverlayGuests lists the local guest MACs recorded for network's overlay.
+func (f *Fake) OverlayGuests(network string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sortedKeys(f.ovGuests[network])
 }

@@ -30,6 +30,7 @@ package firewall
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -56,6 +57,9 @@ type NetworkRules struct {
 	// only established/related traffic comes back in. IPv6 subnets are never
 	// masqueraded: as in libvirt's nat mode they are routed, inbound included.
 	Masquerade bool
+	// Masquerade6: masquerade the IPv6 subnets too (nat6), with the same
+	// inbound policy as IPv4 (replies and published ports only). Needs Masquerade.
+	Masquerade6 bool
 	// Uplink, when set, restricts forwarding and masquerade to this outgoing interface.
 	Uplink string
 	// Antispoof: drop packets forwarded from the bridge whose source address is
@@ -65,6 +69,11 @@ type NetworkRules struct {
 	// (udp 67) and DNS (udp and tcp 53) from the bridge are accepted at the
 	// host's input, so a host firewall that drops input does not starve guests.
 	Services bool
+	// Policy: reach between networks, host access, incoming and outgoing
+	// filters (policy.go). The zero Policy is the mode's rules alone.
+	Policy Policy
+	// Overlay: the bridge has a tunnel port to other hosts (overlay.go); nil: none.
+	Overlay *OverlayRules
 }
 
 // Backend is one packet-filter implementation (nftables, iptables, or a fake).
@@ -95,6 +104,11 @@ type Backend interface {
 	// the same with 10 or 1000 guarded ports. Operations on one port must not
 	// run concurrently (the caller serialises them); different ports may.
 	EnsurePort(p PortRules) error
+	// SyncPorts makes the antispoof entries of the listed ports of network
+	// exactly theirs without trusting what the backend remembers of its own
+	// installs (resync.go): for a reconcile after another tool flushed or
+	// recreated the tables. Ports not listed keep their entries.
+	SyncPorts(network string, ports []PortRules) error
 	// RemovePort removes every entry of the port from the network's tables.
 	// A port without entries (never guarded, already removed) succeeds.
 	// Remove(network) removes all the network's ports too.
@@ -107,6 +121,12 @@ type Backend interface {
 	// RemoveForwards removes the port's published ports. Idempotent: a port
 	// without any succeeds. Remove(network) removes them all too.
 	RemoveForwards(network, port string) error
+	// EnsureOverlayGuest records the MAC of a local guest of a network with
+	// an overlay (NetworkRules.Overlay): frames from the tunnel with that
+	// source are dropped. One set element (nftables) per guest. Idempotent.
+	EnsureOverlayGuest(network string, mac net.HardwareAddr) error
+	// RemoveOverlayGuest forgets it; a MAC not recorded succeeds.
+	RemoveOverlayGuest(network string, mac net.HardwareAddr) error
 }
 
 // Kinds accepted by New.
@@ -195,7 +215,7 @@ func (r NetworkRules) validate() error {
 		if r.Services {
 			return errorf("network %s: DHCP and DNS need a bridge", r.Network)
 		}
-		if r.Masquerade || !r.Forward {
+		if r.Masquerade || r.Masquerade6 || !r.Forward {
 			return errorf("network %s: a network without a bridge (mode route) is forwarded and never masqueraded", r.Network)
 		}
 		if len(r.Subnets) == 0 {
@@ -204,6 +224,17 @@ func (r NetworkRules) validate() error {
 	} else if err := validIfname("bridge", r.Bridge); err != nil {
 		return err
 	}
+	if r.Masquerade6 && !r.Masquerade {
+		return errorf("network %s: IPv6 is masqueraded only with IPv4 (nat mode)", r.Network)
+	}
+	if r.Overlay != nil {
+		if r.Bridge == "" {
+			return errorf("network %s: an overlay needs a bridge", r.Network)
+		}
+		if err := r.Overlay.validate(r.Network); err != nil {
+			return err
+		}
+	}
 	if r.Uplink != "" {
 		if err := validIfname("uplink", r.Uplink); err != nil {
 			return err
@@ -211,6 +242,9 @@ func (r NetworkRules) validate() error {
 		if r.Uplink == r.Bridge {
 			return errorf("network %s: uplink %s is the bridge itself", r.Network, r.Uplink)
 		}
+	}
+	if err := r.Policy.validate(r.Network); err != nil {
+		return err
 	}
 	return validSubnets(r.Network, r.Subnets)
 }

@@ -57,12 +57,32 @@ type guardRule struct {
 	src []netip.Prefix
 	// dst: the destination address is in one of these prefixes (IP sections).
 	dst []netip.Prefix
-	// proto with sport and dport: an UDP datagram between these ports.
+	// proto with sport and dport: an UDP datagram between these ports
+	// (a port 0: any).
 	proto        string
 	sport, dport uint16
+	// icmp6: an ICMPv6 message of one of these types (inIP6).
+	icmp6 []uint8
+	// ndTargetNotOwn: the target address of a neighbour solicitation or
+	// advertisement (icmp6) is neither one of the port's IPv6 addresses nor
+	// link-local.
+	ndTargetNotOwn bool
+	// service: the rule guards the network's services (router
+	// advertisements, DHCP), needs nothing of the port's own data, and so
+	// applies to every guarded port, also to one whose guest's addresses are
+	// unknown (PortRules.ServiceOnly).
+	service bool
 	// verdict: accept (the frame passes the guard) or drop.
 	verdict verdict
 }
+
+// ICMPv6 types the guard looks at (RFC 4861).
+const (
+	icmp6RouterAdvert   = 134
+	icmp6NeighborSolict = 135
+	icmp6NeighborAdvert = 136
+	icmp6Redirect       = 137
+)
 
 // Addresses and ports the guard lets through (see PortRules).
 var (
@@ -71,11 +91,21 @@ var (
 	linkLocal6   = netip.MustParsePrefix("fe80::/10")
 	unspecified6 = netip.MustParsePrefix("::/128") // DAD, MLD
 	dhcp4Client  = [2]uint16{68, 67}               // udp sport, dport
+	dhcp4Server  = uint16(67)                      // udp sport of a DHCPv4 server
 )
 
-// guardPlan is the guard of every guarded port, in order.
+// guardPlan is the guard of every guarded port, in order. The service
+// rules come first in their sections: they hold for every guarded port.
 func guardPlan() []guardRule {
 	return []guardRule{
+		// A guest is never a DHCP server (a rogue one would hand out
+		// addresses, routes and DNS servers of its choosing) nor a router:
+		// its router advertisements and redirects would reroute the other
+		// guests and, without IPv6 forwarding, the host itself.
+		{in: inIP4, service: true, proto: "udp", sport: dhcp4Server, verdict: drop},
+		{in: inIP6, service: true, icmp6: []uint8{icmp6RouterAdvert, icmp6Redirect}, verdict: drop},
+		{in: inIP6, service: true, proto: "udp", sport: dhcp6Server, verdict: drop},
+
 		{in: inFrame, notOwnMAC: true, verdict: drop},
 		// A tagged frame's inner header would escape the checks below.
 		{in: inFrame, ethertypes: []string{eth8021Q, eth8021AD}, verdict: drop},
@@ -93,6 +123,12 @@ func guardPlan() []guardRule {
 			proto: "udp", sport: dhcp4Client[0], dport: dhcp4Client[1], verdict: accept},
 		{in: inIP4, verdict: drop},
 
+		// Neighbour discovery may not claim another's address: an
+		// advertisement's target, and the target of duplicate address
+		// detection (a solicitation from ::, RFC 4862), must be the guest's
+		// own or link-local. Other solicitations ask for any target.
+		{in: inIP6, icmp6: []uint8{icmp6NeighborAdvert}, ndTargetNotOwn: true, verdict: drop},
+		{in: inIP6, icmp6: []uint8{icmp6NeighborSolict}, src: []netip.Prefix{unspecified6}, ndTargetNotOwn: true, verdict: drop},
 		// DHCPv6 clients send from their link-local address (RFC 8415).
 		{in: inIP6, ownSrc: true, verdict: accept},
 		{in: inIP6, src: []netip.Prefix{linkLocal6, unspecified6}, verdict: accept},
@@ -114,6 +150,11 @@ func guardRules(in guardSection) []guardRule {
 	return out
 }
 
+// serviceRules returns the plan's service rules, of every section.
+func serviceRules() []guardRule {
+	return slices.DeleteFunc(guardPlan(), func(r guardRule) bool { return !r.service })
+}
+
 // --- nftables -----------------------------------------------------------------
 //
 // The port's data are set elements (nftables_ports.go): as_mac holds
@@ -133,6 +174,38 @@ var nftEthertypes = map[string]string{eth8021Q: "8021q", eth8021AD: "8021ad"}
 // Chain names of the guard in the port tables, by section.
 var nftGuardChain = map[guardSection]string{inFrame: "antispoof", inARP: "antispoof_arp", inIP4: "antispoof_ip4", inIP6: "antispoof_ip6"}
 
+// nftServiceChain holds the service rules, for ports in as_svc (whose
+// guests' addresses are unknown); guarded ports meet them in their sections.
+const nftServiceChain = "service_guard"
+
+// nftServiceRules renders the service rules as one chain of a bridged or
+// routed port table, each qualified by its family.
+func nftServiceRules(t nftGuardTable) []string {
+	qual := map[guardSection]string{inIP4: "ether type ip ", inIP6: "ether type ip6 "}
+	if t == nftRouted {
+		qual = map[guardSection]string{inIP4: "meta nfproto ipv4 ", inIP6: "meta nfproto ipv6 "}
+	}
+	var out []string
+	for _, r := range serviceRules() {
+		for _, l := range nftGuardRule(r) {
+			out = append(out, qual[r.in]+l)
+		}
+	}
+	return out
+}
+
+// nftGuardICMP6 names the guard's ICMPv6 types as nft does.
+var nftGuardICMP6 = map[uint8]string{icmp6RouterAdvert: "nd-router-advert", icmp6NeighborSolict: "nd-neighbor-solicit",
+	icmp6NeighborAdvert: "nd-neighbor-advert", icmp6Redirect: "nd-redirect"}
+
+// nftNDTarget is the target address of a neighbour solicitation or
+// advertisement: 16 bytes after the ICMPv6 header's 8 (nft 1.0.6 has no
+// nd-target keyword); fe80::/10 is its first 10 bits.
+const (
+	nftNDTarget          = "@th,64,128"
+	nftNDTargetLinkLocal = "@th,64,16 & 0xffc0 != 0xfe80"
+)
+
 // nftGuardChains renders the guard as the chains of a port table of kind t
 // (their names as nftGuardChain gives them); the base chains jump to the
 // first one for guarded ports only.
@@ -150,7 +223,7 @@ func nftGuardChains(t nftGuardTable) []nftChain {
 			"ether type ip6 jump "+nftGuardChain[inIP6])
 		frame = append(frame, nftGuardSection(inOther, t)...)
 	}
-	out := []nftChain{{name: nftGuardChain[inFrame], rules: frame}}
+	out := []nftChain{{name: nftGuardChain[inFrame], rules: frame}, {name: nftServiceChain, rules: nftServiceRules(t)}}
 	if t == nftBridged {
 		out = append(out, nftChain{name: nftGuardChain[inARP], rules: nftGuardSection(inARP, t)})
 	}
@@ -219,9 +292,31 @@ func nftGuardRule(r guardRule) []string {
 		w = append(w, strings.Replace(src, "saddr", "daddr", 1)+" "+nftList(l))
 	}
 	if r.proto != "" {
-		w = append(w, fmt.Sprintf("%s sport %d %s dport %d", r.proto, r.sport, r.proto, r.dport))
+		w = append(w, nftPorts(r))
+	}
+	if len(r.icmp6) > 0 {
+		names := make([]string, len(r.icmp6))
+		for i, t := range r.icmp6 {
+			names[i] = nftGuardICMP6[t]
+		}
+		w = append(w, "icmpv6 type "+nftList(names))
+	}
+	if r.ndTargetNotOwn {
+		w = append(w, "iifname . "+nftNDTarget+" != @"+setND, nftNDTargetLinkLocal)
 	}
 	return []string{strings.TrimPrefix(strings.Join(w, " ")+v, " ")}
+}
+
+// nftPorts renders a rule's transport ports ("udp sport 68 udp dport 67").
+func nftPorts(r guardRule) string {
+	var w []string
+	if r.sport != 0 {
+		w = append(w, fmt.Sprintf("%s sport %d", r.proto, r.sport))
+	}
+	if r.dport != 0 {
+		w = append(w, fmt.Sprintf("%s dport %d", r.proto, r.dport))
+	}
+	return strings.Join(w, " ")
 }
 
 // nftAddr renders a prefix as nft does: a single address without its length.
@@ -315,8 +410,8 @@ func ebtSpecs(p PortRules) [][]string {
 		srcFlag := map[guardSection]string{inARP: "--arp-ip-src", inIP4: "--ip-src", inIP6: "--ip6-src"}[in]
 		dstFlag := map[guardSection]string{inARP: "--arp-ip-dst", inIP4: "--ip-dst", inIP6: "--ip6-dst"}[in]
 		for _, r := range guardRules(in) {
-			if r.arpNotEthIPv4 {
-				continue
+			if r.arpNotEthIPv4 || r.ndTargetNotOwn || p.ServiceOnly && !r.service {
+				continue // ebtables has no match for an ND target (see xtUnsupported)
 			}
 			post := []string{"-j", xtVerdict[r.verdict]}
 			for _, e := range r.ethertypes {
@@ -332,14 +427,66 @@ func ebtSpecs(p PortRules) [][]string {
 			case r.notOwnMAC:
 				pre = append(pre, "-s", "!", mac)
 			}
-			if r.proto != "" {
-				ip := map[guardSection]string{inIP4: "--ip", inIP6: "--ip6"}[in]
-				post = slices.Concat([]string{ip + "-proto", r.proto, ip + "-sport", strconv.Itoa(int(r.sport)), ip + "-dport", strconv.Itoa(int(r.dport))}, post)
+			for _, l4 := range ebtL4(r) {
+				out = append(out, xtExpand(p, r, srcFlag, dstFlag, pre, slices.Concat(l4, post))...)
 			}
-			out = append(out, xtExpand(p, r, srcFlag, dstFlag, pre, post)...)
 		}
 	}
 	return out
+}
+
+// xtUnsupported is what the guard plan asks that the iptables backend
+// cannot do: ebtables and ip6tables have no match for the target address of
+// neighbour discovery (xt_u32 works on IPv4 only), so with iptables a
+// guest's neighbour advertisements for another's address are not dropped.
+// Its source address is still checked, and so is every other rule.
+const xtUnsupported = "neighbour discovery target check"
+
+// ebtL4 is a rule's transport matches in ebtables, one spec per ICMPv6
+// type: [--ip-proto udp --ip-sport 67], [--ip6-proto ipv6-icmp
+// --ip6-icmp-type 134], ...; one empty spec when the rule has none.
+func ebtL4(r guardRule) [][]string {
+	ip := map[guardSection]string{inIP4: "--ip", inIP6: "--ip6"}[r.in]
+	if len(r.icmp6) > 0 {
+		var out [][]string
+		for _, t := range r.icmp6 {
+			out = append(out, []string{"--ip6-proto", "ipv6-icmp", "--ip6-icmp-type", strconv.Itoa(int(t))})
+		}
+		return out
+	}
+	if r.proto == "" {
+		return [][]string{nil}
+	}
+	m := []string{ip + "-proto", r.proto}
+	if r.sport != 0 {
+		m = append(m, ip+"-sport", strconv.Itoa(int(r.sport)))
+	}
+	if r.dport != 0 {
+		m = append(m, ip+"-dport", strconv.Itoa(int(r.dport)))
+	}
+	return [][]string{m}
+}
+
+// iptL4 is ebtL4 for iptables and ip6tables.
+func iptL4(r guardRule) [][]string {
+	if len(r.icmp6) > 0 {
+		var out [][]string
+		for _, t := range r.icmp6 {
+			out = append(out, []string{"-p", "ipv6-icmp", "--icmpv6-type", strconv.Itoa(int(t))})
+		}
+		return out
+	}
+	if r.proto == "" {
+		return [][]string{nil}
+	}
+	m := []string{"-p", r.proto}
+	if r.sport != 0 {
+		m = append(m, "--sport", strconv.Itoa(int(r.sport)))
+	}
+	if r.dport != 0 {
+		m = append(m, "--dport", strconv.Itoa(int(r.dport)))
+	}
+	return [][]string{m}
 }
 
 // iptPortSpecs is the content of BRAS-PORT for a routed port, in iptables (4)
@@ -351,18 +498,16 @@ func iptPortSpecs(p PortRules, family int) [][]string {
 	}
 	var out [][]string
 	for _, r := range slices.Concat(guardRules(inFrame), guardRules(in)) {
-		if len(r.ethertypes) > 0 {
-			continue // iptables sees IP only
+		if len(r.ethertypes) > 0 || r.ndTargetNotOwn || p.ServiceOnly && !r.service {
+			continue // iptables sees IP only; no ND target match (xtUnsupported)
 		}
 		var pre []string
 		if r.notOwnMAC {
 			pre = []string{"-m", "mac", "!", "--mac-source", p.MAC.String()}
 		}
-		post := []string{"-j", xtVerdict[r.verdict]}
-		if r.proto != "" {
-			post = slices.Concat([]string{"-p", r.proto, "--sport", strconv.Itoa(int(r.sport)), "--dport", strconv.Itoa(int(r.dport))}, post)
+		for _, l4 := range iptL4(r) {
+			out = append(out, xtExpand(p, r, "-s", "-d", pre, slices.Concat(l4, []string{"-j", xtVerdict[r.verdict]}))...)
 		}
-		out = append(out, xtExpand(p, r, "-s", "-d", pre, post)...)
 	}
 	return out
 }
@@ -370,6 +515,9 @@ func iptPortSpecs(p PortRules, family int) [][]string {
 // arptSpecs is the content of BRAS-PORT for a routed port's ARP (arptables;
 // arptables-nft also requires Ethernet/IPv4 ARP for the address matches).
 func arptSpecs(p PortRules) [][]string {
+	if p.ServiceOnly {
+		return nil // no service rule is about ARP
+	}
 	var out [][]string
 	for _, r := range guardRules(inARP) {
 		if r.arpNotEthIPv4 {

@@ -53,6 +53,7 @@ type guardRec struct {
 	MAC     string       `json:"mac,omitempty"`
 	IPs     []netip.Addr `json:"ips,omitempty"`
 	Bridged bool         `json:"bridged,omitempty"`
+	Service bool         `json:"service,omitempty"` // ServiceOnly
 }
 
 // fwdRec is a port's published ports as recorded.
@@ -100,6 +101,9 @@ func (b *nftBackend) guardInstalled(network, port string) *PortRules {
 	case !ok || !r.Known:
 		return nil
 	}
+	if r.Service {
+		return portHint(network, port, &PortRules{Network: network, Port: port, Bridged: r.Bridged, ServiceOnly: true})
+	}
 	mac, err := net.ParseMAC(r.MAC)
 	if err != nil {
 		return nil
@@ -145,7 +149,11 @@ func (b *nftBackend) installedGuard(network, port string, p *PortRules) error {
 	if p == nil {
 		return b.forget(recGuard(network, port))
 	}
-	return b.write(recGuard(network, port), guardRec{Known: true, MAC: p.MAC.String(), IPs: p.IPs, Bridged: p.Bridged})
+	rec := guardRec{Known: true, MAC: p.MAC.String(), IPs: p.IPs, Bridged: p.Bridged, Service: p.ServiceOnly}
+	if p.ServiceOnly {
+		rec.MAC = ""
+	}
+	return b.write(recGuard(network, port), rec)
 }
 
 // installedForwards records the port's published ports after a change (none: no record).
@@ -191,4 +199,42 @@ func (b *nftBackend) forgetNetwork(network string) error {
 		}
 	}
 	return b.forget(recNetwork(network))
+}
+
+// forgetVanished removes the port records that speak of tables that do not
+// exist: the guard records of ports guarded in one of tables (bridged or
+// routed), and, with fwd, every published-ports record.
+func (b *nftBackend) forgetVanished(network string, tables []nftPortTable, fwd bool) error {
+	if b.rec == nil {
+		return nil
+	}
+	gone := map[bool]bool{}
+	for _, t := range tables {
+		gone[t.bridged] = true
+	}
+	dirs := map[string]func(name string) bool{
+		recGuardDir(network): func(name string) bool {
+			var r guardRec
+			ok, err := b.rec.Read(name, &r)
+			// An unknown record stays: it makes the kernel be read, which is right anyway.
+			return err == nil && ok && r.Known && gone[r.Bridged]
+		},
+	}
+	if fwd {
+		dirs[recFwdDir(network)] = func(string) bool { return true }
+	}
+	for dir, stale := range dirs {
+		names, err := b.rec.List(dir)
+		if err != nil {
+			return errorf("nftables: network %s: %w", network, err)
+		}
+		for _, n := range names {
+			if stale(dir + "/" + n) {
+				if err := b.forget(dir + "/" + n); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

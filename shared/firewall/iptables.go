@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	gnftables "github.com/google/nftables"
 )
 
 // iptables layout of a network NET (per family: iptables, ip6tables):
@@ -36,6 +39,18 @@ func fwdChain(network string) string { return "BR-FWD-" + network }
 func natChain(network string) string { return "BR-NAT-" + network }
 func inChain(network string) string  { return "BR-IN-" + network }
 func preChain(network string) string { return "BR-PRE-" + network }
+func outChain(network string) string { return "BR-OUT-" + network } // the outgoing filter
+func incChain(network string) string { return "BR-INC-" + network } // the incoming filter
+
+// iptJumpTarget is the iptables chain of a non-base chain role of network.
+func iptJumpTarget(role, network string) string {
+	for _, r := range iptRoles {
+		if r.role == role {
+			return r.name(network)
+		}
+	}
+	return "BR-UNKNOWN-" + role // not a role of the plan: iptables-restore refuses it
+}
 
 // iptRole is where a chain role of the plan lives in iptables.
 type iptRole struct {
@@ -45,17 +60,57 @@ type iptRole struct {
 }
 
 // iptRoles are the plan's chain roles (rules.go) in iptables. The forward
-// chain is also jumped from DOCKER-USER on Docker hosts (forwardHooks).
+// chain is also jumped from DOCKER-USER on Docker hosts (forwardHooks). The
+// policy's filters (no hook) are jumped from the forward chain, which is
+// removed before them.
 var iptRoles = []iptRole{
 	{chainForward, "filter", fwdChain, builtinFwd},
 	{chainInput, "filter", inChain, builtinIn},
 	{chainPostrouting, "nat", natChain, builtinPost},
 	{chainPrerouting, "raw", preChain, builtinPre},
+	{chainOutgoing, "filter", outChain, ""},
+	{chainIncoming, "filter", incChain, ""},
+}
+
+// jumpedTo reports whether a rule of the plan jumps to the chain role: the
+// chain must exist in every family then, if only empty (a filter whose
+// rules are all of the other family).
+func jumpedTo(rules []rule, role string) bool {
+	return slices.ContainsFunc(rules, func(r rule) bool { return r.verdict == jump && r.jump == role })
+}
+
+// hooks is where the role's chain is jumped from (none for a filter's).
+func (r iptRole) hooks() []string {
+	if r.hook == "" {
+		return nil
+	}
+	return []string{r.hook}
 }
 
 // skipRemoval: ip6tables-nft creates an empty nat table merely by listing
-// it, and IPv6 is never masqueraded: nothing of ours can be there.
-func (f *iptFamily) skipRemoval(r iptRole) bool { return r.table == "nat" && f.family == 6 }
+// it, and IPv6 is masqueraded only with nat6: while the table does not
+// exist, nothing of ours can be there, and it is left alone.
+func (f *iptFamily) skipRemoval(r iptRole) bool {
+	return r.table == "nat" && f.family == 6 && !ip6NATExists()
+}
+
+// ip6NATExists reports whether the ip6 nat table exists, without creating
+// it: in nf_tables (ip6tables-nft) or in x_tables (ip6tables-legacy).
+func ip6NATExists() bool {
+	if b, err := os.ReadFile("/proc/net/ip6_tables_names"); err == nil && slices.Contains(strings.Fields(string(b)), "nat") {
+		return true
+	}
+	conn, err := nlOpen()
+	if err != nil {
+		return true // cannot tell: look, at the cost of the empty table
+	}
+	defer nlClose(conn)
+	tables, err := conn.ListTablesOfFamily(gnftables.TableFamilyIPv6)
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(tables, func(t *gnftables.Table) bool { return t.Name == "nat" })
+}
 
 // iptFamily is iptables (4) or ip6tables (6) on this host.
 type iptFamily struct {
@@ -104,7 +159,13 @@ func (f *iptFamily) apply(chains ...ourChain) error {
 				fmt.Fprintf(&in, "*%s\n", table)
 				open = true
 			}
+			// Declared before any rule, so that a rule may jump to a chain listed after its own.
 			fmt.Fprintf(&in, ":%s - [0:0]\n", c.name)
+		}
+		for _, c := range chains {
+			if c.table != table {
+				continue
+			}
 			for _, r := range c.rules {
 				// Every token is a validated name, a prefix or a constant: no quoting needed.
 				fmt.Fprintf(&in, "-A %s %s\n", c.name, strings.Join(r, " "))
@@ -187,7 +248,7 @@ func (f *iptFamily) removeChains(network string) error {
 		if f.skipRemoval(r) {
 			continue
 		}
-		if err := f.removeChain(r.table, r.name(network), r.hook, dockerUser); err != nil {
+		if err := f.removeChain(r.table, r.name(network), append(r.hooks(), dockerUser)...); err != nil {
 			return err
 		}
 	}
@@ -245,12 +306,12 @@ func (f *iptFamily) list(network string) ([]string, error) {
 	return out, nil
 }
 
-// specs renders the plan's rules of one chain role for this family.
-func (f *iptFamily) specs(rules []rule, chain string, acceptOnly bool) [][]string {
+// specs renders the plan's rules of one chain role of network for this family.
+func (f *iptFamily) specs(network string, rules []rule, chain string, acceptOnly bool) [][]string {
 	var out [][]string
 	for _, r := range rules {
 		if r.chain == chain && (!acceptOnly || r.verdict == accept) {
-			out = append(out, iptRules(r, f.family)...)
+			out = append(out, iptRules(r, f.family, network)...)
 		}
 	}
 	return out
@@ -304,12 +365,12 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 		var chains []ourChain
 		var unused []iptRole
 		for _, role := range iptRoles {
-			specs := f.specs(rules, role.role, false)
+			specs := f.specs(r.Network, rules, role.role, false)
 			switch {
 			case role.role == chainForward: // always: it holds the network's policy
 				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: from})
-			case len(specs) > 0:
-				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: []string{role.hook}})
+			case len(specs) > 0 || jumpedTo(rules, role.role):
+				chains = append(chains, ourChain{table: role.table, name: role.name(r.Network), rules: specs, from: role.hooks()})
 			case !f.skipRemoval(role):
 				unused = append(unused, role)
 			}
@@ -318,17 +379,26 @@ func (b *iptBackend) Ensure(r NetworkRules) error {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		}
 		for _, role := range unused {
-			if err := f.removeChain(role.table, role.name(r.Network), role.hook); err != nil {
+			if err := f.removeChain(role.table, role.name(r.Network), role.hooks()...); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
 		}
 		// Published ports' masquerade follows the network's bridge and subnets.
+		// (The tunnel's filter, below, is ebtables': once, not per family.)
 		if ok, err := f.chainExists("nat", hairpinChain(r.Network)); err != nil {
 			return errorf("iptables: network %s: %w", r.Network, err)
 		} else if ok {
 			if err := f.apply(ourChain{table: "nat", name: hairpinChain(r.Network), rules: f.hairpinSpecs(r.Bridge, r.Subnets), from: []string{builtinPost}}); err != nil {
 				return errorf("iptables: network %s: %w", r.Network, err)
 			}
+		}
+	}
+	// Without an overlay, ebtables is not even asked (its first use creates
+	// its table): the chains of an overlay dropped from a running network's
+	// config, inert without their device, go with the network (Remove).
+	if r.Overlay != nil {
+		if err := b.ensureOverlay(r.Network, r.Overlay); err != nil {
+			return errorf("iptables: network %s: overlay: %w", r.Network, err)
 		}
 	}
 	// A network whose ports have no chains yet: from now on every guarded
@@ -359,6 +429,9 @@ func (b *iptBackend) Remove(network string) error {
 	})
 	if err != nil {
 		return errorf("iptables: network %s: %w", network, err)
+	}
+	if err := b.removeOverlay(network); err != nil {
+		return errorf("iptables: network %s: overlay: %w", network, err)
 	}
 	return b.forgetNetwork(network)
 }
@@ -401,5 +474,9 @@ func (b *iptBackend) List(network string) ([]string, error) {
 		}
 		out = append(out, l...)
 	}
-	return out, nil
+	l, err := b.listOverlay(network)
+	if err != nil {
+		return nil, errorf("iptables: network %s: overlay: %w", network, err)
+	}
+	return append(out, l...), nil
 }

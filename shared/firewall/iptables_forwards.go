@@ -66,7 +66,7 @@ func (f *iptFamily) fwdSpecs(l []Forward) [][]string {
 
 // hairpinSpecs is the content of BR-HAIRPIN-NET in this family (hairpinPlan).
 func (f *iptFamily) hairpinSpecs(bridge string, subnets []netip.Prefix) [][]string {
-	return f.specs(hairpinPlan(bridge, subnets), chainPostrouting, false)
+	return f.specs("", hairpinPlan(bridge, subnets), chainPostrouting, false)
 }
 
 // natRules returns `iptables -t nat -S` as the fields of each -A line.

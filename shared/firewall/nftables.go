@@ -113,6 +113,12 @@ func nftTransaction(tx *knftables.Transaction, r NetworkRules) {
 				Type: knftables.PtrTo(c.typ), Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(c.priority)})
 		}
 	}
+	// The policy's filters: regular chains, jumped to from the base chains.
+	for _, c := range []string{chainOutgoing, chainIncoming} {
+		if slices.ContainsFunc(rules, func(rl rule) bool { return rl.chain == c }) {
+			tx.Add(&knftables.Chain{Family: fam, Table: name, Name: c})
+		}
+	}
 	for _, rl := range rules {
 		tx.Add(&knftables.Rule{Family: fam, Table: name, Chain: rl.chain, Rule: nftRule(rl)})
 	}
@@ -145,14 +151,22 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	// The network's own kind of port table is created with the network, so
 	// that guarding a guest port is only a change of set elements (netlink,
 	// no nft process) even for the first port.
+	var created []nftPortTable
 	for _, t := range nftPortTables(r.Network) {
 		if t.bridged == (r.Bridge != "") && !slices.ContainsFunc(ports, func(p nftPortTable) bool { return p.name == t.name && p.family == t.family }) {
 			ports = append(ports, t)
+			created = append(created, t)
 		}
 	}
 	nft, err := b.knft()
 	if err != nil {
 		return errorf("%w", err)
+	}
+	// Tables that do not exist hold nothing, whatever the port records say
+	// (a flushed ruleset): those records go, before the tables are created
+	// empty, so that the ports' next EnsurePort (a reconcile) adds everything.
+	if err := b.forgetVanished(r.Network, created, have.fwd == nil); err != nil {
+		return err
 	}
 	if len(have.ports) == 0 && have.fwd == nil {
 		// The network's port tables are created now: its records are complete.
@@ -167,6 +181,11 @@ func (b *nftBackend) Ensure(r NetworkRules) error {
 	}
 	if have.fwd != nil {
 		nftFwdSetup(tx, r.Network, r.Bridge, r.Subnets)
+	}
+	if r.Overlay != nil {
+		nftOverlaySetup(tx, r.Network, r.Overlay)
+	} else if have.overlay {
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(r.Network)})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: install table inet %s: %w", nftTableName(r.Network), err)
@@ -200,6 +219,9 @@ func (b *nftBackend) Remove(network string) error {
 	}
 	if have.fwd != nil { // and the published ports
 		tx.Delete(&knftables.Table{Family: fam, Name: nftFwdTableName(network)})
+	}
+	if have.overlay { // and the tunnel's filter
+		tx.Delete(&knftables.Table{Family: knftables.BridgeFamily, Name: nftOverlayTableName(network)})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return errorf("nftables: delete table inet %s: %w", name, err)
@@ -276,6 +298,11 @@ func (b *nftBackend) List(network string) ([]string, error) {
 			return nil, errorf("nftables: network %s: %w", network, err)
 		}
 		out = append(out, l...)
+	}
+	if have.overlay {
+		if err := listTable(knftables.BridgeFamily, nftOverlayTableName(network)); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range b.compat() {
 		l, err := f.list(network)

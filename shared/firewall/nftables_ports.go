@@ -37,6 +37,8 @@ import (
 //	as_mac    ifname . ether_addr  the port's MAC
 //	as_ip4    ifname . ipv4_addr   its IPv4 addresses
 //	as_ip6    ifname . ipv6_addr   its IPv6 addresses (not in the arp table)
+//	as_nd6    iifname . @th,64,128 the same, as neighbour discovery targets (not in arp)
+//	as_svc    ifname               ports with the service guard only (not in arp)
 //
 // Ensure creates the network's kind of table (bridged or routed); a table is
 // otherwise created (with its rules) the first time a port needs it, and stays
@@ -71,6 +73,8 @@ const (
 	setMAC   = "as_mac"
 	setIP4   = "as_ip4"
 	setIP6   = "as_ip6"
+	setND    = "as_nd6" // as_ip6's elements, keyed for matching a neighbour discovery target
+	setSvc   = "as_svc" // ports with the service guard only (ServiceOnly)
 )
 
 var nftSetTypes = map[string]string{
@@ -78,7 +82,12 @@ var nftSetTypes = map[string]string{
 	setMAC:   "ifname . ether_addr",
 	setIP4:   "ifname . ipv4_addr",
 	setIP6:   "ifname . ipv6_addr",
+	setSvc:   "ifname",
 }
+
+// nftSetTypeOf are the sets declared by an expression (typeof) instead:
+// a raw payload's key is an integer, which no named type is.
+var nftSetTypeOf = map[string]string{setND: "iifname . " + nftNDTarget}
 
 // nftPortTable is one of the tables holding a network's guarded ports.
 type nftPortTable struct {
@@ -90,7 +99,7 @@ type nftPortTable struct {
 }
 
 func nftPortTables(network string) []nftPortTable {
-	all := []string{setPorts, setMAC, setIP4, setIP6}
+	all := []string{setPorts, setMAC, setIP4, setIP6, setND, setSvc}
 	return []nftPortTable{
 		{family: knftables.BridgeFamily, nl: gnftables.TableFamilyBridge, name: nftTableName(network), bridged: true, sets: all},
 		{family: knftables.InetFamily, nl: gnftables.TableFamilyINet, name: nftTableName(network) + ".ports", sets: all},
@@ -121,6 +130,9 @@ func (t nftPortTable) chains() []nftChain {
 	}
 	guard := nftGuardChains(kind)
 	base.rules = []string{"iifname @" + setPorts + " jump " + guard[0].name}
+	if kind != nftARP {
+		base.rules = append(base.rules, "iifname @"+setSvc+" jump "+nftServiceChain)
+	}
 	return append([]nftChain{base}, guard...)
 }
 
@@ -132,11 +144,16 @@ func nftPortSetup(tx *knftables.Transaction, t nftPortTable, network string) {
 	tx.Add(&knftables.Table{Family: t.family, Name: t.name,
 		Comment: knftables.PtrTo("brouter network " + network + ": per-port antispoof")})
 	for _, s := range t.sets {
-		tx.Add(&knftables.Set{Family: t.family, Table: t.name, Name: s, Type: nftSetTypes[s]})
+		tx.Add(&knftables.Set{Family: t.family, Table: t.name, Name: s, Type: nftSetTypes[s], TypeOf: nftSetTypeOf[s]})
 	}
-	chains := t.chains()
+	nftSetChains(tx, t.family, t.name, t.chains())
+}
+
+// nftSetChains adds to tx what makes the table's chains exactly these
+// (created if missing, flushed, filled), leaving its sets alone.
+func nftSetChains(tx *knftables.Transaction, family knftables.Family, table string, chains []nftChain) {
 	for _, c := range chains {
-		ch := &knftables.Chain{Family: t.family, Table: t.name, Name: c.name}
+		ch := &knftables.Chain{Family: family, Table: table, Name: c.name}
 		if c.hook != "" {
 			ch.Type = knftables.PtrTo(knftables.FilterType)
 			ch.Hook = knftables.PtrTo(c.hook)
@@ -147,7 +164,7 @@ func nftPortSetup(tx *knftables.Transaction, t nftPortTable, network string) {
 	}
 	for _, c := range chains {
 		for _, r := range c.rules {
-			tx.Add(&knftables.Rule{Family: t.family, Table: t.name, Chain: c.name, Rule: r})
+			tx.Add(&knftables.Rule{Family: family, Table: table, Chain: c.name, Rule: r})
 		}
 	}
 }
@@ -170,6 +187,12 @@ func keyAddr(port string, a netip.Addr) []byte { return append(keyIfname(port), 
 
 // portElements returns, per set of t, the keys of port p's elements.
 func (t nftPortTable) portElements(p PortRules) map[string][][]byte {
+	if p.ServiceOnly {
+		if !slices.Contains(t.sets, setSvc) {
+			return nil
+		}
+		return map[string][][]byte{setSvc: {keyIfname(p.Port)}}
+	}
 	v4, v6 := p.addrs()
 	out := map[string][][]byte{
 		setPorts: {keyIfname(p.Port)},
@@ -181,6 +204,7 @@ func (t nftPortTable) portElements(p PortRules) map[string][][]byte {
 	if slices.Contains(t.sets, setIP6) {
 		for _, a := range v6 {
 			out[setIP6] = append(out[setIP6], keyAddr(p.Port, a))
+			out[setND] = append(out[setND], keyAddr(p.Port, a))
 		}
 	}
 	return out
@@ -194,7 +218,7 @@ func describeKey(set string, k []byte) string {
 	switch {
 	case set == setMAC && len(rest) >= 6:
 		s += " . " + net.HardwareAddr(rest[:6]).String()
-	case (set == setIP4 && len(rest) == 4) || (set == setIP6 && len(rest) == 16):
+	case (set == setIP4 && len(rest) == 4) || ((set == setIP6 || set == setND) && len(rest) == 16):
 		a, _ := netip.AddrFromSlice(rest)
 		s += " . " + a.String()
 	}
@@ -327,7 +351,7 @@ func keyChanges(s *gnftables.Set, old, want [][]byte) []setChange {
 }
 
 // installed reports whether a PortRules hint says the port has entries.
-func (p *PortRules) installed() bool { return len(p.MAC) > 0 || len(p.IPs) > 0 }
+func (p *PortRules) installed() bool { return len(p.MAC) > 0 || len(p.IPs) > 0 || p.ServiceOnly }
 
 // portHint returns prev if it can serve as the record of what is installed
 // for network's port, else nil (unknown: read the kernel). Its Network and
@@ -627,8 +651,9 @@ func (b *nftBackend) RemovePort(network, port string) error {
 
 // nftTables is what exists of a network's tables besides "inet brouter-NET".
 type nftTables struct {
-	ports []nftPortTable // port tables that exist
-	fwd   *gnftables.Table
+	ports   []nftPortTable // port tables that exist
+	fwd     *gnftables.Table
+	overlay bool // the overlay table exists (overlay.go)
 }
 
 // existingTables lists the port tables and the published-ports table of network that exist.
@@ -644,6 +669,7 @@ func existingTables(conn nftPortOp, network string) (nftTables, error) {
 		}
 	}
 	out.fwd = findFwdTable(existing, network)
+	out.overlay = nftOverlayExists(existing, network)
 	return out, nil
 }
 
@@ -661,9 +687,14 @@ func listPorts(conn nftPortOp, t nftPortTable) ([]string, error) {
 		for _, e := range elems {
 			d := describeKey(s, e.Key)
 			port, rest, _ := strings.Cut(d, " . ")
-			if s == setPorts {
+			switch s {
+			case setPorts:
 				ports = append(ports, port)
-			} else {
+			case setSvc:
+				ports = append(ports, port)
+				byPort[port] = append(byPort[port], "(service guard only)")
+			case setND: // as_ip6 again
+			default:
 				byPort[port] = append(byPort[port], rest)
 			}
 		}

@@ -21,8 +21,12 @@ import (
 //   - IPv6 must come from one of the IPv6 IPs, a link-local address
 //     (fe80::/10) or :: (DAD, MLD), except DHCPv6 client traffic (udp 546 → 547).
 //
-// Everything else (other ethertypes with the right MAC) passes. Ports without
-// PortRules are not filtered.
+// And from every guarded port, ServiceOnly ones too: no DHCP server traffic
+// (udp sport 67, 547), no router advertisements or redirects; and neighbour
+// advertisements (and duplicate address detection) only for the guest's own
+// IPv6 addresses or link-local ones.
+//
+// Ports without PortRules are not filtered.
 type PortRules struct {
 	// Network is the network's name; the port's entries live in that network's tables.
 	Network string
@@ -37,6 +41,11 @@ type PortRules struct {
 	// bridged and to-host traffic alike). False: a routed port (Xen "route"
 	// mode, no bridge), filtered in the inet and arp families on the input interface.
 	Bridged bool
+	// ServiceOnly: the guest's MAC and addresses are unknown (MAC and IPs
+	// empty): the port gets the guard's service rules only, which need
+	// nothing of the port's own (no router advertisements, redirects or
+	// DHCP server replies from the guest), and every other frame passes.
+	ServiceOnly bool
 }
 
 // validate checks everything that ends up in a rule or a set element.
@@ -46,6 +55,12 @@ func (p PortRules) validate() error {
 	}
 	if err := validIfname("port", p.Port); err != nil {
 		return err
+	}
+	if p.ServiceOnly {
+		if len(p.MAC) != 0 || len(p.IPs) != 0 {
+			return errorf("port %s: a port with the service guard only has no MAC or addresses", p.Port)
+		}
+		return nil
 	}
 	if len(p.MAC) != 6 {
 		return errorf("port %s: invalid MAC %q (want 6 bytes)", p.Port, p.MAC.String())

@@ -329,7 +329,7 @@ func TestKernelPortKindChange(t *testing.T) {
 var nftRuleRE = regexp.MustCompile(`(?m)^\t\t[^\t].*# handle \d+$`)
 
 // The rule count does not grow with the number of guarded ports: 200 ports
-// are 200 × 4 set elements. Also reports EnsurePort/RemovePort latency (not asserted).
+// are 200 × 5 set elements (as_ports, as_mac, as_ip4, as_ip6, as_nd6). Also reports EnsurePort/RemovePort latency (not asserted).
 func TestKernelPortScale(t *testing.T) {
 	nstest.RequireRoot(t)
 	host := nstest.New(t, "host")
@@ -363,8 +363,8 @@ func TestKernelPortScale(t *testing.T) {
 	if n != one {
 		t.Errorf("rule count grew with the ports: %d with 1 port, %d with 200", one, n)
 	}
-	if elems != 200*4 {
-		t.Errorf("%d set elements for 200 ports, want 800", elems)
+	if elems != 200*5 {
+		t.Errorf("%d set elements for 200 ports, want 1000", elems)
 	}
 	t.Logf("200 ports: %d rules, %d set elements", n, elems)
 
@@ -387,8 +387,8 @@ func TestKernelPortScale(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if n, elems := rules(); n != one || elems != 220*4 {
-		t.Errorf("after 20 parallel EnsurePort: %d rules, %d elements; want %d, %d", n, elems, one, 220*4)
+	if n, elems := rules(); n != one || elems != 220*5 {
+		t.Errorf("after 20 parallel EnsurePort: %d rules, %d elements; want %d, %d", n, elems, one, 220*5)
 	}
 
 	// Latency at 200 existing ports (p50 of 50 calls each).
@@ -458,8 +458,8 @@ func TestKernelPortScale(t *testing.T) {
 	if read != 0 {
 		t.Errorf("EnsurePort/RemovePort with right hints read %d sets", read)
 	}
-	if n, elems := rules(); n != one || elems != 220*4 {
-		t.Errorf("after the hinted calls: %d rules, %d elements; want %d, %d", n, elems, one, 220*4)
+	if n, elems := rules(); n != one || elems != 220*5 {
+		t.Errorf("after the hinted calls: %d rules, %d elements; want %d, %d", n, elems, one, 220*5)
 	}
 	t.Logf("nftables at 200 ports, with hints: EnsurePort p50 %v (new port), %v (unchanged), %v (one address less), RemovePort p50 %v",
 		p50(ens), p50(same), p50(repl), p50(rem))

@@ -147,6 +147,7 @@ func TestPlanPortSync(t *testing.T) {
 		`bridge brouter-lab as_ip4 "vif1.0" . 10.7.0.12`,
 		`bridge brouter-lab as_ip6 "vif1.0" . fd00:7::11`,
 		`bridge brouter-lab as_mac "vif1.0" . 52:54:00:12:34:56`,
+		`bridge brouter-lab as_nd6 "vif1.0" . fd00:7::11`,
 		`bridge brouter-lab as_ports "vif1.0"`,
 	}
 	if got := f.dump(); !slices.Equal(got, want) {
@@ -255,10 +256,14 @@ func TestPortSpecs(t *testing.T) {
 		"-p ARP --arp-ip-src 10.7.0.11 -j RETURN",
 		"-p ARP --arp-ip-src 10.7.0.12 -j RETURN",
 		"-p ARP -j DROP",
+		"-p IPv4 --ip-proto udp --ip-sport 67 -j DROP",
 		"-p IPv4 --ip-src 10.7.0.11 -j RETURN",
 		"-p IPv4 --ip-src 10.7.0.12 -j RETURN",
 		"-p IPv4 --ip-src 0.0.0.0 --ip-dst 255.255.255.255 --ip-proto udp --ip-sport 68 --ip-dport 67 -j RETURN",
 		"-p IPv4 -j DROP",
+		"-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 134 -j DROP",
+		"-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 137 -j DROP",
+		"-p IPv6 --ip6-proto udp --ip6-sport 547 -j DROP",
 		"-p IPv6 --ip6-src fd00:7::11 -j RETURN",
 		"-p IPv6 --ip6-src fe80::/10 -j RETURN",
 		"-p IPv6 --ip6-src ::/128 -j RETURN",
@@ -267,6 +272,7 @@ func TestPortSpecs(t *testing.T) {
 	})
 	check("iptables", join(iptPortSpecs(g, 4)), []string{
 		"-m mac ! --mac-source 52:54:00:12:34:56 -j DROP",
+		"-p udp --sport 67 -j DROP",
 		"-s 10.7.0.11 -j RETURN",
 		"-s 10.7.0.12 -j RETURN",
 		"-s 0.0.0.0 -d 255.255.255.255 -p udp --sport 68 --dport 67 -j RETURN",
@@ -274,6 +280,9 @@ func TestPortSpecs(t *testing.T) {
 	})
 	check("ip6tables", join(iptPortSpecs(g, 6)), []string{
 		"-m mac ! --mac-source 52:54:00:12:34:56 -j DROP",
+		"-p ipv6-icmp --icmpv6-type 134 -j DROP",
+		"-p ipv6-icmp --icmpv6-type 137 -j DROP",
+		"-p udp --sport 547 -j DROP",
 		"-s fd00:7::11 -j RETURN",
 		"-s fe80::/10 -j RETURN",
 		"-s ::/128 -j RETURN",
@@ -353,5 +362,67 @@ func TestIPTablesPortMissingTool(t *testing.T) {
 	b := &iptBackend{v4: &iptFamily{family: 4, cmd: "iptables"}}
 	if err := b.EnsurePort(routed); err == nil || !strings.Contains(err.Error(), "ip6tables not found") {
 		t.Errorf("routed EnsurePort without ip6tables = %v", err)
+	}
+}
+
+// A port whose guest's addresses are unknown gets the service rules only:
+// no DHCP server replies, router advertisements or redirects from it.
+func TestServiceGuard(t *testing.T) {
+	p := PortRules{Network: "lab", Port: "tap0", Bridged: true, ServiceOnly: true}
+	if err := p.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if bad := (PortRules{Network: "lab", Port: "tap0", ServiceOnly: true, MAC: guest().MAC}); bad.validate() == nil {
+		t.Error("a service-only port with a MAC validated")
+	}
+	join := func(specs [][]string) string {
+		var out []string
+		for _, s := range specs {
+			out = append(out, strings.Join(s, " "))
+		}
+		return strings.Join(out, "\n")
+	}
+	for name, c := range map[string]struct{ got, want string }{
+		"ebtables": {join(ebtSpecs(p)), "-p IPv4 --ip-proto udp --ip-sport 67 -j DROP\n" +
+			"-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 134 -j DROP\n-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 137 -j DROP\n" +
+			"-p IPv6 --ip6-proto udp --ip6-sport 547 -j DROP"},
+		"iptables":  {join(iptPortSpecs(p, 4)), "-p udp --sport 67 -j DROP"},
+		"ip6tables": {join(iptPortSpecs(p, 6)), "-p ipv6-icmp --icmpv6-type 134 -j DROP\n-p ipv6-icmp --icmpv6-type 137 -j DROP\n-p udp --sport 547 -j DROP"},
+		"arptables": {join(arptSpecs(p)), ""},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s:\ngot\n%s\nwant\n%s", name, c.got, c.want)
+		}
+	}
+	var svc, ip6 []string
+	for _, c := range nftGuardChains(nftBridged) {
+		switch c.name {
+		case nftServiceChain:
+			svc = c.rules
+		case nftGuardChain[inIP6]:
+			ip6 = c.rules
+		}
+	}
+	wantSvc := []string{
+		"ether type ip udp sport 67 drop",
+		"ether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop",
+		"ether type ip6 udp sport 547 drop",
+	}
+	if !slices.Equal(svc, wantSvc) {
+		t.Errorf("nft service chain:\n%s\nwant\n%s", strings.Join(svc, "\n"), strings.Join(wantSvc, "\n"))
+	}
+	// A guarded port meets the service rules first, then neighbour discovery's.
+	wantIP6 := []string{
+		"icmpv6 type { nd-router-advert, nd-redirect } drop",
+		"udp sport 547 drop",
+		"icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @as_nd6 @th,64,16 & 0xffc0 != 0xfe80 drop",
+		"ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 != @as_nd6 @th,64,16 & 0xffc0 != 0xfe80 drop",
+	}
+	if len(ip6) < len(wantIP6) || !slices.Equal(ip6[:len(wantIP6)], wantIP6) {
+		t.Errorf("nft antispoof_ip6:\n%s\nwant first\n%s", strings.Join(ip6, "\n"), strings.Join(wantIP6, "\n"))
+	}
+	table := nftPortTables("lab")[0]
+	if el := table.portElements(p); len(el) != 1 || len(el[setSvc]) != 1 {
+		t.Errorf("service-only elements: %v", el)
 	}
 }

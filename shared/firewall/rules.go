@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -32,6 +33,7 @@ const (
 	drop       verdict = "drop"
 	ret        verdict = "return"
 	masquerade verdict = "masquerade"
+	jump       verdict = "jump" // to the non-base chain named by rule.jump
 )
 
 // rule is one backend-neutral rule. All matches must hold. Address lists are
@@ -46,13 +48,21 @@ type rule struct {
 	notDaddr    bool   // daddr is a negative match (single prefix)
 	established bool   // ct state established,related
 	ctDNAT      bool   // ct status dnat: a published port (Forwards)
-	proto       string // "udp" or "tcp", with dport
+	notDNAT     bool   // not ct status dnat
+	proto       string // "tcp", "udp", "sctp" (with or without dport), "icmp", "icmpv6"
 	dport       uint16
+	dportHi     uint16  // with dport: the range dport-dportHi
+	icmpTypes   []uint8 // with proto icmp or icmpv6: only these types
+	fam         int     // 4 or 6: the rule's family when no address says it (ICMP)
 	verdict     verdict
+	jump        string // with verdict jump: the chain role jumped to
 }
 
 // family returns 4 or 6 when the rule matches addresses of one family, 0 when it has none.
 func (r rule) family() int {
+	if r.fam != 0 {
+		return r.fam
+	}
 	for _, l := range [][]netip.Prefix{r.saddr, r.daddr} {
 		if len(l) > 0 {
 			if l[0].Addr().Is4() {
@@ -85,6 +95,7 @@ func bySubnetFamily(subnets []netip.Prefix) [][]netip.Prefix {
 
 var (
 	multicastLocal = netip.MustParsePrefix("224.0.0.0/24")
+	multicast6     = netip.MustParsePrefix("ff00::/8")
 	broadcast      = netip.MustParsePrefix("255.255.255.255/32")
 )
 
@@ -92,7 +103,7 @@ var (
 func plan(r NetworkRules) []rule {
 	b := r.Bridge
 	if b == "" {
-		return planRoute(r)
+		return append(planRoute(r), r.filterChains()...)
 	}
 	// Nothing a guest sends may have a loopback source or destination: with
 	// route_localnet on the bridge (for 127.0.0.1 → published port) the host
@@ -108,10 +119,29 @@ func plan(r NetworkRules) []rule {
 	if r.Services { // accepts only: the host's own local policy is not ours
 		local = append(local,
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 67, verdict: accept},
+			rule{chain: chainInput, iif: b, fam: 6, proto: "udp", dport: dhcp6Server, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "udp", dport: 53, verdict: accept},
 			rule{chain: chainInput, iif: b, proto: "tcp", dport: 53, verdict: accept})
 	}
-	return append(planBridge(r), local...)
+	local = append(local, r.hostAccess()...) // host_access = "services" (policy.go)
+	return slices.Concat(planBridge(r), local, r.filterChains(), planTunnel(r.Overlay))
+}
+
+// planTunnel admits the network's VXLAN packets on the underlay only from
+// its peers: the kernel's VXLAN device takes a frame from any sender that
+// knows the VNI, who could then inject frames into the guests' segment (and
+// have its MACs learnt). Encrypted overlays need none of this: WireGuard
+// accepts only the peers' keys.
+func planTunnel(o *OverlayRules) []rule {
+	if o == nil || o.UDPPort == 0 {
+		return nil
+	}
+	var rules []rule
+	for _, p := range o.Peers {
+		rules = append(rules, rule{chain: chainInput, proto: "udp", dport: o.UDPPort,
+			saddr: []netip.Prefix{netip.PrefixFrom(p, p.BitLen())}, verdict: accept})
+	}
+	return append(rules, rule{chain: chainInput, proto: "udp", dport: o.UDPPort, verdict: drop})
 }
 
 // planBridge is the forward and nat plan of a network with a bridge.
@@ -119,13 +149,19 @@ func planBridge(r NetworkRules) []rule {
 	b, up := r.Bridge, r.Uplink
 	// Routed between the bridge's own subnets: not ours to filter.
 	rules := []rule{{chain: chainForward, iif: b, oif: b, verdict: accept}}
-	if !r.Forward { // isolated
-		return append(rules,
+	if !r.Forward { // isolated: only forwards, and networks it reaches or that reach it
+		rules = append(rules, r.fromGuests(rule{chain: chainForward, iif: b}, true)...)
+		rules = append(rules,
 			rule{chain: chainForward, iif: b, verdict: drop},
-			rule{chain: chainForward, oif: b, verdict: drop})
+			rule{chain: chainForward, oif: b, established: true, verdict: accept},
+			rule{chain: chainForward, oif: b, ctDNAT: true, verdict: accept})
+		rules = append(rules, r.toGuests(rule{chain: chainForward, oif: b}, true)...)
+		return append(rules, rule{chain: chainForward, oif: b, verdict: drop})
 	}
 
-	// Outbound: from the bridge to the uplink (or anywhere but the bridge).
+	// Outbound: from the bridge to the uplink (or anywhere but the bridge),
+	// after the policy's reach and outgoing filter (policy.go).
+	rules = append(rules, r.fromGuests(rule{chain: chainForward, iif: b}, up != "")...)
 	out := rule{chain: chainForward, iif: b, oif: up, verdict: accept}
 	if up == "" {
 		out.notOif = b
@@ -141,37 +177,50 @@ func planBridge(r NetworkRules) []rule {
 	}
 	rules = append(rules, rule{chain: chainForward, iif: b, verdict: drop})
 
-	// Inbound: replies and published ports (DNAT) always; other new
-	// connections only toward routed subnets (all of them when not
-	// masquerading, else the IPv6 ones, as libvirt does).
-	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, established: true, verdict: accept})
+	// Inbound: replies and published ports (DNAT) always; connections from
+	// other networks as reach says; other new connections only toward
+	// routed subnets (all of them when not masquerading, else the IPv6
+	// ones, as libvirt does), through the incoming filter.
+	rules = append(rules, rule{chain: chainForward, oif: b, established: true, verdict: accept})
 	// Published ports (EnsureForwards): new connections DNATed toward a guest.
-	rules = append(rules, rule{chain: chainForward, iif: up, oif: b, ctDNAT: true, verdict: accept})
+	rules = append(rules, rule{chain: chainForward, oif: b, ctDNAT: true, verdict: accept})
+	rules = append(rules, r.toGuests(rule{chain: chainForward, oif: b}, false)...)
 	for _, fam := range bySubnetFamily(r.Subnets) {
-		if !r.Masquerade || fam[0].Addr().Is6() {
-			rules = append(rules, rule{chain: chainForward, iif: up, oif: b, daddr: fam, verdict: accept})
+		if !r.masquerades(fam[0]) {
+			in := rule{chain: chainForward, iif: up, oif: b, daddr: fam, verdict: accept}
+			rules = append(rules, r.incomingJump(in)...)
+			rules = append(rules, in)
 		}
 	}
 	rules = append(rules, rule{chain: chainForward, oif: b, verdict: drop})
 
-	if r.Masquerade {
-		for _, s := range r.Subnets {
-			if !s.Addr().Is4() {
-				continue // IPv6 is routed, never masqueraded
-			}
-			src := []netip.Prefix{s}
-			m := rule{chain: chainPostrouting, saddr: src, daddr: src, notDaddr: true, oif: up, verdict: masquerade}
-			if up == "" {
-				m.notOif = b
-			}
-			rules = append(rules,
-				// Like libvirt: local multicast and broadcast keep their source.
-				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{multicastLocal}, verdict: ret},
-				rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{broadcast}, verdict: ret},
-				m)
+	for _, s := range r.Subnets {
+		if !r.masquerades(s) {
+			continue // routed (IPv6 unless Masquerade6)
 		}
+		src := []netip.Prefix{s}
+		m := rule{chain: chainPostrouting, saddr: src, daddr: src, notDaddr: true, oif: up, verdict: masquerade}
+		if up == "" {
+			m.notOif = b
+		}
+		// Like libvirt: local multicast and broadcast keep their source.
+		keep := []netip.Prefix{multicastLocal, broadcast}
+		if s.Addr().Is6() {
+			keep = []netip.Prefix{multicast6}
+		}
+		for _, k := range keep {
+			rules = append(rules, rule{chain: chainPostrouting, saddr: src, daddr: []netip.Prefix{k}, verdict: ret})
+		}
+		rules = append(rules, r.noNATToPeers(src)...)
+		rules = append(rules, m)
 	}
 	return rules
+}
+
+// masquerades reports whether the subnet's traffic is masqueraded on its
+// way out: IPv4 in nat mode, IPv6 with Masquerade6 too.
+func (r NetworkRules) masquerades(subnet netip.Prefix) bool {
+	return r.Masquerade && (subnet.Addr().Is4() || r.Masquerade6)
 }
 
 // planRoute is the plan of a network without a bridge (mode route): every
@@ -181,11 +230,23 @@ func planBridge(r NetworkRules) []rule {
 func planRoute(r NetworkRules) []rule {
 	var rules []rule
 	for _, fam := range bySubnetFamily(r.Subnets) {
-		rules = append(rules,
-			rule{chain: chainForward, saddr: fam, oif: r.Uplink, verdict: accept},
-			rule{chain: chainForward, daddr: fam, iif: r.Uplink, verdict: accept})
+		if r.policyActive() { // guests among themselves first, as on a bridge
+			rules = append(rules, rule{chain: chainForward, saddr: fam, daddr: fam, verdict: accept})
+		}
+		rules = append(rules, r.fromGuests(rule{chain: chainForward, saddr: fam}, r.Uplink != "")...)
+		rules = append(rules, rule{chain: chainForward, saddr: fam, oif: r.Uplink, verdict: accept})
+		to := rule{chain: chainForward, daddr: fam}
+		if r.policyActive() || !r.Policy.Incoming.IsZero() { // replies before the incoming filter
+			est := to
+			est.established, est.verdict = true, accept
+			rules = append(rules, est)
+			rules = append(rules, r.toGuests(to, false)...)
+		}
+		in := rule{chain: chainForward, daddr: fam, iif: r.Uplink, verdict: accept}
+		rules = append(rules, r.incomingJump(in)...)
+		rules = append(rules, in)
 	}
-	return rules
+	return append(rules, r.hostAccess()...)
 }
 
 // nftRule renders r in nft syntax (without the chain).
@@ -210,6 +271,9 @@ func nftRule(r rule) string {
 	if r.ctDNAT {
 		w = append(w, "ct", "status", "dnat")
 	}
+	if r.notDNAT {
+		w = append(w, "ct", "status", "!=", "dnat")
+	}
 	if len(r.saddr) > 0 {
 		w = append(w, ipkw, "saddr", nftSet(r.saddr))
 	}
@@ -220,10 +284,41 @@ func nftRule(r rule) string {
 		}
 		w = append(w, nftSet(r.daddr))
 	}
-	if r.proto != "" {
-		w = append(w, r.proto, "dport", strconv.Itoa(int(r.dport)))
+	w = append(w, nftProto(r)...)
+	if r.verdict == jump {
+		return strings.Join(append(w, "jump", r.jump), " ")
 	}
 	return strings.Join(append(w, string(r.verdict)), " ")
+}
+
+// nftProto renders the rule's protocol match.
+func nftProto(r rule) []string {
+	switch {
+	case r.proto == "":
+		return nil
+	case len(r.icmpTypes) > 0:
+		t := make([]string, len(r.icmpTypes))
+		for i, v := range r.icmpTypes {
+			t[i] = strconv.Itoa(int(v))
+		}
+		if len(t) == 1 {
+			return []string{r.proto, "type", t[0]}
+		}
+		return []string{r.proto, "type", "{ " + strings.Join(t, ", ") + " }"}
+	case r.dport != 0:
+		return []string{r.proto, "dport", portRange(r, "-")}
+	case r.proto == "icmpv6":
+		return []string{"meta", "l4proto", "ipv6-icmp"}
+	}
+	return []string{"meta", "l4proto", r.proto}
+}
+
+// portRange is dport, or dport SEP dportHi for a range.
+func portRange(r rule, sep string) string {
+	if r.dportHi > r.dport {
+		return strconv.Itoa(int(r.dport)) + sep + strconv.Itoa(int(r.dportHi))
+	}
+	return strconv.Itoa(int(r.dport))
 }
 
 func quote(ifname string) string { return `"` + ifname + `"` } // ifname is validated: no quotes
@@ -240,8 +335,9 @@ func nftSet(l []netip.Prefix) string {
 }
 
 // iptRules renders r for one iptables family (4 or 6) as rule specs, one per
-// address (iptables has no address lists). A rule for the other family yields none.
-func iptRules(r rule, family int) [][]string {
+// address and ICMP type (iptables has no lists); network names the chains
+// jumped to. A rule for the other family yields none.
+func iptRules(r rule, family int, network string) [][]string {
 	if f := r.family(); f != 0 && f != family {
 		return nil
 	}
@@ -255,44 +351,68 @@ func iptRules(r rule, family int) [][]string {
 	if r.notOif != "" {
 		base = append(base, "!", "-o", r.notOif)
 	}
-	var dst []string
-	if len(r.daddr) > 0 {
-		if r.notDaddr {
-			dst = append(dst, "!")
+	srcs := [][]string{nil}
+	if len(r.saddr) > 0 {
+		srcs = nil
+		for _, p := range r.saddr {
+			srcs = append(srcs, []string{"-s", p.String()})
 		}
-		dst = append(dst, "-d", r.daddr[0].String()) // plan uses at most one prefix here when negated
 	}
-	var tail []string
+	dsts := [][]string{nil}
+	switch {
+	case r.notDaddr:
+		dsts = [][]string{{"!", "-d", r.daddr[0].String()}} // plan negates a single prefix only
+	case len(r.daddr) > 0:
+		dsts = nil
+		for _, p := range r.daddr {
+			dsts = append(dsts, []string{"-d", p.String()})
+		}
+	}
+	var ct []string
 	if r.established {
-		tail = append(tail, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
+		ct = append(ct, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
 	}
 	if r.ctDNAT {
-		tail = append(tail, "-m", "conntrack", "--ctstate", "DNAT")
+		ct = append(ct, "-m", "conntrack", "--ctstate", "DNAT")
 	}
-	if r.proto != "" {
-		tail = append(tail, "-p", r.proto, "-m", r.proto, "--dport", strconv.Itoa(int(r.dport)))
+	if r.notDNAT {
+		ct = append(ct, "-m", "conntrack", "!", "--ctstate", "DNAT")
 	}
-	tail = append(tail, "-j", strings.ToUpper(string(r.verdict)))
-
+	target := []string{"-j", strings.ToUpper(string(r.verdict))}
+	if r.verdict == jump {
+		target = []string{"-j", iptJumpTarget(r.jump, network)}
+	}
 	var out [][]string
-	add := func(parts ...[]string) {
-		var spec []string
-		for _, p := range parts {
-			spec = append(spec, p...)
+	for _, src := range srcs {
+		for _, dst := range dsts {
+			for _, p := range iptProto(r) {
+				out = append(out, slices.Concat(base, src, dst, ct, p, target))
+			}
 		}
-		out = append(out, spec)
-	}
-	switch {
-	case len(r.saddr) > 0:
-		for _, s := range r.saddr {
-			add(base, []string{"-s", s.String()}, dst, tail)
-		}
-	case len(r.daddr) > 1 && !r.notDaddr:
-		for _, d := range r.daddr {
-			add(base, []string{"-d", d.String()}, tail)
-		}
-	default:
-		add(base, dst, tail)
 	}
 	return out
+}
+
+// iptProto renders the rule's protocol match: one spec per ICMP type.
+func iptProto(r rule) [][]string {
+	switch {
+	case r.proto == "":
+		return [][]string{nil}
+	case r.proto == "icmp" || r.proto == "icmpv6":
+		p, m, opt := "icmp", "icmp", "--icmp-type"
+		if r.proto == "icmpv6" {
+			p, m, opt = "ipv6-icmp", "icmp6", "--icmpv6-type"
+		}
+		if len(r.icmpTypes) == 0 {
+			return [][]string{{"-p", p}}
+		}
+		var out [][]string
+		for _, t := range r.icmpTypes {
+			out = append(out, []string{"-p", p, "-m", m, opt, strconv.Itoa(int(t))})
+		}
+		return out
+	case r.dport != 0:
+		return [][]string{{"-p", r.proto, "-m", r.proto, "--dport", portRange(r, ":")}}
+	}
+	return [][]string{{"-p", r.proto}}
 }

@@ -77,14 +77,16 @@ func TestPlan(t *testing.T) {
 		},
 		notWant: []string{"postrouting", "masquerade", "drop", "iifname"},
 	}, {
-		name: "isolated",
+		name: "isolated: only forwards (published ports) come in",
 		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24"), Masquerade: true},
 		want: []string{
 			`forward: iifname "brlab" oifname "brlab" accept`,
 			`forward: iifname "brlab" drop`,
+			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`forward: oifname "brlab" drop`,
 		},
-		notWant: []string{"postrouting", "masquerade", "established", "oifname !=", "dnat"},
+		notWant: []string{"postrouting", "masquerade", "oifname !=", `iifname "brlab" ct state`},
 	}, {
 		name: "antispoof",
 		r: NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "10.8.0.0/24", "fd00:7::/64"),
@@ -101,8 +103,8 @@ func TestPlan(t *testing.T) {
 		want: []string{
 			`forward: iifname "brlab" oifname "eth0" accept`,
 			`forward: iifname "brlab" drop`,
-			`forward: iifname "eth0" oifname "brlab" ct state established,related accept`,
-			`forward: iifname "eth0" oifname "brlab" ct status dnat accept`,
+			`forward: oifname "brlab" ct state established,related accept`,
+			`forward: oifname "brlab" ct status dnat accept`,
 			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
 		},
 		notWant: []string{`oifname != "brlab"`},
@@ -114,6 +116,21 @@ func TestPlan(t *testing.T) {
 			`forward: oifname "brlab" ip6 daddr fd00:7::/64 accept`,
 		},
 		notWant: []string{"postrouting", "masquerade"},
+	}, {
+		name: "nat6: IPv6 masqueraded like IPv4",
+		r: NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true,
+			Masquerade: true, Masquerade6: true, Uplink: "eth0"},
+		want: []string{
+			`postrouting: ip6 saddr fd00:7::/64 ip6 daddr ff00::/8 return`,
+			`postrouting: oifname "eth0" ip6 saddr fd00:7::/64 ip6 daddr != fd00:7::/64 masquerade`,
+			`postrouting: oifname "eth0" ip saddr 10.7.0.0/24 ip daddr != 10.7.0.0/24 masquerade`,
+			`forward: oifname "brlab" ct status dnat accept`,
+		},
+		notWant: []string{`ip6 daddr fd00:7::/64 accept`},
+	}, {
+		name: "DHCPv6 served on the bridge",
+		r:    NetworkRules{Network: "lab", Bridge: "brlab", Subnets: prefixes("10.7.0.0/24", "fd00:7::/64"), Forward: true, Services: true},
+		want: []string{`input: iifname "brlab" udp dport 547 accept`},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,34 +178,34 @@ func TestIPTRules(t *testing.T) {
 			t.Errorf("%s:\ngot  %q\nwant %q", name, got, want)
 		}
 	}
-	check("v4 forward", join(v4.specs(rules, chainForward, false)), []string{
+	check("v4 forward", join(v4.specs("lab", rules, chainForward, false)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
 		"-i brlab -j DROP",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-o brlab -j DROP",
 	})
-	check("v4 nat", join(v4.specs(rules, chainPostrouting, false)), []string{
+	check("v4 nat", join(v4.specs("lab", rules, chainPostrouting, false)), []string{
 		"-s 10.7.0.0/24 -d 224.0.0.0/24 -j RETURN",
 		"-s 10.7.0.0/24 -d 255.255.255.255/32 -j RETURN",
 		"-o eth0 -s 10.7.0.0/24 ! -d 10.7.0.0/24 -j MASQUERADE",
 	})
-	check("v6 forward", join(v6.specs(rules, chainForward, false)), []string{
+	check("v6 forward", join(v6.specs("lab", rules, chainForward, false)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s fd00:7::/64 -j ACCEPT",
 		"-i brlab -j DROP",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 		"-i eth0 -o brlab -d fd00:7::/64 -j ACCEPT",
 		"-o brlab -j DROP",
 	})
-	check("v6 nat", join(v6.specs(rules, chainPostrouting, false)), nil)
-	check("v4 docker accept-only", join(v4.specs(rules, chainForward, true)), []string{
+	check("v6 nat", join(v6.specs("lab", rules, chainPostrouting, false)), nil)
+	check("v4 docker accept-only", join(v4.specs("lab", rules, chainForward, true)), []string{
 		"-i brlab -o brlab -j ACCEPT",
 		"-i brlab -o eth0 -s 10.7.0.0/24 -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-		"-i eth0 -o brlab -m conntrack --ctstate DNAT -j ACCEPT",
+		"-o brlab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-o brlab -m conntrack --ctstate DNAT -j ACCEPT",
 	})
 }
 
@@ -308,5 +325,29 @@ func TestFake(t *testing.T) {
 	wg.Wait()
 	if n := f.Networks(); len(n) != 0 {
 		t.Errorf("Networks after concurrent add/remove = %q", n)
+	}
+}
+
+// TestPlanTunnel: VXLAN in clear is accepted from the peers only; an
+// encrypted overlay (no UDP port to filter) and no overlay add nothing.
+func TestPlanTunnel(t *testing.T) {
+	o := &OverlayRules{Port: "vx-lab", UDPPort: 4789, Peers: []netip.Addr{netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("2001:db8::3")}}
+	var got []string
+	for _, r := range planTunnel(o) {
+		got = append(got, r.chain+": "+nftRule(r))
+	}
+	want := []string{
+		"input: ip saddr 198.51.100.2/32 udp dport 4789 accept",
+		"input: ip6 saddr 2001:db8::3/128 udp dport 4789 accept",
+		"input: udp dport 4789 drop",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if r := planTunnel(&OverlayRules{Port: "vx-lab"}); r != nil {
+		t.Errorf("encrypted overlay: %v", r)
+	}
+	if r := planTunnel(nil); r != nil {
+		t.Errorf("no overlay: %v", r)
 	}
 }

@@ -71,7 +71,10 @@ func EnsureBridge(spec BridgeSpec) (l netlink.Link, created bool, err error) {
 	case errors.Is(err, ErrNotFound):
 		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 		br.Name = spec.Name
-		br.MTU = spec.MTU
+		// No MTU here: set below, through the bridge's own change_mtu, the
+		// kernel marks it as set by the user and keeps it when the ports
+		// change (an MTU given at creation follows the ports', and an empty
+		// bridge's falls back to 1500).
 		br.HardwareAddr = spec.MAC
 		if err := netlink.LinkAdd(br); err != nil {
 			return nil, false, fmt.Errorf("link: create bridge %s: %w", spec.Name, err)
@@ -217,12 +220,12 @@ func EnsureAddr(l netlink.Link, addr netip.Prefix) (added bool, err error) {
 
 // HasAddr reports whether the link carries addr with that prefix length.
 func HasAddr(l netlink.Link, addr netip.Prefix) (bool, error) {
-	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family(addr.Addr())) })
+	addrs, err := addrsOf(l, family(addr.Addr()))
 	if err != nil {
 		return false, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
-	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && p == addr {
+	for _, p := range addrs {
+		if p == addr {
 			return true, nil
 		}
 	}
@@ -240,13 +243,13 @@ func DelAddr(l netlink.Link, addr netip.Prefix) error {
 
 // Addrs returns the link's global addresses as prefixes.
 func Addrs(l netlink.Link) ([]netip.Prefix, error) {
-	addrs, err := redump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, unix.AF_UNSPEC) })
+	addrs, err := addrsOf(l, unix.AF_UNSPEC)
 	if err != nil {
 		return nil, fmt.Errorf("link: list addresses of %s: %w", l.Attrs().Name, err)
 	}
 	var out []netip.Prefix
-	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+	for _, p := range addrs {
+		if !p.Addr().IsLinkLocalUnicast() {
 			out = append(out, p)
 		}
 	}
@@ -596,6 +599,21 @@ func SetRouteLocalnet(name string, on bool) error {
 		val = "1"
 	}
 	return writeSysctl("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", val)
+}
+
+// SetIsolated sets or clears the bridge port flag "isolated" of a port on a
+// bridge (BR_ISOLATED, `bridge link set dev NAME isolated on`): the bridge
+// forwards nothing between two isolated ports; an isolated port still
+// reaches the bridge itself and the ports that are not isolated.
+func SetIsolated(name string, on bool) error {
+	port, err := Get(name)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetIsolated(port, on); err != nil {
+		return fmt.Errorf("link: isolated %v on %s: %w", on, name, err)
+	}
+	return nil
 }
 
 // Detach takes the port off whatever bridge it is on. A missing port, or one

@@ -198,9 +198,15 @@ func (n *NS) Exec(t testing.TB, args ...string) string {
 // killed when the test ends (before the namespace is deleted).
 func (n *NS) Start(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
-	c := n.Cmd(args...)
+	return n.StartCmd(t, n.Cmd(args...))
+}
+
+// StartCmd is Start for a command made with Cmd and given its environment
+// or output by the caller; it is killed by PID at cleanup like Start's.
+func (n *NS) StartCmd(t testing.TB, c *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	if err := c.Start(); err != nil {
-		t.Fatalf("nstest: [%s] start %s: %v", n.name, strings.Join(args, " "), err)
+		t.Fatalf("nstest: [%s] start %s: %v", n.name, strings.Join(c.Args, " "), err)
 	}
 	n.mu.Lock()
 	n.procs = append(n.procs, c)

@@ -123,6 +123,18 @@ func TestApplyPortCreatesExpectedObjects(t *testing.T) {
 		!strings.Contains(link, "addrgenmode none") {
 		t.Errorf("ip -d link show %s:\n%s", ifb, link)
 	}
+	// No IPv6 on the ifb, so no route of its own that every later link
+	// change on the host walks past (they made adding and deleting ports
+	// grow with their number); a control: vp1's own are there.
+	if v := h.dom0.Sysctl(t, "net.ipv6.conf."+ifb+".disable_ipv6"); v != "1" {
+		t.Errorf("%s: disable_ipv6 = %s, want 1", ifb, v)
+	}
+	if r := h.dom0.Exec(t, "ip", "-6", "route", "show", "table", "all", "dev", ifb); r != "" {
+		t.Errorf("%s has IPv6 routes:\n%s", ifb, r)
+	}
+	if r := h.dom0.Exec(t, "ip", "-6", "route", "show", "table", "all", "dev", "vp1"); !strings.Contains(r, "ff00::/8") {
+		t.Errorf("control: vp1 has no IPv6 multicast route:\n%s", r)
+	}
 	ic := h.dom0.Exec(t, "tc", "class", "show", "dev", ifb)
 	if !strings.Contains(ic, "rate 20Mbit ceil 20Mbit burst 64Kb cburst 64Kb") {
 		t.Errorf("%s class (explicit 64KiB burst):\n%s", ifb, ic)

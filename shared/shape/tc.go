@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/brouter/brouter/shared/link"
 )
 
 // Handles and filter preferences. Everything this package creates on a
@@ -541,10 +543,15 @@ func ensureIfb(name, alias string) (l netlink.Link, created bool, err error) {
 		if l, err = linkByName(name); err != nil || l == nil {
 			return nil, true, fmt.Errorf("shape: ifb %s vanished after creation: %v", name, err)
 		}
-		// No IPv6 link-local address, hence no DAD, router solicitations or
-		// MLD of its own: nothing but redirected traffic through its qdisc.
+		// No IPv6 of its own (see link.SetIPv6): no link-local address, DAD,
+		// router solicitations or MLD, and no multicast route, which every
+		// later link change on the host would walk past: nothing but
+		// redirected traffic through its qdisc.
 		if err := netlink.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
 			return l, true, fmt.Errorf("shape: set addrgenmode none on ifb %s: %w", name, err)
+		}
+		if _, err := link.SetIPv6(name, false); err != nil {
+			return l, true, fmt.Errorf("shape: ifb %s: %w", name, err)
 		}
 	} else if l.Type() != "ifb" {
 		return nil, false, fmt.Errorf("shape: a %s link named %s exists; brouter needs that name for an ifb", l.Type(), name)

@@ -291,10 +291,13 @@ func reserved(n *config.Network, a netip.Addr) string {
 			return fmt.Sprintf("in the DHCP range %s-%s", d.RangeStart, d.RangeEnd)
 		}
 		for _, h := range d.Hosts {
-			if h.IP == a {
+			if h.IP == a || h.IP6 == a {
 				return "a static DHCP host's"
 			}
 		}
+	}
+	if d := n.DHCP6; d.InRange(a) {
+		return fmt.Sprintf("in the DHCPv6 range %s-%s", d.RangeStart, d.RangeEnd)
 	}
 	for _, p := range n.PortRules {
 		if slices.Contains(p.IPs, a) {

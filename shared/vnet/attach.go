@@ -76,7 +76,7 @@ func (m *Manager) plan(n *config.Network, p PortRequest) (*attachment, error) {
 		pr.Firewall = a.fw.Name()
 	}
 	if g := a.guard; g != nil {
-		pr.Guard = &guardRecord{MAC: g.MAC.String(), IPs: g.IPs, Bridged: g.Bridged}
+		pr.Guard = &guardRecord{MAC: g.MAC.String(), IPs: g.IPs, Bridged: g.Bridged, Service: g.ServiceOnly}
 	} else if a.reattach && a.prev.Firewall != "" && (a.prev.V < 2 || a.prev.Guard != nil) {
 		pr.Guard = &guardRecord{} // being removed
 	}
@@ -85,6 +85,7 @@ func (m *Manager) plan(n *config.Network, p PortRequest) (*attachment, error) {
 		pr.Forwards = unionForwards(a.prev.Forwards, p.Forwards)
 	}
 	pr.Claimed = len(p.IPs) > 0 || a.reattach && a.prev.Claimed
+	pr.Overlay = overlayGuestMAC(n, p)
 	a.pr = pr
 	return a, nil
 }

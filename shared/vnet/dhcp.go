@@ -2,7 +2,6 @@ package vnet
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -22,18 +21,47 @@ func (m *Manager) dhcpDirs(network string) (run, state string) {
 // config changes nothing; a dead one is started again.
 func (m *Manager) startDHCP(n *config.Network) error {
 	run, st := m.dhcpDirs(n.Name)
-	if n.DHCP == nil {
+	if !hasDNSMasq(n) {
 		return m.stopDHCP(n.Name) // the config may have dropped it
 	}
-	spec := dhcp.Spec{
-		Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway,
-		RangeStart: n.DHCP.RangeStart, RangeEnd: n.DHCP.RangeEnd, LeaseTime: n.DHCP.LeaseTime,
-		Domain: n.DHCP.Domain, Upstream: n.DHCP.Upstream, RunDir: run, StateDir: st,
+	spec := dhcp.Spec{Network: n.Name, Bridge: n.Bridge, Gateway: n.Gateway, RunDir: run, StateDir: st, IPv6: ipv6Service(n)}
+	if n.Overlay != nil {
+		spec.MTU = n.MTU // the overlay's, as Start computed it
 	}
-	for _, h := range n.DHCP.Hosts {
-		spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, Name: h.Name})
+	if d := n.DHCP; d != nil {
+		spec.RangeStart, spec.RangeEnd, spec.LeaseTime = d.RangeStart, d.RangeEnd, d.LeaseTime
+		spec.Domain, spec.Upstream = d.Domain, d.Upstream
+		for _, h := range d.Hosts {
+			spec.Hosts = append(spec.Hosts, dhcp.Host{MAC: h.MAC, IP: h.IP, IP6: h.IP6, Name: h.Name})
+		}
 	}
 	return dhcp.Start(spec)
+}
+
+// configHosts are the network's static DHCP hosts from the config.
+func configHosts(n *config.Network) []config.DHCPHost {
+	if n.DHCP == nil {
+		return nil
+	}
+	return n.DHCP.Hosts
+}
+
+// hasDNSMasq reports whether the network runs dnsmasq: for DHCP and DNS
+// ([network.NAME.dhcp]), for router advertisements and DHCPv6
+// ([network.NAME.dhcp6], implied by address6), or both. Either serves DNS.
+func hasDNSMasq(n *config.Network) bool { return n.DHCP != nil || n.DHCP6 != nil }
+
+// ipv6Service is the network's IPv6 address service in dnsmasq's terms (nil: none).
+func ipv6Service(n *config.Network) *dhcp.IPv6 {
+	d := n.DHCP6
+	if d == nil {
+		return nil
+	}
+	v := &dhcp.IPv6{Gateway: n.Gateway6, Mode: string(d.Mode), RangeStart: d.RangeStart, RangeEnd: d.RangeEnd, LeaseTime: d.LeaseTime}
+	if n.MTU >= 1280 { // IPv6's minimum: a smaller bridge MTU has no IPv6 at all
+		v.MTU = n.MTU
+	}
+	return v
 }
 
 // stopDHCP stops the network's dnsmasq, if it ever ran (its directory exists).
@@ -49,24 +77,31 @@ func (m *Manager) stopDHCP(network string) error {
 // its address is known at attach time (a Xen vif's ip=, a port rule), and
 // returns the MAC it registered ("" when none).
 func (m *Manager) staticLease(n *config.Network, p PortRequest) (string, error) {
-	if n.DHCP == nil || p.GuestMAC == nil {
+	if !hasDNSMasq(n) || p.GuestMAC == nil {
 		return "", nil
 	}
-	for _, h := range n.DHCP.Hosts {
+	for _, h := range configHosts(n) {
 		if h.MAC.String() == p.GuestMAC.String() {
 			return "", nil // the config's own host entry already covers it
 		}
 	}
+	h := dhcp.Host{MAC: p.GuestMAC}
 	for _, ip := range p.IPs {
-		if ip.Is4() && n.Subnet.Contains(ip) && ip != n.Gateway.Addr() {
-			run, _ := m.dhcpDirs(n.Name)
-			if err := m.Leases.AddStaticLease(run, dhcp.Host{MAC: p.GuestMAC, IP: ip}); err != nil {
-				return "", err
-			}
-			return p.GuestMAC.String(), nil
+		switch {
+		case ip.Is4() && !h.IP.IsValid() && n.Subnet.Contains(ip) && ip != n.Gateway.Addr():
+			h.IP = ip
+		case ip.Is6() && !h.IP6.IsValid() && n.DHCP6 != nil && n.DHCP6.Mode.Stateful() && n.Subnet6.Contains(ip) && ip != n.Gateway6.Addr():
+			h.IP6 = ip // its DHCPv6 address too
 		}
 	}
-	return "", nil
+	if !h.IP.IsValid() && !h.IP6.IsValid() {
+		return "", nil
+	}
+	run, _ := m.dhcpDirs(n.Name)
+	if err := m.Leases.AddStaticLease(run, h); err != nil {
+		return "", err
+	}
+	return p.GuestMAC.String(), nil
 }
 
 func (m *Manager) removeStaticLease(network, mac string) error {
@@ -86,7 +121,7 @@ type DHCPStatus struct {
 }
 
 func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
-	if n.DHCP == nil {
+	if !hasDNSMasq(n) {
 		return
 	}
 	run, state := m.dhcpDirs(n.Name)
@@ -96,9 +131,6 @@ func (m *Manager) dhcpStatus(n *config.Network, st *Status) {
 		ds.Leases = l
 	} else if err != nil {
 		st.Problems = append(st.Problems, err.Error())
-	}
-	if st.Running && !ds.Running {
-		st.Problems = append(st.Problems, fmt.Sprintf("dnsmasq of network %s is not running (it died?); run start to restart it", n.Name))
 	}
 	st.DHCP = ds
 }

@@ -3,6 +3,7 @@ package vnet
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -107,7 +108,14 @@ func (m *Manager) claimHostPorts(network, bridge, port string, want, had []Forwa
 			continue
 		default:
 			if other, ok := m.claimOwnerAttached(string(cur)); ok {
-				return fmt.Errorf("vnet: port %s: %s is already published by port %s", port, describeHost(f), other)
+				if !strings.HasPrefix(other, "network ") {
+					other = "port " + other
+				}
+				who := "port " + port
+				if port == bridge && bridge != "" {
+					who = "network " + network + ": forward"
+				}
+				return fmt.Errorf("vnet: %s: %s is already published by %s", who, describeHost(f), other)
 			}
 		}
 		take = append(take, name)
@@ -129,6 +137,9 @@ func (m *Manager) claimOwnerAttached(owner string) (string, bool) {
 	network, port, ok := strings.Cut(owner, "/")
 	if !ok || config.ValidNetworkName(network) != nil || names.Interface(port) != nil {
 		return "", false
+	}
+	if who, ok := m.forwardOwner(network, port); ok { // a network's own forwards
+		return who, true
 	}
 	var pr portRecord
 	had, err := m.Records.Read(portRecordName(network, port), &pr)
@@ -192,24 +203,39 @@ func (m *Manager) syncLocalnetLocked(network, bridge string) error {
 }
 
 // publishesIPv4 reports whether a port of network claims an IPv4 host port.
+// There are as many claims as published ports on the host: they are read in
+// chunks, unsorted, up to the first of the network's (nearly always among
+// the first read), so that publishing costs the same with 10 or 1000 of them.
 func (m *Manager) publishesIPv4(network string) (bool, error) {
 	dir := filepath.Join(m.Records.Dir, hostPortsDir)
-	names, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
 		return false, fmt.Errorf("vnet: published ports: %w", err)
 	}
-	for _, e := range names {
-		// PROTO-HOST-PORT, HOST "any4", "any6", an IPv4 address or an IPv6 one with '_' for ':'.
-		parts := strings.Split(e.Name(), "-")
-		if len(parts) != 3 || parts[1] == "any6" || strings.Contains(parts[1], "_") {
-			continue
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(64)
+		for _, name := range names {
+			// PROTO-HOST-PORT, HOST "any4", "any6", an IPv4 address or an IPv6 one with '_' for ':'.
+			parts := strings.Split(name, "-")
+			if len(parts) != 3 || parts[1] == "any6" || strings.Contains(parts[1], "_") {
+				continue
+			}
+			owner, err := os.ReadFile(filepath.Join(dir, name))
+			if err == nil && strings.HasPrefix(string(owner), network+"/") {
+				return true, nil
+			}
 		}
-		owner, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(string(owner), network+"/") {
-			return true, nil
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("vnet: published ports: %w", err)
 		}
 	}
-	return false, nil
 }
 
 // releaseClaimsLocked removes owner's claims on the forwards in had that are

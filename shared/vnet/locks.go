@@ -23,6 +23,10 @@ import (
 //	                        network's aggregate limits.
 //	locks/hostports.lock    host-wide claims of published host ports: a few
 //	                        file operations (forwards.go).
+//	locks/NET.ndproxy.lock  a mode route network's proxy NDP entries between
+//	                        its ports, made from the other ports' records
+//	                        (ipv6.go): held around a port's entries and the
+//	                        record that lists its addresses.
 //
 // Order: network, then port, then shaping or host ports; never the other
 // way. Every wait has the config's lock_timeout.
@@ -31,6 +35,7 @@ func lockName(network string) string { return "locks/" + network + ".lock" }
 
 const portsLock = "locks/ports.lock"        // "ports" is no network's name (names.Network)
 func shapingLockName(network string) string { return "locks/" + network + ".shaping.lock" }
+func ndProxyLockName(network string) string { return "locks/" + network + ".ndproxy.lock" }
 
 // lock takes the network's lock exclusively (Start, Stop).
 func (m *Manager) lock(network string) (*state.Lock, error) {
@@ -80,9 +85,14 @@ func (m *Manager) withShapingLock(network string, locked bool, fn func() error) 
 	if !locked {
 		return fn()
 	}
-	l, err := m.Records.Acquire(shapingLockName(network), m.Config.LockTimeout)
+	return m.withLock(shapingLockName(network), fn)
+}
+
+// withLock runs fn holding the lock name exclusively.
+func (m *Manager) withLock(name string, fn func() error) error {
+	l, err := m.Records.Acquire(name, m.Config.LockTimeout)
 	if err != nil {
-		return fmt.Errorf("vnet: network %s: shaping: %w", network, err)
+		return fmt.Errorf("vnet: %w", err)
 	}
 	defer l.Release()
 	return fn()

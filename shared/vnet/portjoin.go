@@ -18,6 +18,18 @@ func (a *attachment) join() error {
 		if err := m.attachRouted(a.n, p, pr); err != nil {
 			return err
 		}
+		// Proxy entries pair this port with the network's other routed
+		// ports, from their records: one port at a time, each recording
+		// its addresses before the next looks (locks.go).
+		err := m.withLock(ndProxyLockName(a.n.Name), func() error {
+			if err := m.proxyNDP(a.n, p, pr, a.prev.NDProxy); err != nil {
+				return err
+			}
+			return m.writePort(pr)
+		})
+		if err != nil {
+			return err
+		}
 		if a.reattach {
 			// Addresses the guest no longer has lose their routes.
 			m.dropStaleRoutes(p.Name, a.prev.Routed, pr.Routed)
@@ -30,7 +42,10 @@ func (a *attachment) join() error {
 		return err
 	}
 	pr.IPv6Off = pr.IPv6Off || wasOn
-	return m.Links.Attach(link.AttachSpec{Name: p.Name, Bridge: a.net.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0})
+	if err := m.Links.Attach(link.AttachSpec{Name: p.Name, Bridge: a.net.Bridge, MTU: p.MTU, MAC: p.MAC, Hairpin: p.Hairpin || len(p.Forwards) > 0}); err != nil {
+		return err
+	}
+	return isolatePort(a.n, p.Name, pr, a.prev.Isolated) // isolate_guests (policy.go)
 }
 
 // attachRouted sets up a port of a mode route network: up with its MTU and

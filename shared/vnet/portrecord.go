@@ -27,6 +27,7 @@ type portRecord struct {
 	Bridge   string    `json:"bridge,omitempty"`   // bridged ports
 	Routed   []string  `json:"routed,omitempty"`   // mode route: guest addresses routed to the port
 	Local    []string  `json:"local,omitempty"`    // mode route: gateway addresses put on the port
+	NDProxy  []ndProxy `json:"nd_proxy,omitempty"` // mode route: proxy NDP entries made for the guest (ipv6.go)
 	Firewall string    `json:"firewall,omitempty"` // backend holding the port's antispoof rules
 	SetUp    bool      `json:"set_up,omitempty"`   // the port was down and Attach set it up
 	OldMAC   string    `json:"old_mac,omitempty"`  // the port's MAC before Attach changed it
@@ -35,6 +36,8 @@ type portRecord struct {
 	Owned    bool      `json:"owned,omitempty"`    // Detach deletes the device
 	IPv6Off  bool      `json:"ipv6_off,omitempty"` // Attach turned the port's IPv6 off
 	Claimed  bool      `json:"claimed,omitempty"`  // the guest's addresses are claimed from the allocator
+	Isolated bool      `json:"isolated,omitempty"` // bridge port flag isolated (isolate_guests)
+	Overlay  string    `json:"overlay,omitempty"`  // guest MAC given to the firewall as a local guest of the network's overlay
 	Attached time.Time `json:"attached"`
 
 	Guard    *guardRecord `json:"guard,omitempty"`    // antispoof entries (V 2; nil: none)
@@ -54,6 +57,7 @@ type guardRecord struct {
 	MAC     string       `json:"mac"`
 	IPs     []netip.Addr `json:"ips,omitempty"`
 	Bridged bool         `json:"bridged"`
+	Service bool         `json:"service,omitempty"` // the service guard only (firewall.PortRules.ServiceOnly)
 }
 
 // portRequestRecord is a PortRequest as a port record keeps it (its Forwards

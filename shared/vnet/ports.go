@@ -18,3 +18,20 @@ func (m *Manager) Ports(network string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Running lists the names of the networks that Start has recorded as
+// running (whatever started them: network-virtual, a CNI ADD, a hook on an
+// existing bridge), sorted.
+func (m *Manager) Running() ([]string, error) {
+	files, err := m.Records.List("networks")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		if name, ok := strings.CutSuffix(f, ".json"); ok {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}

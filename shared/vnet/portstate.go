@@ -36,10 +36,17 @@ func (a *attachment) install() error {
 	if n.DHCP != nil && p.GuestMAC != nil || a.prev.Lease != "" {
 		steps = append(steps, a.installLease)
 	}
+	var err error
 	if len(steps) == 1 {
-		return steps[0]()
+		err = steps[0]()
+	} else {
+		err = parallel(steps...)
 	}
-	return parallel(steps...)
+	if err != nil {
+		return err
+	}
+	// A local guest of a network spanning hosts (overlay.go).
+	return m.attachOverlayGuest(n, &a.net, &a.pr, &a.prev)
 }
 
 func (a *attachment) installShaping() error {
@@ -90,15 +97,19 @@ func wantGuard(n *config.Network, p PortRequest) *firewall.PortRules {
 	// The network's antispoof setting guards every port whose guest's MAC and
 	// addresses are known; a guest whose address comes later (DHCP) cannot be
 	// pinned to it at attach, and is covered by the subnet check of the
-	// network's forward rules instead.
+	// network's forward rules instead. Its port still gets the service
+	// guard: it may not act as the network's DHCP server or router.
 	if !p.Antispoof && !(n.Antispoof && p.GuestMAC != nil && len(p.IPs) > 0) {
+		if n.Antispoof {
+			return &firewall.PortRules{Network: n.Name, Port: p.Name, Bridged: n.Mode != config.ModeRoute, ServiceOnly: true}
+		}
 		return nil
 	}
 	return &firewall.PortRules{
 		Network: n.Name,
 		Port:    p.Name,
 		MAC:     p.GuestMAC,
-		IPs:     p.IPs,
+		IPs:     withSLAAC(n, p.GuestMAC, p.IPs),
 		Bridged: n.Mode != config.ModeRoute,
 	}
 }
@@ -147,7 +158,8 @@ func (m *Manager) undoPort(pr *portRecord) error {
 	if pr.Owned {
 		return m.undoOwnedPort(pr)
 	}
-	errs := []error{m.removeGuard(pr), m.unpublish(pr), m.removeShaping(pr), m.unclaim(pr)}
+	errs := []error{m.removeGuard(pr), m.unpublish(pr), m.removeShaping(pr), m.unclaim(pr),
+		m.forgetOverlayGuest(pr), undoNDProxies(pr.NDProxy)}
 	if pr.Lease != "" {
 		errs = append(errs, m.removeStaticLease(pr.Network, pr.Lease))
 	}
@@ -173,7 +185,7 @@ func (m *Manager) undoOwnedPort(pr *portRecord) error {
 				return m.Shaper.ForgetPort(pr.Port, pr.Network)
 			}))
 		},
-		func() error { return m.removeGuard(pr) },
+		func() error { return errors.Join(m.removeGuard(pr), m.forgetOverlayGuest(pr)) },
 		func() error { return m.unpublish(pr) },
 		func() error {
 			if pr.Lease == "" {
@@ -226,12 +238,14 @@ func (m *Manager) leave(pr *portRecord) error {
 	if pr.SetUp {
 		errs = append(errs, m.Links.SetDown(pr.Port)) // as Xen's vif scripts do on offline
 	}
+	// The MAC first: IPv6 coming back on derives the port's link-local
+	// address from the MAC it has then.
+	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
+		errs = append(errs, m.Links.Restore(pr.Port, pr.OldMTU, mac))
+	}
 	if pr.IPv6Off {
 		_, err := m.Links.SetIPv6(pr.Port, true)
 		errs = append(errs, err)
-	}
-	if mac, err := net.ParseMAC(pr.OldMAC); err == nil {
-		errs = append(errs, m.Links.Restore(pr.Port, pr.OldMTU, mac))
 	}
 	return errors.Join(errs...)
 }

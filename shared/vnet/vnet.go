@@ -47,6 +47,12 @@ type Manager struct {
 
 	fwMu sync.Mutex
 	fws  map[string]firewall.Backend // NewFirewall's, by kind (firewall)
+	// Accounts resolves the user and group names of allow lists
+	// (Authorize); nil: SystemAccounts.
+	Accounts *Accounts
+	// Note, when set, receives notes: one line each about something the
+	// operation did not change but the caller should know (ipv6.go).
+	Note func(line string)
 }
 
 // New returns a Manager for the config, with the real mechanisms.
@@ -80,6 +86,10 @@ type record struct {
 	CreatedBridge bool      `json:"created_bridge"`
 	Addresses     []string  `json:"addresses,omitempty"` // the ones we put on the bridge
 	Started       time.Time `json:"started"`
+	// IsolateGuests: the network's ports were isolated (policy.go).
+	IsolateGuests bool `json:"isolate_guests,omitempty"`
+
+	Overlay *overlayRecord `json:"overlay,omitempty"` // the tunnel to other hosts (overlay.go)
 }
 
 func recordName(network string) string { return "networks/" + network + ".json" }
@@ -88,18 +98,30 @@ func recordName(network string) string { return "networks/" + network + ".json" 
 // forwarding and the firewall rules its mode needs. Starting a running network
 // changes nothing; a failed Start undoes its own changes.
 func (m *Manager) Start(n *config.Network) (err error) {
+	_, err = m.start(n, false)
+	return err
+}
+
+// start is Start; with onlyRunning (a reconcile) a network that is not
+// running (stopped meanwhile) is left alone, and ran reports whether it was.
+func (m *Manager) start(n *config.Network, onlyRunning bool) (ran bool, err error) {
 	l, err := m.lock(n.Name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer l.Release()
 	m.makePortsLock()
 
 	var rec record
 	had, err := m.Records.Read(recordName(n.Name), &rec)
-	if err != nil {
-		return err
+	if err != nil || !had && onlyRunning {
+		return false, err
 	}
+	return true, m.startLocked(n, rec, had)
+}
+
+// startLocked is Start with the network's lock held and its record read.
+func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err error) {
 	if !had {
 		rec = record{Network: n.Name, Bridge: n.Bridge, Started: time.Now().UTC()}
 	} else if rec.Bridge != n.Bridge {
@@ -111,9 +133,17 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		if err := checkForeignBridge(n); err != nil {
 			return err
 		}
+		if err := m.syncIsolation(n, &rec); err != nil {
+			return err
+		}
 		return m.Records.Write(recordName(n.Name), &rec)
 	}
 	bridgeMissing, err := checkStart(n, had)
+	if err != nil {
+		return err
+	}
+	var ov *overlayPlan
+	ov, n, err = m.planOverlay(n, &rec)
 	if err != nil {
 		return err
 	}
@@ -146,6 +176,12 @@ func (m *Manager) Start(n *config.Network) (err error) {
 		if err := m.startBridge(n, &rec, had, &undo); err != nil {
 			return err
 		}
+		if err := m.startOverlay(n, ov, &rec, &undo); err != nil {
+			return err
+		}
+	}
+	if err := m.keepUplinkRA(n); err != nil {
+		return err
 	}
 	if n.Mode != config.ModeIsolated {
 		if err := link.EnableForwarding(n.Gateway6.IsValid()); err != nil {
@@ -157,12 +193,18 @@ func (m *Manager) Start(n *config.Network) (err error) {
 			return err
 		}
 	}
-	err = fw.Ensure(rulesFor(n))
+	err = fw.Ensure(m.networkRules(n))
 	if !had {
 		undo = append(undo, func() { _ = fw.Remove(n.Name) })
 	}
 	if err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+	}
+	if err := m.startForwards(n, &rec, fw); err != nil {
+		return err
+	}
+	if err := m.syncIsolation(n, &rec); err != nil {
+		return err
 	}
 	if err := applyAggregate(n); err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
@@ -253,7 +295,7 @@ func (m *Manager) switchBackend(n *config.Network, rec *record, old, fw firewall
 // startBridge creates (or adopts) the bridge and gives it the network's
 // addresses, recording what it changed in rec and how to undo it in undo.
 func (m *Manager) startBridge(n *config.Network, rec *record, had bool, undo *[]func()) error {
-	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMAC(n.Name), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
+	br, created, err := link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MAC: bridgeMACOf(n), MTU: n.MTU, STP: n.STP, ForwardDelay: n.ForwardDelay})
 	if created {
 		*undo = append(*undo, func() { _ = link.Delete(n.Bridge) })
 	}
@@ -351,9 +393,12 @@ func rulesFor(n *config.Network) firewall.NetworkRules {
 		Subnets:    n.Subnets(),
 		Forward:    n.Mode == config.ModeNAT || n.Mode == config.ModeRouted || n.Mode == config.ModeRoute,
 		Masquerade: n.Mode == config.ModeNAT,
-		Uplink:     n.Uplink,
-		Antispoof:  n.Antispoof,
-		Services:   n.DHCP != nil,
+		// nat6: IPv6 too (config allows it in mode nat only).
+		Masquerade6: n.NAT6,
+		Uplink:      n.Uplink,
+		Antispoof:   n.Antispoof,
+		Services:    hasDNSMasq(n),
+		Overlay:     overlayRules(n),
 	}
 }
 
@@ -373,7 +418,9 @@ func (m *Manager) Stop(n *config.Network) error {
 		return err
 	}
 	if !had {
-		return nil
+		// A Start killed while writing its first record changed nothing
+		// yet, but may have left that write's temp file.
+		return m.Records.Remove(recordName(n.Name))
 	}
 	if rec.Mode == string(config.ModeBridge) {
 		// Not our bridge: undo only what we did to the ports we attached,
@@ -413,6 +460,9 @@ func (m *Manager) Stop(n *config.Network) error {
 	if err := m.stopDHCP(n.Name); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.stopOverlay(n.Name, &rec); err != nil {
+		errs = append(errs, err)
+	}
 	if rec.Backend != "" {
 		fw, err := m.NewFirewall(rec.Backend)
 		if err == nil {
@@ -420,6 +470,8 @@ func (m *Manager) Stop(n *config.Network) error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+		} else {
+			errs = append(errs, m.stopForwards(n.Name))
 		}
 	}
 	if br != nil {
@@ -456,20 +508,21 @@ type PortStatus struct {
 
 // Status describes a network as the kernel and our records see it.
 type Status struct {
-	Network       string       `json:"network"`
-	Bridge        string       `json:"bridge"`
-	Running       bool         `json:"running"`
-	Mode          string       `json:"mode"`
-	Address       string       `json:"address,omitempty"`
-	Address6      string       `json:"address6,omitempty"`
-	Addresses     []string     `json:"addresses,omitempty"` // what the bridge carries now
-	Backend       string       `json:"backend,omitempty"`
-	CreatedBridge bool         `json:"created_bridge"`
-	Ports         []PortStatus `json:"ports"`
-	Routes        []string     `json:"routes"`
-	Firewall      []string     `json:"firewall"`
-	DHCP          *DHCPStatus  `json:"dhcp,omitempty"`
-	Problems      []string     `json:"problems,omitempty"`
+	Network       string         `json:"network"`
+	Bridge        string         `json:"bridge"`
+	Running       bool           `json:"running"`
+	Mode          string         `json:"mode"`
+	Address       string         `json:"address,omitempty"`
+	Address6      string         `json:"address6,omitempty"`
+	Addresses     []string       `json:"addresses,omitempty"` // what the bridge carries now
+	Backend       string         `json:"backend,omitempty"`
+	CreatedBridge bool           `json:"created_bridge"`
+	Ports         []PortStatus   `json:"ports"`
+	Routes        []string       `json:"routes"`
+	Firewall      []string       `json:"firewall"`
+	DHCP          *DHCPStatus    `json:"dhcp,omitempty"`
+	Overlay       *OverlayStatus `json:"overlay,omitempty"`
+	Problems      []string       `json:"problems,omitempty"`
 	// Warnings are risks, not faults (status still exits 0): e.g. a guest
 	// address given by hand inside the allocator's pool.
 	Warnings []string `json:"warnings,omitempty"`
@@ -497,8 +550,8 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 	}
 	if had {
 		st.Bridge, st.Mode, st.Backend, st.CreatedBridge = rec.Bridge, rec.Mode, rec.Backend, rec.CreatedBridge
-		if br == nil && n.Mode != config.ModeRoute {
-			st.Problems = append(st.Problems, "bridge "+rec.Bridge+" is missing (deleted behind our back?); run start again")
+		if st.Problems, err = m.problems(n, &rec); err != nil {
+			return nil, err
 		}
 	}
 	if n.Mode == config.ModeRoute {
@@ -511,11 +564,14 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		st.Running = had && br != nil
 	}
 	if br != nil {
-		if err := m.describeBridge(br, st, &rec, had); err != nil {
+		if err := m.describeBridge(br, st); err != nil {
 			return nil, err
 		}
 	}
 	m.dhcpStatus(n, st)
+	if had {
+		st.Overlay, _ = m.overlayStatus(n, &rec) // its problems are among problems()'s
+	}
 	st.Warnings = m.poolWarnings(n)
 	if st.Backend != "" {
 		fw, err := m.NewFirewall(st.Backend)
@@ -528,20 +584,11 @@ func (m *Manager) Status(n *config.Network) (*Status, error) {
 		if st.Firewall == nil {
 			st.Firewall = []string{}
 		}
-		if had && len(st.Firewall) == 0 {
-			st.Problems = append(st.Problems, "firewall rules are missing (flushed by another tool?); run start again")
-		} else if had && err == nil {
-			problems, err := fw.Check(rulesFor(n))
-			if err != nil {
-				problems = []string{err.Error()}
-			}
-			st.Problems = append(st.Problems, problems...)
-		}
 	}
 	return st, nil
 }
 
-func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had bool) error {
+func (m *Manager) describeBridge(br netlink.Link, st *Status) error {
 	var err error
 	ports, err := link.Ports(br)
 	if err != nil {
@@ -562,13 +609,6 @@ func (m *Manager) describeBridge(br netlink.Link, st *Status, rec *record, had b
 	}
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, a.String())
-	}
-	if had {
-		for _, want := range rec.Addresses {
-			if !contains(st.Addresses, want) {
-				st.Problems = append(st.Problems, "address "+want+" is missing from "+rec.Bridge+"; run start again")
-			}
-		}
 	}
 	return nil
 }

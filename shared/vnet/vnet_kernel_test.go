@@ -52,6 +52,8 @@ bridge = "brlab"
 address = "10.98.98.1/24"
 address6 = "fd00:98::1/64"
 mtu = 1400
+[network.lab.dhcp6]
+ipv6_mode = "none" # no dnsmasq: these tests are about the bridge and the firewall
 `
 
 func TestStartStop(t *testing.T) {

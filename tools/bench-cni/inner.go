@@ -21,12 +21,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// chain is one of the two configurations under test, inside its dom0.
+// chain is one of the configurations under test, inside its dom0: the
+// process's own network namespace, or (enter) a second dom0 (twin.go).
 type chain struct {
 	name  string
 	list  *libcni.NetworkConfigList
 	cni   *libcni.CNIConfig
 	nsDir string
+	enter string // the dom0's namespace file; "" for this process's own
+	fl    *floor
 
 	nsCount atomic.Int64
 	port    atomic.Int64
@@ -67,17 +70,7 @@ func setupInner(o opts) (*chain, error) {
 	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("lo up: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	nsDir := filepath.Join(o.work, "ns")
-	if err := os.MkdirAll(nsDir, 0o755); err != nil {
-		return nil, err
-	}
-	ex := &pluginExec{DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}, chain: o.inner}
-	c := &chain{name: o.inner, nsDir: nsDir,
-		cni: libcni.NewCNIConfigWithCacheDir([]string{o.pluginD}, filepath.Join(o.work, "cache"), ex)}
-	c.port.Store(20000)
-	var conf string
-	switch o.inner {
-	case "brouter", "brouter-hostlocal":
+	if strings.HasPrefix(o.inner, "brouter") {
 		cfg := filepath.Join(o.work, "brouter.toml")
 		if err := os.WriteFile(cfg, []byte("[network.bench]\nbridge = \"brbench\"\naddress = \"10.88.0.1/16\"\n"), 0o644); err != nil {
 			return nil, err
@@ -85,12 +78,31 @@ func setupInner(o opts) (*chain, error) {
 		os.Setenv("BROUTER_CONFIG", cfg)
 		os.Setenv("BROUTER_RUN_DIR", filepath.Join(o.work, "run"))
 		os.Setenv("BROUTER_STATE_DIR", filepath.Join(o.work, "lib"))
+	}
+	return newChain(o, "", nil)
+}
+
+// newChain is the chain o.inner with its state under the work directory
+// (names suffixed with suffix), plugins run with env added.
+func newChain(o opts, suffix string, env []string) (*chain, error) {
+	nsDir := filepath.Join(o.work, "ns"+suffix)
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
+		return nil, err
+	}
+	ex := &pluginExec{DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}, chain: o.inner + suffix, env: env}
+	c := &chain{name: o.inner + suffix, nsDir: nsDir,
+		cni: libcni.NewCNIConfigWithCacheDir([]string{o.pluginD}, filepath.Join(o.work, "cache"+suffix), ex)}
+	c.port.Store(20000)
+	ipamDir := filepath.Join(o.work, "ipam"+suffix)
+	var conf string
+	switch o.inner {
+	case "brouter", "brouter-hostlocal":
 		// "brouter": the network's own addresses (no IPAM plugin);
 		// "brouter-hostlocal": the same with host-local, as the reference has.
 		ipamConf := ""
 		if o.inner == "brouter-hostlocal" {
 			ipamConf = fmt.Sprintf(`,
-    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]], "dataDir": %q}`, filepath.Join(o.work, "ipam"))
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]], "dataDir": %q}`, ipamDir)
 		}
 		conf = fmt.Sprintf(`{
   "cniVersion": "1.1.0",
@@ -111,7 +123,7 @@ func setupInner(o opts) (*chain, error) {
     {"type": "bandwidth", "capabilities": {"bandwidth": true}},
     {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
   ]
-}`, filepath.Join(o.work, "ipam"))
+}`, ipamDir)
 	default:
 		return nil, fmt.Errorf("unknown chain %q", o.inner)
 	}
@@ -129,12 +141,13 @@ func setupInner(o opts) (*chain, error) {
 type pluginExec struct {
 	*invoke.DefaultExec
 	chain string
+	env   []string // added to (and overriding) libcni's environment
 }
 
 func (e *pluginExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	c := exec.CommandContext(ctx, pluginPath)
-	c.Env = environ
+	c.Env = append(environ, e.env...)
 	c.Stdin = bytes.NewReader(stdin)
 	c.Stdout, c.Stderr = &stdout, &stderr
 	err := c.Run()
@@ -227,10 +240,15 @@ func (c *chain) add(ctx context.Context, rt *libcni.RuntimeConf) (time.Duration,
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	t0 := time.Now()
-	// Not ctx: an operation that started finishes.
-	_, err := c.cni.AddNetworkList(context.Background(), c.list, rt)
-	d := time.Since(t0)
+	// Not ctx: an operation that started finishes. Timed inside c.in, so
+	// that entering the twin dom0 is not part of it.
+	var d time.Duration
+	err := c.in(func() error {
+		t0 := time.Now()
+		_, err := c.cni.AddNetworkList(context.Background(), c.list, rt)
+		d = time.Since(t0)
+		return err
+	})
 	if err != nil {
 		return d, fmt.Errorf("ADD %s (host port %v): %w", rt.ContainerID, hostPort(rt), err)
 	}
@@ -242,9 +260,13 @@ func (c *chain) del(ctx context.Context, rt *libcni.RuntimeConf) (time.Duration,
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	t0 := time.Now()
-	err := c.cni.DelNetworkList(context.Background(), c.list, rt)
-	d := time.Since(t0)
+	var d time.Duration
+	err := c.in(func() error {
+		t0 := time.Now()
+		err := c.cni.DelNetworkList(context.Background(), c.list, rt)
+		d = time.Since(t0)
+		return err
+	})
 	if err != nil {
 		return d, fmt.Errorf("DEL %s: %w", rt.ContainerID, err)
 	}
@@ -314,26 +336,44 @@ func (c *chain) grow(ctx context.Context, target, j int, progress bool) error {
 	return first
 }
 
-// measure ADDs and DELs one more container n times (in one namespace, a new
-// host port each time).
-func (c *chain) measure(ctx context.Context, n int) (adds, dels []time.Duration, err error) {
-	ns, err := c.newNS()
+// samples are the latencies of one measurement: the chain's ADDs and DELs,
+// the CPU time (user+sys) their plugin processes used, and, after each
+// pair, the kernel's floor.
+type samples struct {
+	adds, dels, addCPU, delCPU, floorAdds, floorDels, floorCPU []time.Duration
+}
+
+// childCPU is the CPU time used so far by this process's waited-for
+// children (the plugins libcni ran): less sensitive to a busy machine than
+// latencies, which include waiting for a CPU.
+func childCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_CHILDREN, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// round ADDs and DELs the container rt once and then runs the floor's
+// veth, adding their latencies and CPU times to s.
+func (c *chain) round(ctx context.Context, rt *libcni.RuntimeConf, s *samples) error {
+	cpu := childCPU()
+	d, err := c.add(ctx, rt)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	for i := 0; i < n; i++ {
-		rt := c.rt(ns)
-		d, err := c.add(ctx, rt)
-		if err != nil {
-			return adds, dels, err
-		}
-		adds = append(adds, d)
-		if d, err = c.del(ctx, rt); err != nil {
-			return adds, dels, err
-		}
-		dels = append(dels, d)
+	s.adds, s.addCPU = append(s.adds, d), append(s.addCPU, childCPU()-cpu)
+	cpu = childCPU()
+	if d, err = c.del(ctx, rt); err != nil {
+		return err
 	}
-	return adds, dels, nil
+	s.dels, s.delCPU = append(s.dels, d), append(s.delCPU, childCPU()-cpu)
+	var fa, fd, fc time.Duration
+	if err := c.in(func() (err error) { fa, fd, fc, err = c.fl.once(); return err }); err != nil {
+		return err
+	}
+	s.floorAdds, s.floorDels, s.floorCPU = append(s.floorAdds, fa), append(s.floorDels, fd), append(s.floorCPU, fc)
+	return nil
 }
 
 // parallel ADDs count containers deg at a time, then DELs them the same way;
@@ -418,6 +458,11 @@ func rules() (nft, ipt int) {
 	return nft, ipt
 }
 
+// benchChain grows the chain's dom0 to 10 attachments and a second dom0
+// (twin.go) to 10 as well, runs the parallel step at 10, grows the first to
+// o.big, and then measures ADD+DEL with 10 and with o.big attachments
+// alternately, one container in each dom0 in turn, so that both see the
+// same load on the machine.
 func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 	step := func(name string, f func() error) error {
 		fmt.Printf("[%s] %s ...\n", c.name, name)
@@ -432,18 +477,16 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 		return nil
 	}
 	r.Nft0, r.Ipt0 = rules()
-	if err := step("setup: 10 background attachments", func() error {
-		return c.grow(ctx, 10, 1, false)
+	var small *chain
+	if err := step("setup: 10 background attachments, in dom0 and in a second one", func() (err error) {
+		if small, err = newTwin(o); err == nil {
+			err = errors.Join(c.grow(ctx, 10, 1, false), small.grow(ctx, 10, 1, false))
+		}
+		return err
 	}); err != nil {
 		return err
 	}
 	r.Nft10, r.Ipt10 = rules()
-	if err := step(fmt.Sprintf("ADD+DEL x%d @10", o.n), func() (err error) {
-		r.Add10, r.Del10, err = c.measure(ctx, o.n)
-		return err
-	}); err != nil {
-		return err
-	}
 	if err := step(fmt.Sprintf("%d ADDs then %d DELs, %d in parallel, @10", o.par, o.par, o.parDeg), func() error {
 		return c.parallel(ctx, o.par, o.parDeg, r)
 	}); err != nil {
@@ -459,8 +502,13 @@ func benchChain(ctx context.Context, o opts, c *chain, r *Result) error {
 		return err
 	}
 	r.NftBig, r.IptBig = rules()
-	return step(fmt.Sprintf("ADD+DEL x%d @%d", o.n, o.big), func() (err error) {
-		r.AddBig, r.DelBig, err = c.measure(ctx, o.n)
+	return step(fmt.Sprintf("ADD+DEL x%d @10 and @%d, alternately", o.n, o.big), func() error {
+		s10, sBig, err := alternate(ctx, o.n, small, c)
+		r.Add10, r.Del10, r.Floor10, r.FloorDel10 = s10.adds, s10.dels, s10.floorAdds, s10.floorDels
+		r.AddCPU10, r.DelCPU10, r.FloorCPU10 = s10.addCPU, s10.delCPU, s10.floorCPU
+		r.AddBig, r.DelBig, r.FloorBig, r.FloorDelBig = sBig.adds, sBig.dels, sBig.floorAdds, sBig.floorDels
+		r.AddCPUBig, r.DelCPUBig, r.FloorCPUBig = sBig.addCPU, sBig.delCPU, sBig.floorCPU
+		r.Namespaces += int(small.nsCount.Load())
 		return err
 	})
 }

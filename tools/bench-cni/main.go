@@ -5,9 +5,11 @@
 //
 //	go run ./tools/bench-cni [-n 30] [-big 1000] [-par 50] [-j 10] [-grow-j 1] [-bin ./bin]
 //
-// It measures ADD and DEL latency (p50/p90) of one container with 10 and
-// with -big existing attachments, -par ADDs (and DELs) with -j in parallel,
-// and counts the firewall rules in dom0. The reference plugins are built
+// It measures ADD and DEL latency (p50/p90) and the plugins' CPU time of one
+// container with 10 and with -big existing attachments (alternately, in two
+// dom0s: twin.go), next to the kernel's own cost of creating, enslaving and
+// deleting a veth at the same moments (the floor: floor.go), -par ADDs (and
+// DELs) with -j in parallel, and counts the firewall rules in dom0. The reference plugins are built
 // from the module proxy at bench time (never committed).
 //
 // Layout: the outer process builds the plugins and, for each chain, creates
@@ -73,15 +75,20 @@ type Phase struct {
 type Result struct {
 	Chain                        string
 	Add10, Del10, AddBig, DelBig []time.Duration
-	ParAdd, ParDel               []time.Duration // individual latencies in the parallel step
-	ParWall, ParDelWall          time.Duration
-	Nft0, Ipt0                   int
-	Nft10, Ipt10                 int
-	NftBig, IptBig               int
-	Live                         int // attachments when the inner process ended
-	Namespaces                   int // container namespaces created
-	Phases                       []Phase
-	Err                          string
+	// CPU time (user+sys) of the plugin processes of each of them.
+	AddCPU10, DelCPU10, AddCPUBig, DelCPUBig []time.Duration
+	// The kernel's floor next to them (floor.go): veth create+enslave, delete,
+	// and the CPU time of create+enslave.
+	Floor10, FloorDel10, FloorBig, FloorDelBig, FloorCPU10, FloorCPUBig []time.Duration
+	ParAdd, ParDel                                                      []time.Duration // individual latencies in the parallel step
+	ParWall, ParDelWall                                                 time.Duration
+	Nft0, Ipt0                                                          int
+	Nft10, Ipt10                                                        int
+	NftBig, IptBig                                                      int
+	Live                                                                int // attachments when the inner process ended
+	Namespaces                                                          int // container namespaces created
+	Phases                                                              []Phase
+	Err                                                                 string
 }
 
 func main() {

@@ -55,6 +55,16 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 		row("DEL @10", r.Del10)
 		row(fmt.Sprintf("ADD @%d", o.big), r.AddBig)
 		row(fmt.Sprintf("DEL @%d", o.big), r.DelBig)
+		row("  plugins' CPU (user+sys): ADD @10", r.AddCPU10)
+		row("  plugins' CPU (user+sys): DEL @10", r.DelCPU10)
+		row(fmt.Sprintf("  plugins' CPU (user+sys): ADD @%d", o.big), r.AddCPUBig)
+		row(fmt.Sprintf("  plugins' CPU (user+sys): DEL @%d", o.big), r.DelCPUBig)
+		row("  kernel floor: veth create+enslave @10", r.Floor10)
+		row("  kernel floor: veth delete @10", r.FloorDel10)
+		row(fmt.Sprintf("  kernel floor: veth create+enslave @%d", o.big), r.FloorBig)
+		row(fmt.Sprintf("  kernel floor: veth delete @%d", o.big), r.FloorDelBig)
+		row("  kernel floor: CPU of create+enslave @10", r.FloorCPU10)
+		row(fmt.Sprintf("  kernel floor: CPU of create+enslave @%d", o.big), r.FloorCPUBig)
 		row(fmt.Sprintf("%d ADDs x%d parallel: each", o.par, o.parDeg), r.ParAdd)
 		wall(fmt.Sprintf("%d ADDs x%d parallel: wall", o.par, o.parDeg), r.ParWall)
 		row(fmt.Sprintf("%d DELs x%d parallel: each", o.par, o.parDeg), r.ParDel)
@@ -171,6 +181,18 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 		ratio(fmt.Sprintf("brouter ADD p50 @%d / @10:", o.big), b.AddBig, b.Add10, 1.2)
 		ratio(fmt.Sprintf("brouter DEL p50 @%d / @10:", o.big), b.DelBig, b.Del10, 1.2)
 	}
+	for _, name := range chains {
+		if r := res[name]; r != nil {
+			growth(name, "ADD", o.big, r.Add10, r.AddBig, r.Floor10, r.FloorBig, name == "brouter")
+			growth(name, "DEL", o.big, r.Del10, r.DelBig, r.FloorDel10, r.FloorDelBig, false)
+			if len(r.AddCPU10) > 0 && len(r.AddCPUBig) > 0 && len(r.FloorCPU10) > 0 && len(r.FloorCPUBig) > 0 {
+				fmt.Printf("%-40s ADD %+.2fms (x%.3f), DEL %+.2fms (x%.3f) p50 @%d vs @10; kernel floor create+enslave %+.2fms (x%.3f)\n",
+					name+" CPU growth:", msDiff(r.AddCPUBig, r.AddCPU10), p50Ratio(r.AddCPUBig, r.AddCPU10),
+					msDiff(r.DelCPUBig, r.DelCPU10), p50Ratio(r.DelCPUBig, r.DelCPU10), o.big,
+					msDiff(r.FloorCPUBig, r.FloorCPU10), p50Ratio(r.FloorCPUBig, r.FloorCPU10))
+			}
+		}
+	}
 	if h := res["brouter-hostlocal"]; h != nil {
 		if ref != nil {
 			ratio("ADD p50 brouter-hostlocal/reference @10:", h.Add10, ref.Add10, 0.25)
@@ -198,3 +220,31 @@ func printReport(o opts, chains []string, build time.Duration, res map[string]*R
 	}
 	fmt.Printf("firewall rules @10 -> @%d: brouter %s; reference %s\n", o.big, grow(b), grow(ref))
 }
+
+// growth prints a chain's growth from @10 to @big next to the kernel's (the
+// floor's, measured at the same moments), and their quotient: the growth
+// that is the plugin's own (target: brouter's ADD within 1.1 of the kernel's).
+func growth(chain, op string, big int, at10, atBig, floor10, floorBig []time.Duration, target bool) {
+	if len(at10) == 0 || len(atBig) == 0 || len(floor10) == 0 || len(floorBig) == 0 {
+		return
+	}
+	g := float64(pct(atBig, 0.5)) / float64(pct(at10, 0.5))
+	k := float64(pct(floorBig, 0.5)) / float64(pct(floor10, 0.5))
+	verdict := "for comparison"
+	if target {
+		verdict = "target <= 1.1: ok"
+		if g/k > 1.1 {
+			verdict = "target <= 1.1: MISSED"
+		}
+	}
+	fmt.Printf("%-40s %8.3f (%s p50 @%d/@10 %.3f, kernel's %.3f; %s)\n",
+		fmt.Sprintf("%s %s growth / kernel's:", chain, op), g/k, op, big, g, k, verdict)
+}
+
+// msDiff is the difference of two p50s in milliseconds.
+func msDiff(a, b []time.Duration) float64 {
+	return float64(pct(a, 0.5)-pct(b, 0.5)) / float64(time.Millisecond)
+}
+
+// p50Ratio is the quotient of two p50s.
+func p50Ratio(a, b []time.Duration) float64 { return float64(pct(a, 0.5)) / float64(pct(b, 0.5)) }

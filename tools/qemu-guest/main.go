@@ -4,6 +4,7 @@
 // repository), for the demo to boot:
 //
 //	qemu-guest -tap TAP -ifup SCRIPT -ifdown SCRIPT -mac MAC [-append WORDS]
+//	qemu-guest -bridge BRIDGE -helper HELPER -mac MAC [-append WORDS]
 package main
 
 import (
@@ -24,6 +25,8 @@ func main() {
 	flag.StringVar(&o.IfUp, "ifup", "", "QEMU's script=")
 	flag.StringVar(&o.IfDown, "ifdown", "", "QEMU's downscript=")
 	flag.StringVar(&o.MAC, "mac", "", "the guest NIC's MAC")
+	flag.StringVar(&o.Bridge, "bridge", "", "-netdev bridge,br=BRIDGE instead of a tap")
+	flag.StringVar(&o.Helper, "helper", "", "the bridge helper QEMU runs for -bridge")
 	flag.StringVar(&appendWords, "append", "", "words for the guest's kernel command line (brtest.ping=A,B brtest.resolve=NAME)")
 	flag.Parse()
 	if err := qemu.Available(); err != nil {

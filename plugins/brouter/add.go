@@ -83,15 +83,18 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return cniError("network "+name, err)
 	}
 	addDefaultRoutes(c, n, addrs, r)
-	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r) }); err != nil {
-		return cniError("configure "+args.IfName, err)
-	}
 	p, err := portRequest(c, ends, addrs)
 	if err != nil {
 		return err
 	}
+	// The host end joins first, guarded: the container's interface then
+	// comes up with a carrier, and its IPv6 addresses finish duplicate
+	// address detection at once instead of waiting out the library's timeout.
 	if err := port.Attach(n, p); err != nil {
 		return cniError("attach "+port.Name()+" to "+n.Name, err)
+	}
+	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r) }); err != nil {
+		return cniError("configure "+args.IfName, err)
 	}
 	return types.PrintResult(r, c.CNIVersion)
 }

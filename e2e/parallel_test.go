@@ -32,12 +32,11 @@ const (
 
 // mixConfig is network "mix" (nat, nftables, a /22) with a port rule per
 // tap. The static addresses (taps' and vifs') lie in the first quarter of
-// the /22, outside the allocator's pool (its second quarter). IPv4 only: a
-// container's IPv6 address makes its ADD wait 5 s for DAD (the CNI library's
-// SettleAddresses, while the host end is still down), whatever the locks.
+// the /22, outside the allocator's pool (its second quarter). Containers
+// get an IPv6 address too, from the allocator's IPv6 pool.
 func mixConfig() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[network.mix]\nbridge = %q\naddress = \"10.98.96.1/22\"\nmode = \"nat\"\nfirewall = \"nftables\"\n", mixBridge)
+	fmt.Fprintf(&b, "[network.mix]\nbridge = %q\naddress = \"10.98.96.1/22\"\naddress6 = \"fd00:96::1/64\"\nmode = \"nat\"\nfirewall = \"nftables\"\n[network.mix.dhcp6]\nipv6_mode = \"none\"\n", mixBridge)
 	for i := range mixTaps {
 		fmt.Fprintf(&b, "[[network.mix.port]]\nname = %q\nmac = \"00:16:3e:01:00:%02x\"\nips = [\"10.98.96.%d\"]\n", mixTap(i), i, 100+i)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -93,7 +94,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err := port.Attach(n, p); err != nil {
 		return cniError("attach "+port.Name()+" to "+n.Name, err)
 	}
-	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r) }); err != nil {
+	if err := netns.Do(func(ns.NetNS) error { return configure(args.IfName, r, c.EnableDad) }); err != nil {
 		return cniError("configure "+args.IfName, err)
 	}
 	return types.PrintResult(r, c.CNIVersion)
@@ -195,8 +196,15 @@ func ipamResult(res types.Result, r *current.Result) error {
 }
 
 // configure gives the container's interface the result's addresses and
-// routes (in the container's namespace), or only sets it up.
-func configure(ifName string, r *current.Result) error {
+// routes (in the container's namespace), or only sets it up. Without dad,
+// as the reference bridge plugin does by default, its IPv6 addresses skip
+// duplicate address detection (IPAM made them unique): they are usable at
+// once instead of a second or more later.
+func configure(ifName string, r *current.Result, dad bool) error {
+	if !dad {
+		// Absent without IPv6 in the container: nothing to skip then.
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/accept_dad", []byte("0"), 0o644)
+	}
 	if len(r.IPs) > 0 {
 		return ipam.ConfigureIface(ifName, r)
 	}

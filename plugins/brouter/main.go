@@ -48,6 +48,7 @@ type netConf struct {
 	IPMasq           *bool  `json:"ipMasq,omitempty"`
 	MTU              int    `json:"mtu,omitempty"`
 	HairpinMode      bool   `json:"hairpinMode,omitempty"`
+	EnableDad        bool   `json:"enableDad,omitempty"`
 	Antispoof        *bool  `json:"antispoof,omitempty"`
 	RuntimeConfig    struct {
 		Mac          string             `json:"mac,omitempty"`

@@ -172,11 +172,23 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		undo = append(undo, func() { _ = m.Records.Remove(recordName(n.Name)) })
 	}
 
+	if err := m.startNetwork(n, &rec, had, fw, old, ov, &undo); err != nil {
+		return err
+	}
+	rec.Backend = fw.Name()
+	return m.Records.Write(recordName(n.Name), &rec)
+}
+
+// startNetwork is what Start changes on the host, in order: the bridge and
+// its overlay, forwarding, the firewall (switching backends when the config
+// did), forwards, isolation, aggregate shaping, DHCP. What it creates goes
+// on undo, for a failed Start.
+func (m *Manager) startNetwork(n *config.Network, rec *record, had bool, fw, old firewall.Backend, ov *overlayPlan, undo *[]func()) error {
 	if n.Mode != config.ModeRoute {
-		if err := m.startBridge(n, &rec, had, &undo); err != nil {
+		if err := m.startBridge(n, rec, had, undo); err != nil {
 			return err
 		}
-		if err := m.startOverlay(n, ov, &rec, &undo); err != nil {
+		if err := m.startOverlay(n, ov, rec, undo); err != nil {
 			return err
 		}
 	}
@@ -189,21 +201,21 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		}
 	}
 	if old != nil {
-		if err := m.switchBackend(n, &rec, old, fw); err != nil {
+		if err := m.switchBackend(n, rec, old, fw); err != nil {
 			return err
 		}
 	}
-	err = fw.Ensure(m.networkRules(n))
+	err := fw.Ensure(m.networkRules(n))
 	if !had {
-		undo = append(undo, func() { _ = fw.Remove(n.Name) })
+		*undo = append(*undo, func() { _ = fw.Remove(n.Name) })
 	}
 	if err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
-	if err := m.startForwards(n, &rec, fw); err != nil {
+	if err := m.startForwards(n, rec, fw); err != nil {
 		return err
 	}
-	if err := m.syncIsolation(n, &rec); err != nil {
+	if err := m.syncIsolation(n, rec); err != nil {
 		return err
 	}
 	if err := applyAggregate(n); err != nil {
@@ -213,10 +225,9 @@ func (m *Manager) startLocked(n *config.Network, rec record, had bool) (err erro
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
 	if !had {
-		undo = append(undo, func() { _ = m.stopDHCP(n.Name) })
+		*undo = append(*undo, func() { _ = m.stopDHCP(n.Name) })
 	}
-	rec.Backend = fw.Name()
-	return m.Records.Write(recordName(n.Name), &rec)
+	return nil
 }
 
 // checkForeignBridge checks that the bridge a mode bridge network uses exists.
@@ -430,7 +441,6 @@ func (m *Manager) Stop(n *config.Network) error {
 		}
 		return m.Records.Remove(recordName(n.Name))
 	}
-	var errs []error
 	br, err := link.Get(rec.Bridge)
 	switch {
 	case errors.Is(err, link.ErrNotFound):
@@ -438,61 +448,54 @@ func (m *Manager) Stop(n *config.Network) error {
 	case err != nil:
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
-	// Our ports first, exactly as recorded; then anything else someone put on
-	// the bridge we are about to take down.
+	errs := m.stopNetwork(n, &rec, br)
+	if err := errors.Join(errs...); err != nil {
+		// Keep the record so a second stop can finish the job.
+		return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
+	}
+	return m.Records.Remove(recordName(n.Name))
+}
+
+// stopNetwork undoes what Start did: the ports (ours exactly as recorded,
+// then whatever else is on the bridge), aggregate shaping, DHCP, the
+// overlay, the firewall and forwards, the addresses and the bridge we
+// created. It goes on past failures and returns them all.
+func (m *Manager) stopNetwork(n *config.Network, rec *record, br netlink.Link) []error {
+	var errs []error
 	if err := m.detachRecordedPorts(n); err != nil {
 		errs = append(errs, err)
 	}
 	if br != nil {
 		ports, err := link.Ports(br)
 		if err != nil {
-			return fmt.Errorf("vnet: network %s: %w", n.Name, err)
+			return append(errs, err)
 		}
 		for _, p := range ports {
-			if err := link.Detach(p.Name); err != nil {
-				errs = append(errs, err)
-			}
+			errs = append(errs, link.Detach(p.Name))
 		}
 	}
-	if err := shape.RemoveNetwork(n.Name); err != nil {
-		errs = append(errs, err)
-	}
-	if err := m.stopDHCP(n.Name); err != nil {
-		errs = append(errs, err)
-	}
-	if err := m.stopOverlay(n.Name, &rec); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, shape.RemoveNetwork(n.Name), m.stopDHCP(n.Name), m.stopOverlay(n.Name, rec))
 	if rec.Backend != "" {
 		fw, err := m.NewFirewall(rec.Backend)
 		if err == nil {
 			err = fw.Remove(n.Name)
 		}
-		if err != nil {
-			errs = append(errs, err)
-		} else {
-			errs = append(errs, m.stopForwards(n.Name))
+		if err == nil {
+			err = m.stopForwards(n.Name)
 		}
+		errs = append(errs, err)
 	}
 	if br != nil {
 		for _, s := range rec.Addresses {
 			if p, perr := netip.ParsePrefix(s); perr == nil {
-				if err := link.DelAddr(br, p); err != nil {
-					errs = append(errs, err)
-				}
+				errs = append(errs, link.DelAddr(br, p))
 			}
 		}
 		if rec.CreatedBridge {
-			if err := link.Delete(rec.Bridge); err != nil {
-				errs = append(errs, err)
-			}
+			errs = append(errs, link.Delete(rec.Bridge))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		// Keep the record so a second stop can finish the job.
-		return fmt.Errorf("vnet: stop network %s: %w", n.Name, err)
-	}
-	return m.Records.Remove(recordName(n.Name))
+	return errs
 }
 
 // PortStatus is one port of a running network.

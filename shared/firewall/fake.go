@@ -35,6 +35,18 @@ func NewFake() *Fake {
 
 func (f *Fake) Name() string { return "fake" }
 
+// change runs a change of the fake's state: counted, under its lock, and
+// failing with FailWith's error, when set, before anything changes.
+func (f *Fake) change(fn func() error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return f.err
+	}
+	return fn()
+}
+
 // FailWith makes every later Ensure, Remove, EnsurePort, RemovePort,
 // EnsureForwards and RemoveForwards return err (nil: succeed again),
 // to test the caller's error paths.
@@ -50,31 +62,23 @@ func (f *Fake) Ensure(r NetworkRules) error {
 	}
 	lines := nftLines(r)
 	r.Subnets = slices.Clone(r.Subnets)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	f.nets[r.Network] = fakeNet{rules: r, lines: lines}
-	return nil
+	return f.change(func() error {
+		f.nets[r.Network] = fakeNet{rules: r, lines: lines}
+		return nil
+	})
 }
 
 func (f *Fake) Remove(network string) error {
 	if err := validNetwork(network); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	delete(f.nets, network)
-	delete(f.ports, network)
-	delete(f.fwds, network)
-	delete(f.ovGuests, network)
-	return nil
+	return f.change(func() error {
+		delete(f.nets, network)
+		delete(f.ports, network)
+		delete(f.fwds, network)
+		delete(f.ovGuests, network)
+		return nil
+	})
 }
 
 func (f *Fake) List(network string) ([]string, error) {
@@ -108,34 +112,26 @@ func (f *Fake) EnsurePort(p PortRules) error {
 		return err
 	}
 	p = p.clone()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	if f.ports[p.Network] == nil {
-		f.ports[p.Network] = map[string]PortRules{}
-	}
-	f.ports[p.Network][p.Port] = p
-	return nil
+	return f.change(func() error {
+		if f.ports[p.Network] == nil {
+			f.ports[p.Network] = map[string]PortRules{}
+		}
+		f.ports[p.Network][p.Port] = p
+		return nil
+	})
 }
 
 func (f *Fake) RemovePort(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	delete(f.ports[network], port)
-	if len(f.ports[network]) == 0 {
-		delete(f.ports, network)
-	}
-	return nil
+	return f.change(func() error {
+		delete(f.ports[network], port)
+		if len(f.ports[network]) == 0 {
+			delete(f.ports, network)
+		}
+		return nil
+	})
 }
 
 // Port returns the PortRules last installed for the port, if any.
@@ -193,45 +189,37 @@ func (f *Fake) EnsureForwards(fw Forwards) error {
 		return err
 	}
 	fw = fw.clone()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	for port, other := range f.fwds[fw.Network] {
-		if port == fw.Port {
-			continue
-		}
-		for _, x := range fw.Forwards {
-			if slices.ContainsFunc(other.Forwards, func(o Forward) bool { return o.key() == x.key() }) {
-				return conflict(fw.Port, x, port)
+	return f.change(func() error {
+		for port, other := range f.fwds[fw.Network] {
+			if port == fw.Port {
+				continue
+			}
+			for _, x := range fw.Forwards {
+				if slices.ContainsFunc(other.Forwards, func(o Forward) bool { return o.key() == x.key() }) {
+					return conflict(fw.Port, x, port)
+				}
 			}
 		}
-	}
-	if len(fw.Forwards) == 0 {
-		f.removeForwards(fw.Network, fw.Port)
+		if len(fw.Forwards) == 0 {
+			f.removeForwards(fw.Network, fw.Port)
+			return nil
+		}
+		if f.fwds[fw.Network] == nil {
+			f.fwds[fw.Network] = map[string]Forwards{}
+		}
+		f.fwds[fw.Network][fw.Port] = fw
 		return nil
-	}
-	if f.fwds[fw.Network] == nil {
-		f.fwds[fw.Network] = map[string]Forwards{}
-	}
-	f.fwds[fw.Network][fw.Port] = fw
-	return nil
+	})
 }
 
 func (f *Fake) RemoveForwards(network, port string) error {
 	if err := validPortRef(network, port); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	f.removeForwards(network, port)
-	return nil
+	return f.change(func() error {
+		f.removeForwards(network, port)
+		return nil
+	})
 }
 
 func (f *Fake) removeForwards(network, port string) {
@@ -268,21 +256,17 @@ func (f *Fake) overlayGuest(network string, mac net.HardwareAddr, add bool) erro
 	if err := validOverlayGuest(network, mac); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return f.err
-	}
-	if f.ovGuests[network] == nil {
-		f.ovGuests[network] = map[string]bool{}
-	}
-	if add {
-		f.ovGuests[network][mac.String()] = true
-	} else {
-		delete(f.ovGuests[network], mac.String())
-	}
-	return nil
+	return f.change(func() error {
+		if f.ovGuests[network] == nil {
+			f.ovGuests[network] = map[string]bool{}
+		}
+		if add {
+			f.ovGuests[network][mac.String()] = true
+		} else {
+			delete(f.ovGuests[network], mac.String())
+		}
+		return nil
+	})
 }
 
 // OverlayGuests lists the local guest MACs recorded for network's overlay.

@@ -39,7 +39,7 @@ import (
 
 	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/xenstore"
-	"github.com/brouter/brouter/tools/internal/lockstats"
+	"github.com/brouter/brouter/tools/benchkit"
 )
 
 func main() {
@@ -353,9 +353,9 @@ func (b *bench) parallel(k int) error {
 	par := report(fmt.Sprintf("vif-brouter online, %d at once", k), on)
 	report(fmt.Sprintf("vif-brouter offline, %d at once", k), off)
 	fmt.Printf("  %d at once: online p50 %.1fx one at a time, p99 %v; CPU (user+sys) per online %v at once, %v one at a time\n",
-		k, float64(par)/float64(p50), lockstats.Pct(on, 0.99).Round(time.Millisecond),
+		k, float64(par)/float64(p50), benchkit.Pct(on, 0.99).Round(time.Millisecond),
 		(parCPU / time.Duration(k)).Round(100*time.Microsecond), (seqCPU / time.Duration(k)).Round(100*time.Microsecond))
-	return lockstats.Print(stats)
+	return benchkit.PrintLocks(stats)
 }
 
 // childCPU is the CPU time (user and system) of the children waited for so far.

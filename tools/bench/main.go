@@ -25,7 +25,7 @@ import (
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/state"
 	"github.com/brouter/brouter/shared/vnet"
-	"github.com/brouter/brouter/tools/internal/lockstats"
+	"github.com/brouter/brouter/tools/benchkit"
 )
 
 func main() {
@@ -46,21 +46,7 @@ func run(bin string, n int, inner bool, only string) error {
 		return err
 	}
 	if !inner {
-		if os.Geteuid() != 0 {
-			return fmt.Errorf("needs root (it creates a network namespace)")
-		}
-		ns := fmt.Sprintf("brbench-%d", os.Getpid())
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
-		}
-		defer exec.Command("ip", "netns", "del", ns).Run()
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command("ip", "netns", "exec", ns, self, "-inner", "-bin", bin, "-n", fmt.Sprint(n), "-only", only)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		return cmd.Run()
+		return benchkit.InNamespace("brbench", "-inner", "-bin", bin, "-n", fmt.Sprint(n), "-only", only)
 	}
 	dir, err := os.MkdirTemp("", "brbench")
 	if err != nil {
@@ -71,11 +57,7 @@ func run(bin string, n int, inner bool, only string) error {
 	os.Setenv(config.EnvConfig, cfgPath)
 	os.Setenv(config.EnvRunDir, filepath.Join(dir, "run"))
 	os.Setenv(config.EnvStateDir, filepath.Join(dir, "lib"))
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("lo up: %v: %s", err, out)
-	}
-
-	fmt.Printf("%-44s %10s %10s %6s\n", "operation", "p50", "p90", "runs")
+	benchkit.Header()
 	if only == "policy" {
 		return benchPolicy(n)
 	}
@@ -87,31 +69,31 @@ func run(bin string, n int, inner bool, only string) error {
 		}
 		var start, stop []time.Duration
 		for i := 0; i < n; i++ {
-			d, err := timeCmd(nv, "start", "net=bench")
+			d, err := benchkit.TimeCmd(nv, "start", "net=bench")
 			if err != nil {
 				return err
 			}
 			start = append(start, d)
-			if d, err = timeCmd(nv, "stop", "net=bench"); err != nil {
+			if d, err = benchkit.TimeCmd(nv, "stop", "net=bench"); err != nil {
 				return err
 			}
 			stop = append(stop, d)
 		}
-		report("network-virtual start ("+fwk+")", start)
-		report("network-virtual stop ("+fwk+")", stop)
+		benchkit.Report("network-virtual start ("+fwk+")", start)
+		benchkit.Report("network-virtual stop ("+fwk+")", stop)
 		var again []time.Duration
-		if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+		if _, err := benchkit.TimeCmd(nv, "start", "net=bench"); err != nil {
 			return err
 		}
 		for i := 0; i < n; i++ {
-			d, err := timeCmd(nv, "start", "net=bench")
+			d, err := benchkit.TimeCmd(nv, "start", "net=bench")
 			if err != nil {
 				return err
 			}
 			again = append(again, d)
 		}
-		report("network-virtual start, running ("+fwk+")", again)
-		if _, err := timeCmd(nv, "stop", "net=bench"); err != nil {
+		benchkit.Report("network-virtual start, running ("+fwk+")", again)
+		if _, err := benchkit.TimeCmd(nv, "stop", "net=bench"); err != nil {
 			return err
 		}
 	}
@@ -139,10 +121,10 @@ func benchParallel(bin, dir string, k int) error {
 	if err := os.WriteFile(os.Getenv(config.EnvConfig), []byte(doc), 0o644); err != nil {
 		return err
 	}
-	if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+	if _, err := benchkit.TimeCmd(nv, "start", "net=bench"); err != nil {
 		return err
 	}
-	defer timeCmd(nv, "stop", "net=bench")
+	defer benchkit.TimeCmd(nv, "stop", "net=bench")
 	taps := make([]string, k)
 	for i := range taps {
 		taps[i] = fmt.Sprintf("tappar%d", i)
@@ -153,12 +135,12 @@ func benchParallel(bin, dir string, k int) error {
 	}
 	var alone []time.Duration
 	for i := 0; i < 10; i++ {
-		d, err := timeCmd(ifup, taps[0])
+		d, err := benchkit.TimeCmd(ifup, taps[0])
 		if err != nil {
 			return err
 		}
 		alone = append(alone, d)
-		if _, err := timeCmd(ifdown, taps[0]); err != nil {
+		if _, err := benchkit.TimeCmd(ifdown, taps[0]); err != nil {
 			return err
 		}
 	}
@@ -170,7 +152,7 @@ func benchParallel(bin, dir string, k int) error {
 		errs := make([]error, k)
 		var wg sync.WaitGroup
 		for i := range taps {
-			wg.Go(func() { ds[i], errs[i] = timeCmd(prog, taps[i]) })
+			wg.Go(func() { ds[i], errs[i] = benchkit.TimeCmd(prog, taps[i]) })
 		}
 		wg.Wait()
 		return ds, errors.Join(errs...)
@@ -183,11 +165,11 @@ func benchParallel(bin, dir string, k int) error {
 	if err != nil {
 		return err
 	}
-	report("qemu-ifup, alone (port rule)", alone)
-	report(fmt.Sprintf("qemu-ifup, %d at once (port rule)", k), up)
-	report(fmt.Sprintf("qemu-ifdown, %d at once (port rule)", k), down)
-	fmt.Printf("  %d parallel ifups: p50 %.1fx one alone\n", k, float64(pct(up, 0.5))/float64(pct(alone, 0.5)))
-	return lockstats.Print(stats)
+	benchkit.Report("qemu-ifup, alone (port rule)", alone)
+	benchkit.Report(fmt.Sprintf("qemu-ifup, %d at once (port rule)", k), up)
+	benchkit.Report(fmt.Sprintf("qemu-ifdown, %d at once (port rule)", k), down)
+	fmt.Printf("  %d parallel ifups: p50 %.1fx one alone\n", k, float64(benchkit.Pct(up, 0.5))/float64(benchkit.Pct(alone, 0.5)))
+	return benchkit.PrintLocks(stats)
 }
 
 // benchQemu times qemu-ifup and qemu-ifdown as QEMU runs them: a fresh
@@ -205,29 +187,29 @@ func benchQemu(bin, dir string, n int) error {
 		return err
 	}
 	nv := filepath.Join(bin, "network-virtual")
-	if _, err := timeCmd(nv, "start", "net=bench"); err != nil {
+	if _, err := benchkit.TimeCmd(nv, "start", "net=bench"); err != nil {
 		return err
 	}
-	defer timeCmd(nv, "stop", "net=bench")
+	defer benchkit.TimeCmd(nv, "stop", "net=bench")
 	for _, c := range []struct{ tap, what string }{{"tapbench0", "plain"}, {"tapas0", "port rule: antispoof"}} {
 		if out, err := exec.Command("ip", "tuntap", "add", "mode", "tap", "name", c.tap).CombinedOutput(); err != nil {
 			return fmt.Errorf("tuntap: %v: %s", err, out)
 		}
 		var up, down []time.Duration
 		for i := 0; i < n; i++ {
-			d, err := timeCmd(ifup, c.tap)
+			d, err := benchkit.TimeCmd(ifup, c.tap)
 			if err != nil {
 				return err
 			}
 			up = append(up, d)
-			if d, err = timeCmd(ifdown, c.tap); err != nil {
+			if d, err = benchkit.TimeCmd(ifdown, c.tap); err != nil {
 				return err
 			}
 			down = append(down, d)
 		}
 		exec.Command("ip", "link", "del", c.tap).Run()
-		report("qemu-ifup ("+c.what+")", up)
-		report("qemu-ifdown ("+c.what+")", down)
+		benchkit.Report("qemu-ifup ("+c.what+")", up)
+		benchkit.Report("qemu-ifdown ("+c.what+")", down)
 	}
 	return nil
 }
@@ -264,8 +246,8 @@ func benchPorts(n int) error {
 		}
 		det = append(det, time.Since(t0))
 	}
-	report("vnet.Attach (library)", att)
-	report("vnet.Detach (library)", det)
+	benchkit.Report("vnet.Attach (library)", att)
+	benchkit.Report("vnet.Detach (library)", det)
 	return nil
 }
 
@@ -310,10 +292,10 @@ func benchPolicy(n int) error {
 			att[i] = append(att[i], a...)
 		}
 		for i, what := range []string{"none", "1000 forwards, 1000 deny rules"} {
-			report(fmt.Sprintf("vnet.Attach, antispoof, policy %s (%s)", what, fwk), att[i])
-			fmt.Printf("  start with policy %s: %s\n", what, pct(started[i], 0.5).Round(time.Millisecond))
+			benchkit.Report(fmt.Sprintf("vnet.Attach, antispoof, policy %s (%s)", what, fwk), att[i])
+			fmt.Printf("  start with policy %s: %s\n", what, benchkit.Pct(started[i], 0.5).Round(time.Millisecond))
 		}
-		fmt.Printf("  attach p50 with/without policy (%s): %.2fx (goal: 1x, no growth)\n", fwk, float64(pct(att[1], 0.5))/float64(pct(att[0], 0.5)))
+		fmt.Printf("  attach p50 with/without policy (%s): %.2fx (goal: 1x, no growth)\n", fwk, float64(benchkit.Pct(att[1], 0.5))/float64(benchkit.Pct(att[0], 0.5)))
 	}
 	return nil
 }
@@ -349,19 +331,3 @@ func attachRound(n int) (time.Duration, []time.Duration, error) {
 	}
 	return started, att, m.Stop(net)
 }
-
-func timeCmd(name string, args ...string) (time.Duration, error) {
-	t0 := time.Now()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	d := time.Since(t0)
-	if err != nil {
-		return 0, fmt.Errorf("%s %v: %v: %s", name, args, err, out)
-	}
-	return d, nil
-}
-
-func report(what string, ds []time.Duration) {
-	fmt.Printf("%-44s %10s %10s %6d\n", what, pct(ds, 0.5).Round(10*time.Microsecond), pct(ds, 0.9).Round(10*time.Microsecond), len(ds))
-}
-
-func pct(ds []time.Duration, q float64) time.Duration { return lockstats.Pct(ds, q) }

@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"time"
+
+	"github.com/brouter/brouter/shared/state"
 )
 
 // InNamespace runs this program again, with args, inside a new network
@@ -56,10 +57,19 @@ func Report(what string, ds []time.Duration) {
 }
 
 // Pct is the q-quantile of ds (which it sorts).
-func Pct(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
+func Pct(ds []time.Duration, q float64) time.Duration { return state.Quantile(ds, q) }
+
+// PrintLocks prints lock wait and hold p50/p99 per program and lock from
+// what brouter's programs wrote to the statistics file path
+// (BROUTER_LOCK_STATS, see state.EnvLockStats).
+func PrintLocks(path string) error {
+	stats, err := state.ReadLockStats(path)
+	if err != nil {
+		return err
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[int(q*float64(len(ds)-1)+0.5)]
+	fmt.Println("  " + state.LockSummaryHeader)
+	for _, s := range state.SummarizeLocks(stats) {
+		fmt.Println("  " + s.String())
+	}
+	return nil
 }

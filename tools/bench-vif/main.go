@@ -241,7 +241,7 @@ func runInner(bin, stockDir string, n int) (err error) {
 	fmt.Printf("\n%-52s %9s %9s %5s\n", "operation (fresh process each, as libxl runs it)", "p50", "p90", "runs")
 	var ours, stock time.Duration
 	for _, fw := range []string{"nftables", "iptables"} {
-		doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\naddress6 = \"fd77::1/64\"\nfirewall = %q\n", bridge, fw)
+		doc := fmt.Sprintf("[network.bench]\nbridge = %q\naddress = \"10.77.0.1/24\"\naddress6 = \"fd77::1/64\"\nfirewall = %q\n[network.bench.dhcp6]\nipv6_mode = \"none\"\n", bridge, fw)
 		if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 			return err
 		}

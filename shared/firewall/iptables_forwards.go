@@ -226,13 +226,9 @@ func (f *iptFamily) removeForwards(network, port string) error {
 // port is jumped from it any more, and then BR-HAIRPIN-NET.
 func (f *iptFamily) removeForwardChainsIfUnused(network string) error {
 	dc := dnatChain(network)
-	if ok, err := f.chainExists("nat", dc); err != nil {
+	if lines, ok, err := f.listIfExists("nat", dc); err != nil {
 		return err
 	} else if ok {
-		lines, err := f.ipt.List("nat", dc)
-		if err != nil {
-			return fmt.Errorf("%s: list %s: %w", f.cmd, dc, err)
-		}
 		for _, l := range lines {
 			if strings.HasPrefix(l, "-A ") {
 				return nil // other ports still publish
@@ -262,13 +258,9 @@ func (f *iptFamily) removeForwardChainsIfUnused(network string) error {
 // removeAllForwards removes every published port of the network in this family.
 func (f *iptFamily) removeAllForwards(network string) error {
 	dc := dnatChain(network)
-	if ok, err := f.chainExists("nat", dc); err != nil {
+	if lines, ok, err := f.listIfExists("nat", dc); err != nil {
 		return err
 	} else if ok {
-		lines, err := f.ipt.List("nat", dc)
-		if err != nil {
-			return fmt.Errorf("%s: list %s: %w", f.cmd, dc, err)
-		}
 		for _, l := range lines {
 			if fs := strings.Fields(l); len(fs) == 4 && fs[0] == "-A" && fs[2] == "-j" && strings.HasPrefix(fs[3], "BRFW-") {
 				if err := f.removeForwards(network, strings.TrimPrefix(fs[3], "BRFW-")); err != nil {
@@ -373,4 +365,18 @@ func (b *iptBackend) RemoveForwards(network, port string) error {
 		}
 		return nil
 	})
+}
+
+// listIfExists lists chain's rules (iptables -S), and reports false when
+// the chain does not exist.
+func (f *iptFamily) listIfExists(table, chain string) ([]string, bool, error) {
+	ok, err := f.chainExists(table, chain)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	lines, err := f.ipt.List(table, chain)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: list %s: %w", f.cmd, chain, err)
+	}
+	return lines, true, nil
 }

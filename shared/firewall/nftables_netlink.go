@@ -141,3 +141,15 @@ func keyChanges(s *gnftables.Set, old, want [][]byte) []setChange {
 	}
 	return out
 }
+
+// applyUnlessMissing ends a plan: with tables missing (to be created first)
+// it changes nothing and returns them; else it sends the changes, if any.
+func applyUnlessMissing(conn setOp, missing []nftPortTable, changes []setChange) ([]nftPortTable, error) {
+	if len(missing) > 0 {
+		return missing, nil
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	return nil, apply(conn, changes)
+}

@@ -353,13 +353,7 @@ func planPortHint(conn nftPortOp, network, port string, want, prev *PortRules, f
 			changes = append(changes, keyChanges(&gnftables.Set{Table: table, Name: s}, old[s], add[s])...)
 		}
 	}
-	if len(missing) > 0 {
-		return missing, nil
-	}
-	if len(changes) == 0 {
-		return nil, nil
-	}
-	return nil, apply(conn, changes)
+	return applyUnlessMissing(conn, missing, changes)
 }
 
 // planPortSync queues on conn, and flushes as one batch, the changes that make
@@ -416,13 +410,7 @@ func planPortSync(conn nftPortOp, network, port string, want *PortRules) ([]nftP
 			}
 		}
 	}
-	if len(missing) > 0 {
-		return missing, nil
-	}
-	if len(changes) == 0 {
-		return nil, nil
-	}
-	return nil, apply(conn, changes)
+	return applyUnlessMissing(conn, missing, changes)
 }
 
 // setupPortTables creates the tables that are missing, in one transaction.

@@ -120,10 +120,7 @@ func planResync(conn nftPortOp, network string, ports []PortRules) ([]nftPortTab
 			changes = append(changes, keyChanges(set, old, want)...)
 		}
 	}
-	if len(missing) > 0 || len(changes) == 0 {
-		return missing, nil
-	}
-	return nil, apply(conn, changes)
+	return applyUnlessMissing(conn, missing, changes)
 }
 
 // SyncPorts on iptables replaces each listed port's chains (EnsurePort keeps

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/brouter/brouter/shared/state"
 )
 
 // hostFile names a MAC's files in the static lease directories: 02-00-5e-10-00-01.
@@ -122,25 +124,19 @@ func StaticLeases(runDir string) ([]Host, error) {
 	if err := validDir("run directory", runDir); err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(filepath.Join(runDir, DHCPHostDir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	files, err := state.ListDir(filepath.Join(runDir, DHCPHostDir), state.Regular)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
 	}
 	var out []Host
-	for _, e := range ents {
-		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(runDir, DHCPHostDir, e.Name()))
+	for _, name := range files {
+		data, err := os.ReadFile(filepath.Join(runDir, DHCPHostDir, name))
 		if err != nil {
 			return nil, fmt.Errorf("dhcp: %w", err)
 		}
 		h, err := parseHostLine(strings.TrimSpace(string(data)))
 		if err != nil {
-			return nil, fmt.Errorf("dhcp: static lease file %s: %v", filepath.Join(runDir, DHCPHostDir, e.Name()), err)
+			return nil, fmt.Errorf("dhcp: static lease file %s: %v", filepath.Join(runDir, DHCPHostDir, name), err)
 		}
 		out = append(out, h)
 	}

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,7 +148,16 @@ func (s *Store) Remove(name string) error {
 // List returns the names of the records in subdirectory sub ("" for the top),
 // without temp files.
 func (s *Store) List(sub string) ([]string, error) {
-	ents, err := os.ReadDir(s.path(sub))
+	return ListDir(s.path(sub), Regular)
+}
+
+// Regular is a ListDir filter that keeps regular files.
+func Regular(e fs.DirEntry) bool { return e.Type().IsRegular() }
+
+// ListDir returns the names of dir's entries that keep accepts (nil: all),
+// leaving out hidden ones (temp files, dot-prefixed); a missing dir has none.
+func ListDir(dir string, keep func(fs.DirEntry) bool) ([]string, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -156,7 +166,7 @@ func (s *Store) List(sub string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && e.Name()[0] != '.' {
+		if !strings.HasPrefix(e.Name(), ".") && (keep == nil || keep(e)) {
 			out = append(out, e.Name())
 		}
 	}

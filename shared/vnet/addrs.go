@@ -224,18 +224,9 @@ func (m *Manager) Release(network, owner string) error {
 
 // Owners lists the owners that have addresses on the network (for GC).
 func (m *Manager) Owners(network string) ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(m.addrDir(network), "owner"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	out, err := state.ListDir(filepath.Join(m.addrDir(network), "owner"), nil)
 	if err != nil {
 		return nil, fmt.Errorf("vnet: list address owners: %w", err)
-	}
-	var out []string
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
-		}
 	}
 	return out, nil
 }

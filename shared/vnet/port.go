@@ -6,11 +6,11 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 
 	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/names"
+	"github.com/brouter/brouter/shared/state"
 )
 
 // HostPortMAC is the MAC hooks give the host side of a guest's port (a Xen
@@ -202,18 +202,5 @@ func (m *Manager) DetachPort(name string) error {
 
 // portNetworks lists the networks that have port records.
 func (m *Manager) portNetworks() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(m.Records.Dir, "ports"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("vnet: %w", err)
-	}
-	var out []string
-	for _, e := range ents {
-		if e.IsDir() {
-			out = append(out, e.Name())
-		}
-	}
-	return out, nil
+	return state.ListDir(filepath.Join(m.Records.Dir, "ports"), fs.DirEntry.IsDir)
 }

@@ -52,15 +52,11 @@ func absPath(p string) string {
 }
 
 func run(bin string, ports, n int) error {
-	dir, err := os.MkdirTemp("", "brbench-heal")
+	dir, cfgPath, err := benchkit.PrivateHost("brbench-heal")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "brouter.toml")
-	os.Setenv(config.EnvConfig, cfgPath)
-	os.Setenv(config.EnvRunDir, filepath.Join(dir, "run"))
-	os.Setenv(config.EnvStateDir, filepath.Join(dir, "lib"))
 	if err := makeVeths(dir, ports); err != nil {
 		return err
 	}

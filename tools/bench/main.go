@@ -48,15 +48,11 @@ func run(bin string, n int, inner bool, only string) error {
 	if !inner {
 		return benchkit.InNamespace("brbench", "-inner", "-bin", bin, "-n", fmt.Sprint(n), "-only", only)
 	}
-	dir, err := os.MkdirTemp("", "brbench")
+	dir, cfgPath, err := benchkit.PrivateHost("brbench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "brouter.toml")
-	os.Setenv(config.EnvConfig, cfgPath)
-	os.Setenv(config.EnvRunDir, filepath.Join(dir, "run"))
-	os.Setenv(config.EnvStateDir, filepath.Join(dir, "lib"))
 	benchkit.Header()
 	if only == "policy" {
 		return benchPolicy(n)

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
+	"github.com/brouter/brouter/shared/config"
 	"github.com/brouter/brouter/shared/state"
 )
 
@@ -72,4 +74,19 @@ func PrintLocks(path string) error {
 		fmt.Println("  " + s.String())
 	}
 	return nil
+}
+
+// PrivateHost makes a temporary directory dir for the host config
+// (cfgPath, not yet written), run_dir and state_dir, and points this
+// process and the programs it runs at them, so a benchmark touches none of
+// the machine's. The caller removes dir.
+func PrivateHost(prefix string) (dir, cfgPath string, err error) {
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", err
+	}
+	cfgPath = filepath.Join(dir, "brouter.toml")
+	os.Setenv(config.EnvConfig, cfgPath)
+	os.Setenv(config.EnvRunDir, filepath.Join(dir, "run"))
+	os.Setenv(config.EnvStateDir, filepath.Join(dir, "lib"))
+	return dir, cfgPath, nil
 }

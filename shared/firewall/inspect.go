@@ -175,45 +175,36 @@ func appendNew(s []string, v string) []string {
 	return append(s, v)
 }
 
+var (
+	familyNames = map[gnftables.TableFamily]string{
+		gnftables.TableFamilyIPv4: "ip", gnftables.TableFamilyIPv6: "ip6", gnftables.TableFamilyINet: "inet",
+		gnftables.TableFamilyBridge: "bridge", gnftables.TableFamilyARP: "arp", gnftables.TableFamilyNetdev: "netdev",
+	}
+	// hookNames by family: the inet hooks serve ip, ip6, inet and bridge.
+	inetHooks = map[gnftables.ChainHook]string{
+		unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input", unix.NF_INET_FORWARD: "forward",
+		unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting",
+	}
+	hookNames = map[gnftables.TableFamily]map[gnftables.ChainHook]string{
+		gnftables.TableFamilyNetdev: {unix.NF_NETDEV_INGRESS: "ingress", unix.NF_NETDEV_EGRESS: "egress"},
+		gnftables.TableFamilyARP:    {0: "input", 1: "output"},
+	}
+)
+
 func familyName(f gnftables.TableFamily) string {
-	switch f {
-	case gnftables.TableFamilyIPv4:
-		return "ip"
-	case gnftables.TableFamilyIPv6:
-		return "ip6"
-	case gnftables.TableFamilyINet:
-		return "inet"
-	case gnftables.TableFamilyBridge:
-		return "bridge"
-	case gnftables.TableFamilyARP:
-		return "arp"
-	case gnftables.TableFamilyNetdev:
-		return "netdev"
+	if n, ok := familyNames[f]; ok {
+		return n
 	}
 	return fmt.Sprintf("family%d", f)
 }
 
 func hookName(f gnftables.TableFamily, h gnftables.ChainHook) string {
-	if f == gnftables.TableFamilyNetdev {
-		if h == unix.NF_NETDEV_INGRESS {
-			return "ingress"
-		}
-		return "egress"
+	names, ok := hookNames[f]
+	if !ok {
+		names = inetHooks
 	}
-	if f == gnftables.TableFamilyARP {
-		return map[gnftables.ChainHook]string{0: "input", 1: "output"}[h]
-	}
-	switch h {
-	case unix.NF_INET_PRE_ROUTING:
-		return "prerouting"
-	case unix.NF_INET_LOCAL_IN:
-		return "input"
-	case unix.NF_INET_FORWARD:
-		return "forward"
-	case unix.NF_INET_LOCAL_OUT:
-		return "output"
-	case unix.NF_INET_POST_ROUTING:
-		return "postrouting"
+	if n, ok := names[h]; ok {
+		return n
 	}
 	return fmt.Sprintf("hook%d", h)
 }

@@ -172,17 +172,21 @@ func (b *iptBackend) xtRemovePort(x xtChains, network, port string) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := x.chainExists(pc); err != nil {
+	if err := xtDeleteChainIfExists(x, pc); err != nil {
 		return err
-	} else if ok {
-		if err := x.deleteChain(pc); err != nil {
-			return err
-		}
 	}
 	if others {
 		return nil
 	}
 	return b.guardLocked(network, false, func() error { return xtRemoveDispatchIfEmpty(x, network) })
+}
+
+// xtDeleteChainIfExists deletes chain (flushing it first) if it is there.
+func xtDeleteChainIfExists(x xtChains, chain string) error {
+	if ok, err := x.chainExists(chain); err != nil || !ok {
+		return err
+	}
+	return x.deleteChain(chain)
 }
 
 // xtRemoveDispatchIfEmpty deletes the dispatch chain and its hook jumps when
@@ -230,12 +234,8 @@ func xtRemoveNetwork(x xtChains, network string) error {
 		if err := x.deleteRule(dc, "-i", f[i+1], "-j", pc); err != nil {
 			return err
 		}
-		if ok, err := x.chainExists(pc); err != nil {
+		if err := xtDeleteChainIfExists(x, pc); err != nil {
 			return err
-		} else if ok {
-			if err := x.deleteChain(pc); err != nil {
-				return err
-			}
 		}
 	}
 	return xtRemoveDispatchIfEmpty(x, network)
@@ -456,16 +456,18 @@ func (b *iptBackend) arptables() (*execTool, error) {
 // required, a missing tool is an error; else it is skipped (nothing of ours
 // can be there).
 func (b *iptBackend) portTools(bridged, required bool) ([]xtChains, error) {
+	// optional adds a tool, or skips it when missing and not required.
 	var out []xtChains
-	if bridged {
-		e, err := b.ebtables()
-		if err != nil {
-			if required {
-				return nil, err
-			}
-			return nil, nil
+	optional := func(t xtChains, err error) ([]xtChains, error) {
+		if err != nil && required {
+			return nil, err
+		} else if err == nil {
+			out = append(out, t)
 		}
-		return append(out, e), nil
+		return out, nil
+	}
+	if bridged {
+		return optional(b.ebtables())
 	}
 	for _, f := range b.families() {
 		out = append(out, iptRaw{f})
@@ -473,14 +475,7 @@ func (b *iptBackend) portTools(bridged, required bool) ([]xtChains, error) {
 	if required && b.v6 == nil {
 		return nil, fmt.Errorf("ip6tables not found (install the Debian package iptables)")
 	}
-	a, err := b.arptables()
-	if err != nil {
-		if required {
-			return nil, err
-		}
-		return out, nil
-	}
-	return append(out, a), nil
+	return optional(b.arptables())
 }
 
 func (b *iptBackend) allPortTools() ([]xtChains, error) {

@@ -137,12 +137,8 @@ func (b *iptBackend) removeOverlay(network string) error {
 		}
 	}
 	for _, c := range []string{ebtOvIn(network), ebtOvOut(network), ebtOvGuest(network)} {
-		if ok, err := e.chainExists(c); err != nil {
+		if err := xtDeleteChainIfExists(e, c); err != nil {
 			return err
-		} else if ok {
-			if err := e.deleteChain(c); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

@@ -40,6 +40,16 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /tmp /etc /run
 r() { echo "BRTEST $*"; }
+# pingall CMD LABEL A,B,...: reports "LABEL A ok|fail" for each address, three tries each.
+pingall() {
+	for a in $(echo "$3" | tr , ' '); do
+		res=fail
+		for try in 1 2 3; do
+			if $1 -c 1 -W 2 "$a" >/dev/null 2>&1; then res=ok; break; fi
+		done
+		r "$2 $a $res"
+	done
+}
 
 # IPv6: SLAAC and the default route from the router advertisements (up to
 # 15 s), DHCPv6, then pings and AAAA lookups.
@@ -68,13 +78,7 @@ ipv6_tasks() {
 		fi
 		;;
 	esac
-	for a in $(echo "$pings6" | tr , ' '); do
-		res=fail
-		for try in 1 2 3; do
-			if ping6 -c 1 -W 2 "$a" >/dev/null 2>&1; then res=ok; break; fi
-		done
-		r "ping6 $a $res"
-	done
+	pingall ping6 ping6 "$pings6"
 	srv=${names6%%,*}
 	for n in $(echo "${names6#*,}" | tr , ' '); do
 		[ "$names6" = "$srv" ] && break
@@ -121,13 +125,7 @@ else
 	sed 's/^/udhcpc: /' /tmp/udhcpc.log
 fi
 
-for a in $(echo "$pings" | tr , ' '); do
-	res=fail
-	for try in 1 2 3; do
-		if ping -c 1 -W 2 "$a" >/dev/null 2>&1; then res=ok; break; fi
-	done
-	r "ping $a $res"
-done
+pingall ping ping "$pings"
 
 for n in $(echo "$names" | tr , ' '); do
 	got=$(nslookup -type=a "$n" 2>/dev/null | awk '/^Name:/ {f=1; next} f && /^Address/ {print $2; exit}')

@@ -126,9 +126,9 @@ func remoteOf(n netlink.Neigh) netip.Addr {
 
 // SyncFlood makes the device's flood list exactly dsts: entries for the
 // endpoints missing are appended; those of endpoints no longer wanted are
-// deleted, with the MACs learnt behind them (unicast would go on reaching
-// them); the others, and what is learnt behind them, are left alone. It
-// returns what it added and removed.
+// deleted, and so is every MAC learnt behind an endpoint not in dsts
+// (unicast would go on reaching it); the others, and what is learnt behind
+// them, are left alone. It returns the flood entries it added and removed.
 func SyncFlood(name string, dsts []netip.Addr) (added, removed []netip.Addr, err error) {
 	l, err := Get(name)
 	if err != nil {
@@ -147,18 +147,16 @@ func SyncFlood(name string, dsts []netip.Addr) (added, removed []netip.Addr, err
 			removed = append(removed, a)
 		}
 	}
-	if len(removed) > 0 {
-		fdb, err := remoteFDB(l)
-		if err != nil {
-			return nil, nil, err
+	fdb, err := remoteFDB(l)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range fdb {
+		if slices.Contains(dsts, remoteOf(n)) {
+			continue
 		}
-		for _, n := range fdb {
-			if !slices.Contains(removed, remoteOf(n)) {
-				continue
-			}
-			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
-				return nil, removed, fmt.Errorf("link: remove peer %s (%s) from the forwarding database of %s: %w", remoteOf(n), n.HardwareAddr, name, err)
-			}
+		if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, removed, fmt.Errorf("link: remove peer %s (%s) from the forwarding database of %s: %w", remoteOf(n), n.HardwareAddr, name, err)
 		}
 	}
 	for _, a := range dsts {

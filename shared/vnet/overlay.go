@@ -241,6 +241,20 @@ func (m *Manager) startOverlay(n *config.Network, p *overlayPlan, rec *record, u
 	return nil
 }
 
+// forgetRemovedPeers drops, once the firewall admits VXLAN only from the
+// peers left (planTunnel), the MACs the device learnt behind a removed peer
+// between startOverlay's flood sync and that firewall change: the removed
+// host may still be sending.
+func forgetRemovedPeers(n *config.Network, p *overlayPlan) error {
+	if p == nil || n.Mode == config.ModeRoute {
+		return nil
+	}
+	if _, _, err := link.SyncFlood(p.device, p.flood); err != nil {
+		return fmt.Errorf("vnet: network %s: overlay: %w", n.Name, err)
+	}
+	return nil
+}
+
 // stopOverlay removes the overlay's devices (and WireGuard process) the
 // record names, and forgets them. Already gone: fine.
 func (m *Manager) stopOverlay(network string, rec *record) error {

@@ -212,6 +212,9 @@ func (m *Manager) startNetwork(n *config.Network, rec *record, had bool, fw, old
 	if err != nil {
 		return fmt.Errorf("vnet: network %s: %w", n.Name, err)
 	}
+	if err := forgetRemovedPeers(n, ov); err != nil {
+		return err
+	}
 	if err := m.startForwards(n, rec, fw); err != nil {
 		return err
 	}

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/brouter/brouter/shared/names"
 )
 
 // DHCPSpec is a [network.NAME.dhcp] table as written.
@@ -44,10 +45,6 @@ type DHCPHost struct {
 	Name string
 }
 
-var (
-	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	domainRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-)
 
 func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
 	if s == nil {
@@ -99,7 +96,7 @@ func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
 		d.LeaseTime = lt
 	}
 	if s.Domain != nil && *s.Domain != "" {
-		if len(*s.Domain) > 253 || !domainRE.MatchString(*s.Domain) {
+		if !names.Domain(*s.Domain) {
 			return nil, fmt.Errorf("%s.domain = %q: want a DNS domain such as \"lab.internal\"", key, *s.Domain)
 		}
 		d.Domain = strings.ToLower(*s.Domain)
@@ -165,7 +162,7 @@ func validateHost(hk, rel string, h DHCPHostSpec, n *Network, inSubnet func(k, v
 		host.IP6 = a
 	}
 	if h.Name != nil {
-		if !hostnameRE.MatchString(*h.Name) {
+		if !names.Hostname(*h.Name) {
 			return DHCPHost{}, fmt.Errorf("%s.name = %q: want a host name (letters, digits, '-', at most 63)", hk, *h.Name)
 		}
 		host.Name = strings.ToLower(*h.Name)

@@ -32,7 +32,6 @@ import (
 	"net/netip"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -98,13 +97,20 @@ const (
 	LeaseFile   = "leases"
 )
 
-var (
-	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	domainRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	userRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	// Paths go into dnsmasq's config verbatim: no spaces, commas, '#', quotes.
-	pathRE = regexp.MustCompile(`^/[A-Za-z0-9_./+@-]*$`)
-)
+// validUser is what dnsmasq's user option takes here: a lowercase
+// letter or '_', then up to 31 of lowercase letters, digits, '_' and '-'.
+func validUser(s string) bool {
+	return s != "" && len(s) <= 32 && (s[0] == '_' || s[0] >= 'a' && s[0] <= 'z') &&
+		strings.IndexFunc(s, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') }) < 0
+}
+
+// pathChars reports whether a path is absolute and made only of characters
+// that go into dnsmasq's config verbatim: no spaces, commas, '#', quotes.
+func pathChars(s string) bool {
+	return strings.HasPrefix(s, "/") && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./+@-", r))
+	}) < 0
+}
 
 func validNetwork(network string) error {
 	if err := names.Network(network); err != nil {
@@ -114,7 +120,7 @@ func validNetwork(network string) error {
 }
 
 func validDir(what, dir string) error {
-	if !pathRE.MatchString(dir) || filepath.Clean(dir) != dir || dir == "/" {
+	if !pathChars(dir) || filepath.Clean(dir) != dir || dir == "/" {
 		return fmt.Errorf("dhcp: %s %q: want a clean absolute path of letters, digits and _ . / + @ -", what, dir)
 	}
 	return nil
@@ -122,7 +128,7 @@ func validDir(what, dir string) error {
 
 // validHostName checks a host name (one DNS label).
 func validHostName(name string) error {
-	if !hostnameRE.MatchString(name) {
+	if !names.Hostname(name) {
 		return fmt.Errorf("host name %q: want one DNS label (letters, digits, '-', at most 63, not starting or ending with '-')", name)
 	}
 	return nil
@@ -215,7 +221,7 @@ func (s *Spec) Validate() error {
 	if s.LeaseTime != 0 && (s.LeaseTime < MinLeaseTime || s.LeaseTime%time.Second != 0) {
 		return fail("lease time %s: want whole seconds, at least %s", s.LeaseTime, MinLeaseTime)
 	}
-	if s.Domain != "" && (len(s.Domain) > 253 || !domainRE.MatchString(s.Domain)) {
+	if s.Domain != "" && !names.Domain(s.Domain) {
 		return fail("domain %q: want a DNS domain such as lab.internal", s.Domain)
 	}
 	macs, ips, names := map[string]bool{}, map[netip.Addr]bool{}, map[string]bool{}
@@ -251,7 +257,7 @@ func (s *Spec) Validate() error {
 			return fail("upstream %s is the network's own DNS forwarder", u)
 		}
 	}
-	if s.User != "" && !userRE.MatchString(s.User) {
+	if s.User != "" && !validUser(s.User) {
 		return fail("user %q: want a user name", s.User)
 	}
 	return nil

@@ -70,3 +70,32 @@ func isAlnum(r rune) bool {
 }
 
 func isWordChar(r rune) bool { return isAlnum(r) || r == '_' || r == '-' }
+
+// Hostname reports whether s is one DNS label as DHCP hosts and dnsmasq
+// take it: 1..63 letters, digits and '-', starting and ending with a letter
+// or digit.
+func Hostname(s string) bool {
+	if s == "" || len(s) > 63 || !isAlnum(rune(s[0])) || !isAlnum(rune(s[len(s)-1])) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := rune(s[i]); !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// Domain reports whether s is a DNS domain of Hostname labels joined by
+// '.' (no trailing dot), at most 253 bytes.
+func Domain(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if !Hostname(label) {
+			return false
+		}
+	}
+	return true
+}

@@ -87,3 +87,36 @@ func FuzzNetwork(f *testing.F) {
 		}
 	})
 }
+
+// The DNS name checks against the regular expressions they replaced (a
+// compiled {0,61} repetition cost every program a millisecond at start).
+var (
+	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	domainRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+)
+
+func checkDNSNames(t *testing.T, s string) {
+	if got, want := Hostname(s), hostnameRE.MatchString(s); got != want {
+		t.Errorf("Hostname(%q) = %v, want %v", s, got, want)
+	}
+	if got, want := Domain(s), len(s) <= 253 && domainRE.MatchString(s); got != want {
+		t.Errorf("Domain(%q) = %v, want %v", s, got, want)
+	}
+}
+
+var dnsSeeds = []string{"", "a", "-", "a-", "-a", "a-b", "lab", "lab.internal", "lab..internal", ".lab", "lab.",
+	"a.b.c", "x_y", "héllo", strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a.", 126) + "a",
+	strings.Repeat("abc.", 63) + "a", "9", "0-0", "a.-b", "a.b-"}
+
+func TestDNSNames(t *testing.T) {
+	for _, s := range dnsSeeds {
+		checkDNSNames(t, s)
+	}
+}
+
+func FuzzDNSNames(f *testing.F) {
+	for _, s := range dnsSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkDNSNames)
+}

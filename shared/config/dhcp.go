@@ -45,7 +45,6 @@ type DHCPHost struct {
 	Name string
 }
 
-
 func (s *DHCPSpec) validate(key string, n *Network) (*DHCP, error) {
 	if s == nil {
 		return nil, nil

@@ -146,6 +146,27 @@ type ourChain struct {
 	from        []string
 }
 
+// appendRules appends rules to an existing chain of table in one restore
+// (the chain is not declared: --noflush leaves its content).
+func (f *iptFamily) appendRules(table, chain string, rules [][]string) error {
+	var in bytes.Buffer
+	fmt.Fprintf(&in, "*%s\n", table)
+	writeAppends(&in, chain, rules)
+	in.WriteString("COMMIT\n")
+	return f.restoreNoflush(&in)
+}
+
+func (f *iptFamily) restoreNoflush(in *bytes.Buffer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, f.restore, "--noflush", "--wait=10")
+	cmd.Stdin = in
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", f.cmd, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // apply replaces the content of chains atomically, then adds the missing jumps.
 func (f *iptFamily) apply(chains ...ourChain) error {
 	var in bytes.Buffer
@@ -175,12 +196,8 @@ func (f *iptFamily) apply(chains ...ourChain) error {
 			in.WriteString("COMMIT\n")
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, f.restore, "--noflush", "--wait=10")
-	cmd.Stdin = &in
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s-restore: %w: %s", f.cmd, err, strings.TrimSpace(string(out)))
+	if err := f.restoreNoflush(&in); err != nil {
+		return err
 	}
 	for _, c := range chains {
 		for _, from := range c.from {

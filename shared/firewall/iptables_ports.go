@@ -36,6 +36,8 @@ type xtChains interface {
 	chainExists(chain string) (bool, error)
 	newChain(chain string) error               // empty, falling through to the caller
 	fill(chain string, rules [][]string) error // create or replace the chain's content
+	fillAll(fills []chainFill) error           // fill for each, in one go where the tool can
+	appendAll(chain string, specs [][]string) error
 	rules(chain string) ([][]string, error)    // each rule's fields, without the chain name
 	insert(chain string, spec ...string) error // at the top
 	appendRule(chain string, spec ...string) error
@@ -60,23 +62,33 @@ func hasRule(x xtChains, chain string, spec ...string) (bool, error) {
 	return slices.ContainsFunc(l, func(f []string) bool { return sameRule(f, spec) }), nil
 }
 
-// xtEnsurePort fills the port's chain, then adds the missing jumps to it.
-// The port's jump in the network's dispatch chain is added holding the
-// network's guard lock shared, so that ports are guarded at once; the
-// dispatch chain and its hook jump, when missing, are created holding it
-// exclusively, so that they never vanish under a port being added (see
-// xtRemovePort).
-func (b *iptBackend) xtEnsurePort(x xtChains, network, port string, rules [][]string) error {
-	pc, dc := asPortChain(port), asDispatchChain(network)
-	if err := x.fill(pc, rules); err != nil {
+// chainFill is one port chain's whole content.
+type chainFill struct {
+	chain string
+	rules [][]string
+}
+
+// xtEnsurePorts fills the ports' chains, then adds the missing jumps to
+// them, each step in one call of the tool where it can (a reconcile of
+// hundreds of ports is a few execs, not a few per port). The ports' jumps
+// in the network's dispatch chain are added holding the network's guard
+// lock shared, so that ports are guarded at once; the dispatch chain and
+// its hook jump, when missing, are created holding it exclusively, so that
+// they never vanish under a port being added (see xtRemovePort).
+func (b *iptBackend) xtEnsurePorts(x xtChains, network string, ports []string, fills []chainFill) error {
+	dc := asDispatchChain(network)
+	if err := x.fillAll(fills); err != nil {
 		return err
 	}
-	jump := []string{"-i", port, "-j", pc}
+	jumps := make([][]string, len(ports))
+	for i, port := range ports {
+		jumps[i] = []string{"-i", port, "-j", asPortChain(port)}
+	}
 	for attempt := 0; ; attempt++ {
 		var ready bool
 		err := b.guardLocked(network, true, func() error {
 			var err error
-			ready, err = xtAddJump(x, dc, jump)
+			ready, err = xtAddJumps(x, dc, jumps)
 			return err
 		})
 		if err != nil || ready {
@@ -91,9 +103,9 @@ func (b *iptBackend) xtEnsurePort(x xtChains, network, port string, rules [][]st
 	}
 }
 
-// xtAddJump adds jump to the dispatch chain dc, if dc and its jump from the
-// hook exist; false (and nothing changed) when they do not.
-func xtAddJump(x xtChains, dc string, jump []string) (bool, error) {
+// xtAddJumps adds the jumps missing from the dispatch chain dc, if dc and
+// its jump from the hook exist; false (and nothing changed) when they do not.
+func xtAddJumps(x xtChains, dc string, jumps [][]string) (bool, error) {
 	l, err := x.rules(dc)
 	if err != nil {
 		if ok, e := x.chainExists(dc); e == nil && !ok {
@@ -104,10 +116,16 @@ func xtAddJump(x xtChains, dc string, jump []string) (bool, error) {
 	if ok, err := hasRule(x, x.hook(), "-j", dc); err != nil || !ok {
 		return false, err
 	}
-	if slices.ContainsFunc(l, func(f []string) bool { return sameRule(f, jump) }) {
+	var missing [][]string
+	for _, j := range jumps {
+		if !slices.ContainsFunc(l, func(f []string) bool { return sameRule(f, j) }) {
+			missing = append(missing, j)
+		}
+	}
+	if len(missing) == 0 {
 		return true, nil
 	}
-	return true, x.appendRule(dc, jump...)
+	return true, x.appendAll(dc, missing)
 }
 
 // xtSetupDispatch creates the network's dispatch chain and its jump from the
@@ -322,19 +340,35 @@ func (e *execTool) newChain(chain string) error {
 }
 
 func (e *execTool) fill(chain string, rules [][]string) error {
+	return e.fillAll([]chainFill{{chain, rules}})
+}
+
+// fillAll replaces the chains' content in one restore; arptables, whose
+// restore flushes the whole table, chain by chain and rule by rule.
+func (e *execTool) fillAll(fills []chainFill) error {
 	if e.restore == "" {
-		ok, err := e.chainExists(chain)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			if err := e.newChain(chain); err != nil {
+		for _, c := range fills {
+			if err := e.refill(c.chain, c.rules); err != nil {
 				return err
 			}
-		} else if _, err := e.run("-F", chain); err != nil {
-			return err
 		}
-		for _, r := range rules {
+		return nil
+	}
+	var in bytes.Buffer
+	fmt.Fprintf(&in, "*%s\n", e.table)
+	for _, c := range fills {
+		fmt.Fprintf(&in, ":%s RETURN\n", c.chain)
+		writeAppends(&in, c.chain, c.rules)
+	}
+	in.WriteString("COMMIT\n")
+	return e.restoreNoflush(&in)
+}
+
+// appendAll appends rules to an existing chain (not declared: restore
+// --noflush leaves its content).
+func (e *execTool) appendAll(chain string, specs [][]string) error {
+	if e.restore == "" {
+		for _, r := range specs {
 			if err := e.appendRule(chain, r...); err != nil {
 				return err
 			}
@@ -342,18 +376,49 @@ func (e *execTool) fill(chain string, rules [][]string) error {
 		return nil
 	}
 	var in bytes.Buffer
-	fmt.Fprintf(&in, "*%s\n:%s RETURN\n", e.table, chain)
+	fmt.Fprintf(&in, "*%s\n", e.table)
+	writeAppends(&in, chain, specs)
+	in.WriteString("COMMIT\n")
+	return e.restoreNoflush(&in)
+}
+
+// writeAppends writes an -A line per rule, then nothing else.
+func writeAppends(in *bytes.Buffer, chain string, rules [][]string) {
 	for _, r := range rules {
 		// Every token is a validated name, an address or a constant: no quoting needed.
-		fmt.Fprintf(&in, "-A %s %s\n", chain, strings.Join(r, " "))
+		fmt.Fprintf(in, "-A %s %s\n", chain, strings.Join(r, " "))
 	}
-	in.WriteString("COMMIT\n")
+}
+
+// restoreNoflush feeds in (whole tables, each ending in COMMIT) to the tool's restore.
+func (e *execTool) restoreNoflush(in *bytes.Buffer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, e.restore, "--noflush")
-	c.Stdin = &in
+	c.Stdin = in
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s-restore: %w: %s", e.name(), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// refill empties (or creates) chain and appends rules one command each.
+func (e *execTool) refill(chain string, rules [][]string) error {
+	ok, err := e.chainExists(chain)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := e.newChain(chain); err != nil {
+			return err
+		}
+	} else if _, err := e.run("-F", chain); err != nil {
+		return err
+	}
+	for _, r := range rules {
+		if err := e.appendRule(chain, r...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -405,7 +470,17 @@ func (r iptRaw) chainExists(chain string) (bool, error) {
 }
 func (r iptRaw) newChain(chain string) error { return r.f.ipt.NewChain("raw", chain) }
 func (r iptRaw) fill(chain string, rules [][]string) error {
-	return r.f.apply(ourChain{table: "raw", name: chain, rules: rules})
+	return r.fillAll([]chainFill{{chain, rules}})
+}
+func (r iptRaw) fillAll(fills []chainFill) error {
+	chains := make([]ourChain, len(fills))
+	for i, c := range fills {
+		chains[i] = ourChain{table: "raw", name: c.chain, rules: c.rules}
+	}
+	return r.f.apply(chains...)
+}
+func (r iptRaw) appendAll(chain string, specs [][]string) error {
+	return r.f.appendRules("raw", chain, specs)
 }
 func (r iptRaw) rules(chain string) ([][]string, error) {
 	lines, err := r.f.ipt.List("raw", chain)
@@ -492,14 +567,68 @@ func (b *iptBackend) allPortTools() ([]xtChains, error) {
 // (iptables_records.go), so that neither this nor RemovePort looks for the
 // port in the tools of the other kind.
 func (b *iptBackend) EnsurePort(p PortRules) error {
-	if err := p.validate(); err != nil {
+	return b.ensurePorts(p.Network, []PortRules{p})
+}
+
+// SyncPorts on iptables replaces each listed port's chains (EnsurePort keeps
+// no records of their content, so there is nothing to distrust), all
+// ports of a kind together.
+func (b *iptBackend) SyncPorts(network string, ports []PortRules) error {
+	if err := validNetwork(network); err != nil {
 		return err
 	}
-	tools, err := b.portTools(p.Bridged, true)
-	if err != nil {
-		return errorf("iptables: port %s: %w", p.Port, err)
+	for _, p := range ports {
+		if p.Network != network {
+			return errorf("port %s is of network %s, not %s", p.Port, p.Network, network)
+		}
 	}
-	// A port that changed kind (bridged ↔ routed) leaves nothing behind.
+	return b.ensurePorts(network, ports)
+}
+
+// ensurePorts installs the guards of ports of one network: bridged ports in
+// ebtables, routed ones in iptables, ip6tables (raw) and arptables, one
+// fill and one set of jumps per tool.
+func (b *iptBackend) ensurePorts(network string, ports []PortRules) error {
+	byKind := map[bool][]PortRules{}
+	for _, p := range ports {
+		if err := p.validate(); err != nil {
+			return err
+		}
+		byKind[p.Bridged] = append(byKind[p.Bridged], p)
+	}
+	tools := map[bool][]xtChains{} // missing tools are an error before anything changes
+	for bridged, group := range byKind {
+		var err error
+		if tools[bridged], err = b.portTools(bridged, true); err != nil {
+			return errorf("iptables: port %s: %w", group[0].Port, err)
+		}
+	}
+	for _, p := range ports {
+		if err := b.prepareGuard(p); err != nil {
+			return err
+		}
+	}
+	for bridged, group := range byKind {
+		names := make([]string, len(group))
+		for i, p := range group {
+			names[i] = p.Port
+		}
+		for _, x := range tools[bridged] {
+			fills := make([]chainFill, len(group))
+			for i, p := range group {
+				fills[i] = chainFill{asPortChain(p.Port), xtPortSpecs(x, p)}
+			}
+			if err := b.xtEnsurePorts(x, network, names, fills); err != nil {
+				return errorf("iptables: %s: %w", portList(names), err)
+			}
+		}
+	}
+	return nil
+}
+
+// prepareGuard removes what a port that changed kind (bridged ↔ routed)
+// left behind, and records its kind before its chains exist.
+func (b *iptBackend) prepareGuard(p PortRules) error {
 	if was := b.guardKind(p.Network, p.Port); was == kindUnknown || was == kindOf(!p.Bridged) {
 		other, err := b.portTools(!p.Bridged, false)
 		if err != nil {
@@ -511,26 +640,33 @@ func (b *iptBackend) EnsurePort(p PortRules) error {
 			}
 		}
 	}
-	if err := b.noteGuard(p.Network, p.Port, kindOf(p.Bridged)); err != nil {
-		return err
-	}
-	for _, x := range tools {
-		var rules [][]string
-		switch t := x.(type) {
-		case iptRaw:
-			rules = iptPortSpecs(p, t.f.family)
-		case *execTool:
-			if p.Bridged {
-				rules = ebtSpecs(p)
-			} else {
-				rules = arptSpecs(p)
-			}
+	return b.noteGuard(p.Network, p.Port, kindOf(p.Bridged))
+}
+
+// xtPortSpecs are the rules of p's chain for tool x.
+func xtPortSpecs(x xtChains, p PortRules) [][]string {
+	switch t := x.(type) {
+	case iptRaw:
+		return iptPortSpecs(p, t.f.family)
+	case *execTool:
+		if p.Bridged {
+			return ebtSpecs(p)
 		}
-		if err := b.xtEnsurePort(x, p.Network, p.Port, rules); err != nil {
-			return errorf("iptables: port %s: %w", p.Port, err)
-		}
+		return arptSpecs(p)
 	}
 	return nil
+}
+
+// portList names ports in an error: "port P", or "ports P, Q and 3 more".
+func portList(ports []string) string {
+	switch n := len(ports); {
+	case n == 1:
+		return "port " + ports[0]
+	case n <= 3:
+		return "ports " + strings.Join(ports, ", ")
+	default:
+		return fmt.Sprintf("ports %s and %d more", strings.Join(ports[:2], ", "), n-2)
+	}
 }
 
 func (b *iptBackend) RemovePort(network, port string) error {

@@ -527,3 +527,49 @@ func (l *portLab) iface() string {
 	}
 	return l.port.Port
 }
+
+// TestKernelSyncPorts: with four guarded ports of one network, another
+// tool empties one port's chain (set), drops a port's jump and deletes a
+// port's chain; SyncPorts, given all four, puts back exactly what
+// EnsurePort made (dumps compared) in one batch, and the guest's spoofed
+// source is dropped again while its own address passes.
+func TestKernelSyncPorts(t *testing.T) {
+	breakers := map[string][][]string{
+		KindIPTables: {
+			{"ebtables", "-t", "nat", "-F", "BRAS-vg1"},
+			{"ebtables", "-t", "nat", "-D", "BROUTER-AS-astest", "-i", "vx2", "-j", "BRAS-vx2"},
+			{"ebtables", "-t", "nat", "-D", "BROUTER-AS-astest", "-i", "vx3", "-j", "BRAS-vx3"},
+			{"ebtables", "-t", "nat", "-F", "BRAS-vx3"},
+			{"ebtables", "-t", "nat", "-X", "BRAS-vx3"},
+		},
+		KindNftables: {
+			{"nft", "flush", "set", "bridge", "brouter-astest", "as_ports"},
+			{"nft", "flush", "set", "bridge", "brouter-astest", "as_mac"},
+		},
+	}
+	for _, kind := range []string{KindNftables, KindIPTables} {
+		t.Run(kind, func(t *testing.T) {
+			l := newPortLab(t, kind, true)
+			ports := []PortRules{l.port}
+			for i := 1; i <= 3; i++ {
+				ports = append(ports, PortRules{Network: "astest", Port: fmt.Sprintf("vx%d", i), Bridged: true,
+					MAC: net.HardwareAddr{2, 0, 0, 0, 9, byte(i)}, IPs: []netip.Addr{netip.MustParseAddr(fmt.Sprintf("10.50.0.%d", 20+i))}})
+			}
+			for _, p := range ports {
+				l.must("EnsurePort "+p.Port, func() error { return l.b.EnsurePort(p) })
+			}
+			want := l.host.Dump(t)
+			l.blocked(l.spoof4, l.gw4)
+			for _, c := range breakers[kind] {
+				l.host.Exec(t, c...)
+			}
+			l.reach(l.spoof4, l.gw4) // the control: the guard is really gone
+			l.must("SyncPorts", func() error { return l.b.SyncPorts("astest", ports) })
+			if d := nstest.Diff(want, l.host.Dump(t)); d != "" {
+				t.Errorf("SyncPorts did not restore what EnsurePort made:\n%s", d)
+			}
+			l.blocked(l.spoof4, l.gw4)
+			l.reach(l.own4, l.gw4)
+		})
+	}
+}

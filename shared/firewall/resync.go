@@ -123,12 +123,6 @@ func planResync(conn nftPortOp, network string, ports []PortRules) ([]nftPortTab
 	return applyUnlessMissing(conn, missing, changes)
 }
 
-// SyncPorts on iptables replaces each listed port's chains (EnsurePort keeps
-// no records, so there is nothing to distrust).
-func (b *iptBackend) SyncPorts(network string, ports []PortRules) error {
-	return syncEach(b, network, ports)
-}
-
 // SyncPorts on the Fake is EnsurePort for each port.
 func (f *Fake) SyncPorts(network string, ports []PortRules) error {
 	return syncEach(f, network, ports)

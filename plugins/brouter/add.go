@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -202,8 +201,9 @@ func ipamResult(res types.Result, r *current.Result) error {
 // once instead of a second or more later.
 func configure(ifName string, r *current.Result, dad bool) error {
 	if !dad {
-		// Absent without IPv6 in the container: nothing to skip then.
-		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/accept_dad", []byte("0"), 0o644)
+		if err := link.SkipDAD(ifName); err != nil {
+			return err
+		}
 	}
 	if len(r.IPs) > 0 {
 		return ipam.ConfigureIface(ifName, r)

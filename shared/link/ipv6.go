@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -31,6 +32,18 @@ func AcceptRA(name string) (int, error) {
 // SetAcceptRA writes net.ipv6.conf.NAME.accept_ra.
 func SetAcceptRA(name string, v int) error {
 	return writeSysctl("/proc/sys/net/ipv6/conf/"+name+"/accept_ra", strconv.Itoa(v))
+}
+
+// SkipDAD turns off duplicate address detection on the link
+// (net.ipv6.conf.NAME.accept_dad = 0), so addresses made unique by whoever
+// assigns them are usable at once. A link without IPv6 has nothing to skip:
+// no error.
+func SkipDAD(name string) error {
+	err := writeSysctl("/proc/sys/net/ipv6/conf/"+name+"/accept_dad", "0")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // RALearners names the links that hold routes learned from router

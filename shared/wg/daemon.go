@@ -72,21 +72,29 @@ func (d Daemon) Start(mtu int) (started bool, err error) {
 		return false, fail("run %s: %w", d.Binary, err)
 	}
 	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
+	// Whether it exited is known from waiting on it, not from its command
+	// line: right after exec, /proc/PID/cmdline can still be empty.
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	if err := os.WriteFile(d.pidFile(), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		_ = proc.Terminate(pid, ProgramName, d.matches)
 		return false, fail("%w", err)
 	}
-	for deadline := time.Now().Add(startTimeout); ; time.Sleep(20 * time.Millisecond) {
+	deadline := time.After(startTimeout)
+	for {
 		if c, err := net.Dial("unix", d.Socket()); err == nil {
 			c.Close()
 			return true, nil
 		}
-		if !proc.Alive(pid, d.matches) || time.Now().After(deadline) {
+		select {
+		case <-time.After(20 * time.Millisecond):
+			continue
+		case <-exited:
+		case <-deadline:
 			_ = proc.Terminate(pid, ProgramName, d.matches)
-			out, _ := os.ReadFile(d.logFile())
-			return true, fail("%s did not start: %s", ProgramName, oneLine(string(out)))
 		}
+		out, _ := os.ReadFile(d.logFile())
+		return true, fail("%s did not start: %s", ProgramName, oneLine(string(out)))
 	}
 }
 
